@@ -1,0 +1,54 @@
+"""Tokenisation, seeded sampling and dynamically padded batches for sequence classification."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def tokenize_rows(rows: list[dict], tokenizer, max_length: int) -> list[dict]:
+    """Each row becomes {'input_ids', 'attention_mask'[, 'token_type_ids'], 'labels'} (lists)."""
+    firsts = [r["texts"][0] for r in rows]
+    seconds = [r["texts"][1] for r in rows] if len(rows[0]["texts"]) > 1 else None
+    enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length)
+    keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
+    return [{**{k: enc[k][i] for k in keys}, "labels": rows[i]["label"]} for i in range(len(rows))]
+
+
+def sample_indices(total: int, num_samples: int, seed: int) -> list[int]:
+    """A seeded subset without replacement; all rows, shuffled, when num_samples >= total."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(total)[: min(num_samples, total)].tolist()
+
+
+def collate(features: list[dict], pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence in the batch."""
+    longest = max(len(f["input_ids"]) for f in features)
+    batch = {}
+    for key in ("input_ids", "token_type_ids", "attention_mask"):
+        if key not in features[0]:
+            continue
+        pad = pad_token_id if key == "input_ids" else 0
+        batch[key] = torch.tensor([f[key] + [pad] * (longest - len(f[key])) for f in features])
+    labels = [f["labels"] for f in features]
+    batch["labels"] = torch.tensor(labels, dtype=torch.float if isinstance(labels[0], float) else torch.long)
+    return batch
+
+
+def make_batches(features: list[dict], batch_size: int, pad_token_id: int = 0,
+                 sort_by_length: bool = False) -> tuple[list[dict], list[int]]:
+    """Split into padded batches. Returns (batches, order) where order[i] is the feature index of
+    the i-th row across the batches (sorting by length makes evaluation faster)."""
+    order = list(range(len(features)))
+    if sort_by_length:
+        order.sort(key=lambda i: len(features[i]["input_ids"]))
+    batches = [collate([features[i] for i in order[s:s + batch_size]], pad_token_id)
+               for s in range(0, len(order), batch_size)]
+    return batches, order
+
+
+def average_length(features: list[dict]) -> float:
+    return float(np.mean([sum(f["attention_mask"]) for f in features]))
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}

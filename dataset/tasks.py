@@ -1,0 +1,67 @@
+"""A task as the pipeline sees it: sample batches for the search, an evaluation, a sequence length."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+from dataset.features import average_length, make_batches, sample_indices, tokenize_rows
+from dataset.glue import DataError, get_task, load_glue_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskData:
+    name: str
+    head: str                         # 'classification' or 'qa'
+    sample_batches: list[dict]        # training sample for gradients and mask tuning
+    evaluate: Callable                # evaluate(model, arch, head_mask, neuron_mask) -> metrics dict
+    primary_metric: str
+    seq_len: float                    # average tokens per example, for the MAC count
+    last_ffn_cls_only: bool           # the head reads only the first token
+    info: dict
+
+
+def check_label_count(task_name: str, num_labels: int, model_num_labels: int) -> None:
+    if num_labels != model_num_labels:
+        raise DataError(
+            f"the checkpoint has {model_num_labels} output label(s) but task {task_name} needs "
+            f"{num_labels}. Pick the --task_name the checkpoint was fine-tuned on, or fine-tune it "
+            f"for {task_name} first (scripts/finetune.py).")
+
+
+def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_samples: int, seed: int,
+                 max_length: int, batch_size: int) -> TaskData:
+    from evaluate.glue import PRIMARY_METRIC, compute_glue_metrics
+    from evaluate.predict import predict_logits
+
+    task = get_task(task_name)
+    check_label_count(task.name, task.num_labels, config.num_labels)
+    train_rows, train_info = load_glue_split(task.name, "train", data_dir, config.label2id)
+    dev_rows, dev_info = load_glue_split(task.name, "dev", data_dir, config.label2id)
+    for split, info in (("train", train_info), ("dev", dev_info)):
+        if info["skipped_rows"]:
+            log.warning("%s: skipped %d rows with missing fields in %s", task.name, info["skipped_rows"], info["source"])
+    if num_samples > len(train_rows):
+        log.warning("--num_samples %d is larger than the training set (%d rows): using all of it",
+                    num_samples, len(train_rows))
+    picked = sample_indices(len(train_rows), num_samples, seed)
+    pad_id = tokenizer.pad_token_id or 0
+    sample = tokenize_rows([train_rows[i] for i in picked], tokenizer, max_length)
+    sample_batches, _ = make_batches(sample, batch_size, pad_id)
+    dev = tokenize_rows(dev_rows, tokenizer, max_length)
+    dev_batches, dev_order = make_batches(dev, 128, pad_id, sort_by_length=True)
+    labels = [r["label"] for r in dev_rows]
+    seq_len = average_length(dev)
+    log.info("%s: %d training rows, %d sampled; %d dev rows; average dev length %.3f tokens",
+             task.name, len(train_rows), len(sample), len(dev_rows), seq_len)
+
+    def evaluate(model, arch, head_mask=None, neuron_mask=None) -> dict:
+        logits = predict_logits(model, arch, dev_batches, dev_order, head_mask, neuron_mask)
+        preds = logits.squeeze(-1) if task.is_regression else logits
+        return compute_glue_metrics(task.name, preds.numpy(), labels)
+
+    return TaskData(task.name, "classification", sample_batches, evaluate, PRIMARY_METRIC[task.name],
+                    seq_len, True,
+                    {"train": train_info, "dev": dev_info, "num_samples_used": len(sample)})

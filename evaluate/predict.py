@@ -1,0 +1,23 @@
+"""Running a (masked) model over evaluation batches."""
+from __future__ import annotations
+
+import torch
+from tqdm import tqdm
+
+from dataset.features import to_device
+from utils.hooks import apply_masks
+
+
+def predict_logits(model, arch, batches: list[dict], order: list[int], head_mask=None, neuron_mask=None
+                   ) -> torch.Tensor:
+    """Logits in the original row order; masks applied with hooks when given."""
+    device = next(model.parameters()).device
+    outputs = []
+    with torch.inference_mode(), apply_masks(arch, head_mask, neuron_mask):
+        for batch in tqdm(batches, desc="evaluate", leave=False):
+            batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+            outputs.append(model(**batch).logits.float().cpu())
+    logits = torch.cat(outputs)
+    restored = torch.empty_like(logits)
+    restored[torch.tensor(order)] = logits
+    return restored

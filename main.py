@@ -1,0 +1,192 @@
+"""Post-training pruning of a fine-tuned Transformer (Kwon et al. 2022) from the command line.
+
+    python main.py --task_name sst2 --ckpt_dir CKPT --data_dir GLUE --constraint 0.5
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+log = logging.getLogger("main")
+
+TASKS = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task_name: str
+    ckpt_dir: str
+    model_name: str | None
+    data_dir: str | None
+    output_dir: str
+    metric: str
+    constraint: float
+    num_samples: int
+    seed: int
+    device: str
+    max_seq_length: int
+    batch_size: int
+    rearrange: bool
+    rescale: bool
+    importance: str
+    eval_stages: bool
+    overwrite: bool
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number; give the fraction of MACs to keep, e.g. 0.5")
+    if not (0 < value < 1) or math.isnan(value):
+        raise argparse.ArgumentTypeError(f"{text} is outside (0, 1); give the fraction to keep, e.g. 0.5 keeps half")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task_name", required=True, type=str.lower, choices=TASKS)
+    p.add_argument("--ckpt_dir", required=True, help="fine-tuned checkpoint folder (or hub id when online)")
+    p.add_argument("--model_name", default=None, help="base model for the tokenizer, if the checkpoint has none")
+    p.add_argument("--data_dir", default=None, help="GLUE TSV folder; omit to load from the HuggingFace hub")
+    p.add_argument("--output_dir", default=None, help="default: outputs/<model>/<task>/<metric>/<constraint>/seed_<seed>")
+    p.add_argument("--metric", default="mac", choices=["mac", "latency"])
+    p.add_argument("--constraint", required=True, type=_fraction, help="fraction of MACs to keep, 0 < c < 1")
+    p.add_argument("--num_samples", default=2048, type=_positive_int)
+    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--gpu", default=None, type=int, help="alias of --device cuda:N (original tool's flag)")
+    p.add_argument("--max_seq_length", default=128, type=_positive_int)
+    p.add_argument("--batch_size", default=32, type=_positive_int, help="sample batch size for the gradients")
+    p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
+    p.add_argument("--no_rescale", action="store_true", help="ablation: skip mask tuning")
+    p.add_argument("--importance", default="fisher", choices=["fisher", "magnitude", "random"])
+    p.add_argument("--eval_stages", action="store_true", help="also evaluate the teacher, search-only and rearranged masks")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --output_dir")
+    return p
+
+
+def config_from_args(argv=None) -> RunConfig:
+    args = build_parser().parse_args(argv)
+    device = f"cuda:{args.gpu}" if args.gpu is not None else args.device
+    output_dir = args.output_dir or os.path.join(
+        "outputs", os.path.basename(os.path.normpath(args.ckpt_dir)), args.task_name, args.metric,
+        f"{args.constraint:g}", f"seed_{args.seed}")
+    return RunConfig(
+        task_name=args.task_name, ckpt_dir=args.ckpt_dir, model_name=args.model_name, data_dir=args.data_dir,
+        output_dir=output_dir, metric=args.metric, constraint=args.constraint, num_samples=args.num_samples,
+        seed=args.seed, device=device, max_seq_length=args.max_seq_length, batch_size=args.batch_size,
+        rearrange=not args.no_rearrange, rescale=not args.no_rescale, importance=args.importance,
+        eval_stages=args.eval_stages, overwrite=args.overwrite)
+
+
+def run(cfg: RunConfig) -> dict:
+    import torch
+
+    from dataset.tasks import prepare_glue
+    from prune.cost import MacCost
+    from prune.masks import kept_per_layer, save_masks
+    from prune.pipeline import PruneOptions, prune
+    from utils.arch import bind, facts_for
+    from utils.checkpoint import check_checkpoint_dir, load_config, load_model, load_tokenizer
+    from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
+    from utils.run_folder import package_versions, prepare_run_folder, setup_logging, write_json
+
+    if cfg.metric == "latency":
+        raise NotImplementedError("--metric latency is not available yet; use --metric mac.")
+    device = resolve_device(cfg.device)
+    check_checkpoint_dir(cfg.ckpt_dir)
+    model_config = load_config(cfg.ckpt_dir)
+    facts_for(model_config.model_type)            # unsupported architectures fail here, before loading
+    prepare_run_folder(cfg.output_dir, cfg.overwrite)
+    setup_logging(cfg.output_dir)
+    write_json(os.path.join(cfg.output_dir, "args.json"), asdict(cfg))
+    write_json(os.path.join(cfg.output_dir, "versions.json"), package_versions())
+    log.info("run folder %s", cfg.output_dir)
+
+    torch.manual_seed(cfg.seed)
+    wall_start = time.perf_counter()
+    tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
+    model = load_model(cfg.ckpt_dir, "classification").to(device)
+    arch = bind(model)
+    task = prepare_glue(cfg.task_name, cfg.data_dir, tokenizer, model.config, cfg.num_samples, cfg.seed,
+                        cfg.max_seq_length, cfg.batch_size)
+    cost = MacCost(task.seq_len, arch.hidden_size, arch.head_dim)
+
+    eval_start = time.perf_counter()
+    before = task.evaluate(model, arch)
+    eval_seconds = time.perf_counter() - eval_start
+    log.info("unpruned %s: %s", task.primary_metric, before)
+
+    prune_start = time.perf_counter()
+    result = prune(model, arch, task.sample_batches, cost,
+                   PruneOptions(cfg.constraint, cfg.rearrange, cfg.rescale, cfg.importance, cfg.seed),
+                   task.last_ffn_cls_only)
+    prune_seconds = time.perf_counter() - prune_start
+    head_mask, neuron_mask = result.final
+    after = task.evaluate(model, arch, head_mask, neuron_mask)
+    log.info("pruned %s: %s (MAC ratio %.4f, pruning %.1f s)", task.primary_metric, after, result.mac_ratio, prune_seconds)
+
+    stages = {}
+    if cfg.eval_stages:
+        for name, (h, n) in result.masks.items():
+            if name != "final":
+                stages[name] = task.evaluate(model, arch, h, n)
+                log.info("stage %s: %s", name, stages[name])
+
+    save_masks(cfg.output_dir, head_mask, neuron_mask)
+    results = {
+        "task": task.name,
+        "primary_metric": task.primary_metric,
+        "metric_before": before,
+        "metric_after": after,
+        "metric_stages": stages,
+        "constraint": cfg.constraint,
+        "mac_ratio": result.mac_ratio,
+        "seq_len_for_macs": task.seq_len,
+        "seconds": {**result.seconds, "pruning_total": round(prune_seconds, 3),
+                    "evaluate_once": round(eval_seconds, 3),
+                    "wall_total": round(time.perf_counter() - wall_start, 3)},
+        "peak_memory_mb": {"rss": round(peak_rss_mb(), 1), "gpu": peak_gpu_mb(device)},
+        "heads_kept_per_layer": kept_per_layer(head_mask),
+        "neurons_kept_per_layer": kept_per_layer(neuron_mask),
+        "mask_tuning": result.tuning_events,
+        "device": str(device),
+        "data": task.info,
+    }
+    write_json(os.path.join(cfg.output_dir, "results.json"), results)
+    log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
+    return results
+
+
+def main(argv=None) -> int:
+    cfg = config_from_args(argv)
+    from utils.errors import USER_ERRORS
+    try:
+        run(cfg)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the run folder has no results.json and is not a finished run", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Layer-by-layer replay of an encoder on cached inputs.
+
+The inputs of the first encoder layer are recorded once per batch; afterwards each layer runs on
+the cached outputs of the previous one, so a layer-wise stage costs one encoder pass per sweep
+instead of one full model pass per layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from dataset.features import to_device
+from utils.arch import BoundArch
+from utils.hooks import call_layer, layer_call_inputs
+
+
+@dataclass
+class LayerBatch:
+    hidden: torch.Tensor       # [batch, tokens, hidden]: input of the current layer
+    args: tuple                # the layer call as the model made it (hidden states swapped in)
+    kwargs: dict
+    token_mask: torch.Tensor   # [batch, tokens] bool: real (non-padding) tokens
+
+
+def first_layer_inputs(model, arch: BoundArch, batches: list[dict]) -> list[LayerBatch]:
+    device = next(model.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for batch in batches:
+            batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+            args, kwargs = layer_call_inputs(model, arch, batch)
+            hidden = args[0] if args else kwargs["hidden_states"]
+            out.append(LayerBatch(hidden, args, kwargs, batch["attention_mask"].bool()))
+    return out
+
+
+def run_layer(arch: BoundArch, index: int, inputs: list[LayerBatch]) -> list[LayerBatch]:
+    """Outputs of layer `index` for every cached batch, as inputs of the next layer."""
+    layer = arch.layer(index)
+    return [replace(lb, hidden=call_layer(layer, lb.hidden, lb.args, lb.kwargs)) for lb in inputs]
