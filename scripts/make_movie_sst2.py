@@ -42,10 +42,15 @@ class MovieDataError(ValueError):
     """A user-fixable problem with the source distribution or the output folder."""
 
 
-def download_sdist(dest_dir: str) -> str:
-    """Fetch the vaderSentiment sdist with pip; return the path of the archive."""
+def download_sdist(dest_dir: str, timeout_s: int | None = None) -> str:
+    """Fetch the vaderSentiment sdist with pip; return the path of the archive.
+
+    timeout_s: pip's socket timeout, with a single retry (fail fast when offline); None keeps pip's settings.
+    """
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
            "--disable-pip-version-check", VADER_REQUIREMENT, "-d", dest_dir]
+    if timeout_s is not None:
+        cmd += ["--timeout", str(timeout_s), "--retries", "1"]
     log.info("downloading %s: %s", VADER_REQUIREMENT, " ".join(cmd))
     result = subprocess.run(cmd, capture_output=True, text=True)
     archives = glob.glob(os.path.join(dest_dir, "vaderSentiment-*.tar.gz"))

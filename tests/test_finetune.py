@@ -23,6 +23,7 @@ WORDS = ["good", "great", "fine", "bad", "awful", "poor", "the", "movie", "film"
          "a", "an", "story", "cast", "cat", "dog", "sat", "ran", "on", "mat", "park"]
 POSITIVE, NEGATIVE = ["good", "great", "fine"], ["bad", "awful", "poor"]
 FILLER = ["the movie was", "a film is", "the plot was", "the story is", "the cast was", "an movie is"]
+TINY_RECIPE = {"max_steps": 64, "lr": 3e-3, "batch_size": 16, "max_length": 16, "seed": 0}
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -32,17 +33,25 @@ def tiny_encoder(tmp_path_factory) -> str:
     """A random 2-layer BERT encoder (no classifier) saved with a tiny WordPiece tokenizer."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
     folder = tmp_path_factory.mktemp("tiny-bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
-    vocab_file = folder / "vocab-source.txt"
-    vocab_file.write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file))
+    vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS)}
+    # transformers 5 takes `vocab=` (a dict or a file); the old `vocab_file=` is silently ignored.
+    tokenizer = BertTokenizerFast(vocab=vocab)
+    assert tokenizer("good film")["input_ids"] == [vocab[t] for t in ("[CLS]", "good", "film", "[SEP]")]
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=37, max_position_embeddings=64)
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    vocab_file.unlink()
     return str(folder)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the cores are shared with other work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _write_tsv(path, header: list[str], rows: list[list]) -> None:
@@ -93,8 +102,7 @@ def stsb_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def sst2_run(tiny_encoder, sst2_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("runs") / "sst2-ckpt")
-    result = ft.finetune("sst2", out, data_dir=sst2_dir, model_dir=tiny_encoder, max_steps=48,
-                         lr=1e-3, batch_size=16, max_length=16, seed=0)
+    result = ft.finetune("sst2", out, data_dir=sst2_dir, model_dir=tiny_encoder, **TINY_RECIPE)
     return out, result
 
 
@@ -112,8 +120,8 @@ def test_classification_checkpoint_is_complete(sst2_run):
     assert config["label2id"] == {"negative": 0, "positive": 1}
     assert config["problem_type"] == "single_label_classification"
     stored = json.loads(open(os.path.join(out, ft.RESULT_FILE)).read())
-    assert stored["recipe"]["max_steps"] == 48 and stored["recipe"]["lr"] == 1e-3
-    assert stored["steps"] == 48 and stored["seconds"] > 0
+    assert {k: stored["recipe"][k] for k in TINY_RECIPE} == TINY_RECIPE
+    assert stored["steps"] == TINY_RECIPE["max_steps"] and stored["seconds"] > 0
     assert set(stored["dev_metrics"]) >= {"accuracy"}
 
 
@@ -140,11 +148,10 @@ def test_same_recipe_is_cached(sst2_run, tiny_encoder, sst2_dir, capsys):
     weights = os.path.join(out, "model.safetensors")
     mtime = os.stat(weights).st_mtime_ns
     ft.main(["--task_name", "sst2", "--data_dir", sst2_dir, "--model_dir", tiny_encoder, "--output_dir", out,
-             "--max_steps", "48", "--lr", "1e-3", "--batch_size", "16", "--max_length", "16", "--seed", "0"])
+             *[f"--{k}={v}" for k, v in TINY_RECIPE.items()]])
     assert "cached" in capsys.readouterr().out
     assert os.stat(weights).st_mtime_ns == mtime
-    again = ft.finetune("sst2", out, data_dir=sst2_dir, model_dir=tiny_encoder, max_steps=48,
-                        lr=1e-3, batch_size=16, max_length=16, seed=0)
+    again = ft.finetune("sst2", out, data_dir=sst2_dir, model_dir=tiny_encoder, **TINY_RECIPE)
     assert again["cached"] and again["dev_metrics"] == first["dev_metrics"]
 
 
@@ -161,8 +168,8 @@ def test_other_recipe_retrains(tiny_encoder, sst2_dir, tmp_path):
 
 def test_regression_stsb(tiny_encoder, stsb_dir, tmp_path):
     out = str(tmp_path / "stsb-ckpt")
-    result = ft.finetune("stsb", out, data_dir=stsb_dir, model_dir=tiny_encoder, max_steps=48, lr=1e-3,
-                         batch_size=16, max_length=24, seed=0)
+    recipe = {**TINY_RECIPE, "max_length": 24}
+    result = ft.finetune("stsb", out, data_dir=stsb_dir, model_dir=tiny_encoder, **recipe)
     config = json.loads(open(os.path.join(out, "config.json")).read())
     assert config["problem_type"] == "regression"
     assert len(config["id2label"]) == 1
@@ -256,7 +263,7 @@ def _vader_sdist(tmp_path) -> str | None:
     if env:
         return env if os.path.isfile(env) else None
     try:
-        return movie.download_sdist(str(tmp_path))
+        return movie.download_sdist(str(tmp_path), timeout_s=15)
     except movie.MovieDataError:
         return None
 

