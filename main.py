@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 
 log = logging.getLogger("main")
 
-TASKS = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"]
+QA_TASKS = ["squad", "squad_v2"]
+TASKS = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"] + QA_TASKS
+DEFAULT_MAX_SEQ_LENGTH = {"glue": 128, "qa": 384}
 
 
 @dataclass(frozen=True)
@@ -30,12 +32,20 @@ class RunConfig:
     seed: int
     device: str
     max_seq_length: int
+    doc_stride: int
     batch_size: int
     rearrange: bool
     rescale: bool
     importance: str
+    method: str
+    teacher: str
     eval_stages: bool
     overwrite: bool
+    mha_lut: str | None = None
+    ffn_lut: str | None = None
+    save_pruned: str | None = None
+    speed_batch_size: int = 32
+    speed_seq_len: int = 128
 
 
 def _fraction(text: str) -> float:
@@ -63,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task_name", required=True, type=str.lower, choices=TASKS)
     p.add_argument("--ckpt_dir", required=True, help="fine-tuned checkpoint folder (or hub id when online)")
     p.add_argument("--model_name", default=None, help="base model for the tokenizer, if the checkpoint has none")
-    p.add_argument("--data_dir", default=None, help="GLUE TSV folder; omit to load from the HuggingFace hub")
+    p.add_argument("--data_dir", default=None, help="GLUE TSV folder, or the folder of the official SQuAD JSON "
+                   "files (train-v1.1.json/dev-v1.1.json, train-v2.0.json/dev-v2.0.json); omit to load from the "
+                   "HuggingFace hub")
     p.add_argument("--output_dir", default=None, help="default: outputs/<model>/<task>/<metric>/<constraint>/seed_<seed>")
     p.add_argument("--metric", default="mac", choices=["mac", "latency"])
     p.add_argument("--constraint", required=True, type=_fraction, help="fraction of MACs to keep, 0 < c < 1")
@@ -71,28 +83,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", default=0, type=int)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--gpu", default=None, type=int, help="alias of --device cuda:N (original tool's flag)")
-    p.add_argument("--max_seq_length", default=128, type=_positive_int)
+    p.add_argument("--max_seq_length", default=None, type=_positive_int,
+                   help="default: 384 for squad/squad_v2, 128 for GLUE tasks")
+    p.add_argument("--doc_stride", default=128, type=_positive_int,
+                   help="squad/squad_v2: overlap in tokens of consecutive windows over a long context")
     p.add_argument("--batch_size", default=32, type=_positive_int, help="sample batch size for the gradients")
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_rescale", action="store_true", help="ablation: skip mask tuning")
     p.add_argument("--importance", default="fisher", choices=["fisher", "magnitude", "random"])
+    p.add_argument("--method", default="lsq", choices=["lsq", "kwon"],
+                   help="kwon: the paper's mask tuning (one scale per head/neuron); lsq (default): refit the "
+                        "output projections of the kept heads/neurons by layer-wise ridge least squares")
+    p.add_argument("--teacher", default=None, choices=["schedule", "full"],
+                   help="what each layer reconstructs: the paper's less-pruned teacher mask (schedule) or the "
+                        "unpruned model (full); default: schedule for kwon, full for lsq")
     p.add_argument("--eval_stages", action="store_true", help="also evaluate the teacher, search-only and rearranged masks")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --output_dir")
+    p.add_argument("--mha_lut", default=None, help="--metric latency: attention latency table (mha_lut.pt from "
+                   "scripts/measure_latency.py)")
+    p.add_argument("--ffn_lut", default=None, help="--metric latency: FFN latency table (ffn_lut.pt)")
+    p.add_argument("--save_pruned", nargs="?", const="pruned_model", default=None, metavar="DIR",
+                   help="also save the physically pruned model (HF files + pruning.json; load it with "
+                        "utils.pruned_io.load_pruned) and time it; a relative DIR is inside --output_dir "
+                        "(default DIR: pruned_model)")
+    p.add_argument("--speed_batch_size", default=32, type=_positive_int, help="--save_pruned: batch size of the timing")
+    p.add_argument("--speed_seq_len", default=128, type=_positive_int, help="--save_pruned: sequence length of the timing")
     return p
 
 
 def config_from_args(argv=None) -> RunConfig:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.metric == "latency" and not (args.mha_lut and args.ffn_lut):
+        parser.error("--metric latency needs --mha_lut and --ffn_lut (measure them on the target device with "
+                     "scripts/measure_latency.py)")
     device = f"cuda:{args.gpu}" if args.gpu is not None else args.device
+    max_seq_length = args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH["qa" if args.task_name in QA_TASKS else "glue"]
     output_dir = args.output_dir or os.path.join(
         "outputs", os.path.basename(os.path.normpath(args.ckpt_dir)), args.task_name, args.metric,
         f"{args.constraint:g}", f"seed_{args.seed}")
     return RunConfig(
         task_name=args.task_name, ckpt_dir=args.ckpt_dir, model_name=args.model_name, data_dir=args.data_dir,
         output_dir=output_dir, metric=args.metric, constraint=args.constraint, num_samples=args.num_samples,
-        seed=args.seed, device=device, max_seq_length=args.max_seq_length, batch_size=args.batch_size,
+        seed=args.seed, device=device, max_seq_length=max_seq_length, doc_stride=args.doc_stride,
+        batch_size=args.batch_size,
         rearrange=not args.no_rearrange, rescale=not args.no_rescale, importance=args.importance,
-        eval_stages=args.eval_stages, overwrite=args.overwrite)
+        method=args.method, teacher=args.teacher or ("schedule" if args.method == "kwon" else "full"),
+        eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
+        save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len)
 
 
 def run(cfg: RunConfig) -> dict:
@@ -102,13 +140,12 @@ def run(cfg: RunConfig) -> dict:
     from prune.cost import MacCost
     from prune.masks import kept_per_layer, save_masks
     from prune.pipeline import PruneOptions, prune
+    from prune.reconstruct import save_weight_updates, swapped_weights
     from utils.arch import bind, facts_for
     from utils.checkpoint import check_checkpoint_dir, load_config, load_model, load_tokenizer
     from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
     from utils.run_folder import package_versions, prepare_run_folder, setup_logging, write_json
 
-    if cfg.metric == "latency":
-        raise NotImplementedError("--metric latency is not available yet; use --metric mac.")
     device = resolve_device(cfg.device)
     check_checkpoint_dir(cfg.ckpt_dir)
     model_config = load_config(cfg.ckpt_dir)
@@ -122,10 +159,21 @@ def run(cfg: RunConfig) -> dict:
     torch.manual_seed(cfg.seed)
     wall_start = time.perf_counter()
     tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
-    model = load_model(cfg.ckpt_dir, "classification").to(device)
+    is_qa = cfg.task_name in QA_TASKS
+    model = load_model(cfg.ckpt_dir, "qa" if is_qa else "classification").to(device)
     arch = bind(model)
-    task = prepare_glue(cfg.task_name, cfg.data_dir, tokenizer, model.config, cfg.num_samples, cfg.seed,
-                        cfg.max_seq_length, cfg.batch_size)
+    mha_lut = ffn_lut = None
+    if cfg.metric == "latency":                   # bad tables fail here, before the data and the gradients
+        from prune.latency import load_lut
+        mha_lut = load_lut(cfg.mha_lut, arch.num_heads, "--mha_lut", "attention heads")
+        ffn_lut = load_lut(cfg.ffn_lut, arch.ffn_dim, "--ffn_lut", "FFN neurons")
+    if is_qa:
+        from dataset.squad_task import prepare_squad
+        task = prepare_squad(cfg.task_name, cfg.data_dir, tokenizer, model.config, cfg.num_samples, cfg.seed,
+                             cfg.max_seq_length, cfg.doc_stride, cfg.batch_size)
+    else:
+        task = prepare_glue(cfg.task_name, cfg.data_dir, tokenizer, model.config, cfg.num_samples, cfg.seed,
+                            cfg.max_seq_length, cfg.batch_size)
     cost = MacCost(task.seq_len, arch.hidden_size, arch.head_dim)
 
     eval_start = time.perf_counter()
@@ -135,11 +183,14 @@ def run(cfg: RunConfig) -> dict:
 
     prune_start = time.perf_counter()
     result = prune(model, arch, task.sample_batches, cost,
-                   PruneOptions(cfg.constraint, cfg.rearrange, cfg.rescale, cfg.importance, cfg.seed),
+                   PruneOptions(cfg.constraint, cfg.rearrange, cfg.rescale, cfg.importance, cfg.seed,
+                                metric=cfg.metric, mha_lut=mha_lut, ffn_lut=ffn_lut, method=cfg.method,
+                                teacher=cfg.teacher),
                    task.last_ffn_cls_only)
     prune_seconds = time.perf_counter() - prune_start
     head_mask, neuron_mask = result.final
-    after = task.evaluate(model, arch, head_mask, neuron_mask)
+    with swapped_weights(arch, result.weight_updates):
+        after = task.evaluate(model, arch, head_mask, neuron_mask)
     log.info("pruned %s: %s (MAC ratio %.4f, pruning %.1f s)", task.primary_metric, after, result.mac_ratio, prune_seconds)
 
     stages = {}
@@ -150,6 +201,8 @@ def run(cfg: RunConfig) -> dict:
                 log.info("stage %s: %s", name, stages[name])
 
     save_masks(cfg.output_dir, head_mask, neuron_mask)
+    if result.weight_updates:   # lsq: the refitted output projections belong with the masks
+        save_weight_updates(os.path.join(cfg.output_dir, "weight_updates.pt"), result.weight_updates)
     results = {
         "task": task.name,
         "primary_metric": task.primary_metric,
@@ -157,6 +210,8 @@ def run(cfg: RunConfig) -> dict:
         "metric_after": after,
         "metric_stages": stages,
         "constraint": cfg.constraint,
+        "method": cfg.method,
+        "teacher": cfg.teacher,
         "mac_ratio": result.mac_ratio,
         "seq_len_for_macs": task.seq_len,
         "seconds": {**result.seconds, "pruning_total": round(prune_seconds, 3),
@@ -169,9 +224,44 @@ def run(cfg: RunConfig) -> dict:
         "device": str(device),
         "data": task.info,
     }
+    if cfg.metric == "latency":
+        results["latency_ratio"] = result.latency_ratio
+    if cfg.save_pruned:
+        results["pruned_model"] = _save_pruned_model(cfg, model, tokenizer, task, result, device)
     write_json(os.path.join(cfg.output_dir, "results.json"), results)
     log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
     return results
+
+
+def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -> dict:
+    """Physically prune a copy of the model, save it, check it and time it against the original."""
+    from prune.latency import measure_speedup
+    from prune.physical import count_parameters, physically_pruned_copy
+    from utils.arch import bind
+    from utils.pruned_io import save_pruned, weights_size_bytes
+
+    path = cfg.save_pruned if os.path.isabs(cfg.save_pruned) else os.path.join(cfg.output_dir, cfg.save_pruned)
+    head_mask, neuron_mask = result.final
+    pruned, shapes = physically_pruned_copy(model, head_mask, neuron_mask, getattr(result, "weight_updates", None))
+    save_pruned(pruned, tokenizer, path, shapes)
+    metric = task.evaluate(pruned, bind(pruned))
+    speed = measure_speedup(model, pruned, cfg.speed_batch_size, cfg.speed_seq_len, device)
+    info = {
+        "path": path,
+        "metric": metric,
+        "parameters_before": count_parameters(model),
+        "parameters_after": count_parameters(pruned),
+        "weights_bytes_before": weights_size_bytes(cfg.ckpt_dir) if os.path.isdir(cfg.ckpt_dir) else None,
+        "weights_bytes_after": weights_size_bytes(path),
+        "heads_per_layer": shapes["heads_per_layer"],
+        "neurons_per_layer": shapes["neurons_per_layer"],
+        "measured_speedup": speed["speedup"],
+        "speed": {k: v for k, v in speed.items() if k != "timings"},
+    }
+    log.info("pruned model saved to %s: %s %s, %d -> %d parameters, %.2fx faster (batch %d x %d tokens, %s)",
+             path, task.primary_metric, metric, info["parameters_before"], info["parameters_after"],
+             speed["speedup"], cfg.speed_batch_size, cfg.speed_seq_len, device)
+    return info
 
 
 def main(argv=None) -> int:

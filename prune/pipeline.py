@@ -9,8 +9,10 @@ import torch
 
 from prune.cost import MacCost
 from prune.fisher import collect_mask_grads, fisher_importance
+from prune.latency import estimate_latency, full_latency, search_latency
 from prune.layer_io import first_layer_inputs
-from prune.masks import kept_per_layer
+from prune.masks import full_masks, kept_per_layer
+from prune.reconstruct import reconstruct_weights
 from prune.rearrange import rearrange_masks
 from prune.rescale import tune_masks
 from prune.search import pruning_schedule, search_mac
@@ -26,6 +28,12 @@ class PruneOptions:
     rescale: bool = True
     importance: str = "fisher"      # fisher | magnitude | random
     seed: int = 0
+    metric: str = "mac"                      # mac | latency
+    mha_lut: torch.Tensor | None = None      # latency tables (prune/latency.py), for metric latency
+    ffn_lut: torch.Tensor | None = None
+    method: str = "kwon"            # kwon: one scale per unit (the paper) | lsq: refit output projections
+    teacher: str = "schedule"       # schedule: the paper's sqrt(c) teacher mask | full: the unpruned model
+    ridge: float = 1e-3
 
 
 @dataclass
@@ -34,6 +42,8 @@ class PruneResult:
     seconds: dict = field(default_factory=dict)   # stage name -> seconds
     mac_ratio: float = 0.0
     tuning_events: list = field(default_factory=list)
+    latency_ratio: float | None = None            # metric latency: estimated by the tables
+    weight_updates: dict = field(default_factory=dict)   # (layer, role) -> (weight, bias), lsq only
 
     @property
     def final(self):
@@ -77,8 +87,16 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
     with _Timer(result.seconds, "search"):
         head_imp, neuron_imp = importance_scores(options.importance, head_grads, neuron_grads, arch, options.seed)
         teacher_constraint = pruning_schedule(options.constraint)[0]
-        teacher = search_mac(head_imp, neuron_imp, cost, teacher_constraint)
-        student = search_mac(head_imp, neuron_imp, cost, options.constraint)
+
+        def search(constraint):
+            if options.metric == "latency":
+                return search_latency(head_imp, neuron_imp, options.mha_lut, options.ffn_lut, constraint)
+            return search_mac(head_imp, neuron_imp, cost, constraint)
+        if options.teacher == "full":
+            teacher = full_masks(arch.num_layers, arch.num_heads, arch.ffn_dim, head_imp.device)
+        else:
+            teacher = search(teacher_constraint)
+        student = search(options.constraint)
     result.masks["teacher"] = teacher
     result.masks["search"] = student
     log.info("search: heads kept per layer %s, neurons kept per layer %s",
@@ -87,7 +105,13 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
         with _Timer(result.seconds, "rearrange"):
             student = (rearrange_masks(student[0], head_grads), rearrange_masks(student[1], neuron_grads))
         result.masks["rearrange"] = student
-    if options.rescale:
+    if options.rescale and options.method == "lsq":
+        with _Timer(result.seconds, "mask_tuning"):
+            inputs = first_layer_inputs(model, arch, sample_batches)
+            result.weight_updates, report = reconstruct_weights(
+                arch, *teacher, *student, inputs, last_ffn_cls_only, options.ridge)
+        result.tuning_events = report.events
+    elif options.rescale:
         with _Timer(result.seconds, "mask_tuning"):
             inputs = first_layer_inputs(model, arch, sample_batches)
             head, neuron, report = tune_masks(arch, *teacher, *student, inputs, last_ffn_cls_only)
@@ -96,4 +120,7 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
     result.masks["final"] = student
     result.mac_ratio = cost.of_masks(*student) / cost.of_counts(arch.num_layers * arch.num_heads,
                                                                 arch.num_layers * arch.ffn_dim)
+    if options.metric == "latency":
+        result.latency_ratio = (estimate_latency(options.mha_lut, options.ffn_lut, *student)
+                                / full_latency(options.mha_lut, options.ffn_lut, arch.num_layers))
     return result

@@ -66,16 +66,20 @@ class _Targets:
     outputs: list[LayerBatch]    # teacher layer outputs = teacher inputs of the next layer
 
 
-def _teacher_targets(arch, l, head_mask, neuron_mask, inputs, ffn_cls_only) -> _Targets:
+def _teacher_targets(arch, l, head_mask, neuron_mask, inputs, ffn_cls_only, mha_cls_only=False,
+                     with_bias=False) -> _Targets:
+    """with_bias: include the projections' biases in the targets (for fits with a free bias)."""
     attn_out, ffn_in, ffn_out = arch.attn_out(l), arch.ffn_in(l), arch.ffn_out(l)
+    attn_bias = attn_out.bias if with_bias else None
+    ffn_bias = ffn_out.bias if with_bias else None
     mha, ffn, outputs = [], [], []
     with apply_masks(arch, head_mask, neuron_mask), \
             capture_inputs({"ctx": attn_out, "h": ffn_in, "a": ffn_out}) as seen:
         for lb in inputs:
             out = run_layer(arch, l, [lb])[0]
             ctx, h, a = seen["ctx"].pop(), seen["h"].pop(), seen["a"].pop()
-            mha.append(_select(F.linear(ctx, attn_out.weight) + lb.hidden, lb, False))
-            ffn.append(_select(F.linear(a, ffn_out.weight) + h, lb, ffn_cls_only))
+            mha.append(_select(F.linear(ctx, attn_out.weight, attn_bias) + lb.hidden, lb, mha_cls_only))
+            ffn.append(_select(F.linear(a, ffn_out.weight, ffn_bias) + h, lb, ffn_cls_only))
             outputs.append(out)
     return _Targets(mha, ffn, outputs)
 

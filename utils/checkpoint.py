@@ -59,7 +59,7 @@ def load_model(ckpt_dir: str, head: str):
         raise CheckpointError(
             f"'{ckpt_dir}' lacks weights for a {what} model ({len(missing)} missing, e.g. "
             f"{sorted(missing)[:3]}). It is probably a bare encoder or a checkpoint for another head: "
-            f"fine-tune it first (scripts/finetune.py) or pick the matching --task_name.")
+            f"fine-tune it first (scripts/finetune.py, or scripts/finetune_qa.py for squad) or pick the matching --task_name.")
     model.eval()
     return model
 

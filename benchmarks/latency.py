@@ -1,0 +1,154 @@
+"""End-to-end inference latency of an original and a physically pruned model.
+
+    python benchmarks/latency.py --ckpt_dir CKPT --pruned_dir PRUNED --batch_sizes 1 32 --seq_lens 128 \
+        --threads 2 --output bench.json
+    python benchmarks/latency.py --ckpt_dir CKPT --mask_dir RUN_FOLDER ...   # prune in memory from masks
+
+For every (batch size, sequence length) the two models are timed alternately (one call each per
+round, so load changes on a shared machine hit both alike) on random token ids with no padding;
+the median of the rounds is reported with the speedup. The JSON also holds parameter counts,
+on-disk weight sizes and the ideal (MAC-count) speedup at each sequence length:
+
+  MACs(s) = sum over layers [ heads_l * (4 s h d + 2 s^2 d) + neurons_l * 2 s h + fixed_l ]
+            + sum over Linear modules outside the encoder (pooler / classifier head) of in * out
+
+with h the hidden size, d the head size: per head, Q/K/V projections 3 s h d, scores and context
+2 s^2 d, its slice of the output projection s d h; per FFN neuron, s h in and s h out. The
+classification head runs on one token per sequence. Embeddings are lookups (0 MACs). fixed_l
+counts the per-layer work that pruning does not remove: the two residual adds and two LayerNorms
+(about 4 s h operations; reported separately as well, since they are not multiply-accumulates).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+
+def encoder_macs(heads_per_layer, neurons_per_layer, seq_len: int, hidden: int, head_dim: int) -> dict:
+    s, h, d = seq_len, hidden, head_dim
+    per_head = 4 * s * h * d + 2 * s * s * d
+    per_neuron = 2 * s * h
+    heads = sum(heads_per_layer) * per_head
+    neurons = sum(neurons_per_layer) * per_neuron
+    fixed = len(heads_per_layer) * 4 * s * h
+    return {"heads": heads, "neurons": neurons, "fixed": fixed}
+
+
+def head_macs(model: nn.Module, arch) -> int:
+    """MACs of the Linear modules outside the encoder layers (pooler, classifier), once per sequence."""
+    inside = {id(m) for m in arch.layers().modules()}
+    return sum(m.in_features * m.out_features for m in model.modules()
+               if isinstance(m, nn.Linear) and id(m) not in inside)
+
+
+def model_macs(model: nn.Module, arch, seq_len: int) -> dict:
+    heads = [arch.heads_in_layer(i) for i in range(arch.num_layers)]
+    neurons = [arch.neurons_in_layer(i) for i in range(arch.num_layers)]
+    enc = encoder_macs(heads, neurons, seq_len, arch.hidden_size, arch.head_dim)
+    enc["head"] = head_macs(model, arch)
+    enc["total_macs"] = enc["heads"] + enc["neurons"] + enc["head"]
+    enc["total_with_fixed"] = enc["total_macs"] + enc["fixed"]
+    return enc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt_dir", required=True, help="the original fine-tuned checkpoint")
+    p.add_argument("--pruned_dir", default=None, help="a folder written by save_pruned (main.py --save_pruned)")
+    p.add_argument("--mask_dir", default=None, help="a run folder with head_mask.pt / neuron_mask.pt")
+    p.add_argument("--head", default="classification", choices=["classification", "qa"])
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--seq_lens", type=int, nargs="+", default=[128])
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--output", required=True, help="JSON file to write")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.pruned_dir and not args.mask_dir:
+        print("error: give --pruned_dir (a saved pruned model) or --mask_dir (masks to prune with)", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from prune.latency import random_inputs, time_models
+    from prune.masks import load_masks
+    from prune.physical import count_parameters, physically_prune
+    from utils.arch import bind
+    from utils.checkpoint import load_model
+    from utils.hooks import apply_masks
+    from utils.pruned_io import load_pruned, weights_size_bytes
+
+    device = torch.device(args.device)
+    original = load_model(args.ckpt_dir, args.head).to(device).eval()
+    orig_arch = bind(original)
+    masks = load_masks(args.mask_dir) if args.mask_dir else None
+    if args.pruned_dir:
+        pruned = load_pruned(args.pruned_dir, device)
+    else:
+        pruned = copy.deepcopy(original)
+        physically_prune(pruned, bind(pruned), *masks)
+    pruned.eval()
+    pruned_arch = bind(pruned)
+
+    report = {
+        "ckpt_dir": args.ckpt_dir, "pruned_dir": args.pruned_dir, "mask_dir": args.mask_dir,
+        "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "repeats": args.repeats, "warmup": args.warmup,
+        "original": {"parameters": count_parameters(original),
+                     "weights_bytes": weights_size_bytes(args.ckpt_dir) if os.path.isdir(args.ckpt_dir) else None},
+        "pruned": {"parameters": count_parameters(pruned),
+                   "weights_bytes": weights_size_bytes(args.pruned_dir) if args.pruned_dir else None,
+                   "heads_per_layer": [pruned_arch.heads_in_layer(i) for i in range(pruned_arch.num_layers)],
+                   "neurons_per_layer": [pruned_arch.neurons_in_layer(i) for i in range(pruned_arch.num_layers)]},
+        "results": [],
+    }
+    if masks is not None:  # the pruned model must compute what the masked original computes
+        inputs = random_inputs(original.config, 4, 32, device, seed=1)
+        with torch.inference_mode():
+            with apply_masks(orig_arch, masks[0].to(device), masks[1].to(device)):
+                ref = original(**inputs)[0]
+            got = pruned(**inputs)[0]
+        report["max_abs_output_diff_vs_masked"] = float((ref - got).abs().max())
+
+    for seq_len in args.seq_lens:
+        macs_o, macs_p = model_macs(original, orig_arch, seq_len), model_macs(pruned, pruned_arch, seq_len)
+        for batch_size in args.batch_sizes:
+            inputs = random_inputs(original.config, batch_size, seq_len, device)
+            t = time_models({"original": original, "pruned": pruned}, inputs, device, args.warmup, args.repeats)
+            row = {
+                "batch_size": batch_size, "seq_len": seq_len,
+                "original_s": t["original"]["median_s"], "pruned_s": t["pruned"]["median_s"],
+                "speedup": t["original"]["median_s"] / t["pruned"]["median_s"],
+                "speedup_of_min": t["original"]["min_s"] / t["pruned"]["min_s"],
+                "timings": t,
+                "original_macs": macs_o["total_macs"], "pruned_macs": macs_p["total_macs"],
+                "ideal_mac_speedup": macs_o["total_macs"] / macs_p["total_macs"],
+                "ideal_speedup_with_fixed": macs_o["total_with_fixed"] / macs_p["total_with_fixed"],
+            }
+            report["results"].append(row)
+            print(f"batch {batch_size:3d} seq {seq_len:4d}: original {row['original_s'] * 1e3:8.1f} ms, "
+                  f"pruned {row['pruned_s'] * 1e3:8.1f} ms, speedup {row['speedup']:.2f}x "
+                  f"(ideal {row['ideal_mac_speedup']:.2f}x)", file=sys.stderr, flush=True)
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output + ".tmp", "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    os.replace(args.output + ".tmp", args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Layer-wise weight reconstruction: a stronger mask tuning.
+
+Instead of one scale per surviving head or neuron (the paper), refit the whole output projection
+of each block -- the attention output Linear over the kept heads' columns and the FFN output Linear
+over the kept neurons' columns, with their biases -- by ridge regression so that the student's
+pre-LayerNorm sum reconstructs the teacher's. Same layer loop, same targets, more freedom: a kept
+unit can absorb the work of the pruned ones, not only rescale itself. Closed form, one small
+linear solve per block (at most hidden x kept-columns), so it is also faster than iterating.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+
+import torch
+from tqdm import tqdm
+
+from prune.layer_io import LayerBatch, run_layer
+from prune.rescale import TuningReport, _select, _teacher_targets
+from utils.arch import BoundArch
+from utils.hooks import apply_masks, capture_inputs
+
+log = logging.getLogger(__name__)
+
+
+class _Normal:
+    """Running sums for least squares with an intercept: X^T X, X^T Y, sum X, sum Y, count."""
+
+    def __init__(self, in_dim: int, out_dim: int, device):
+        self.xtx = torch.zeros(in_dim, in_dim, dtype=torch.float64, device=device)
+        self.xty = torch.zeros(in_dim, out_dim, dtype=torch.float64, device=device)
+        self.sx = torch.zeros(in_dim, dtype=torch.float64, device=device)
+        self.sy = torch.zeros(out_dim, dtype=torch.float64, device=device)
+        self.n = 0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.xtx += (x.t() @ x).double()
+        self.xty += (x.t() @ y).double()
+        self.sx += x.sum(0).double()
+        self.sy += y.sum(0).double()
+        self.n += x.shape[0]
+
+    def solve(self, w0: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Ridge towards the current weights w0 [out, in]; returns (weight [out, in], bias [out])."""
+        if self.n == 0:
+            return None
+        mx, my = self.sx / self.n, self.sy / self.n
+        cxx = self.xtx - self.n * torch.outer(mx, mx)
+        cxy = self.xty - self.n * torch.outer(mx, my)
+        if not (torch.isfinite(cxx).all() and torch.isfinite(cxy).all()):
+            return None
+        lam = ridge * float(cxx.diagonal().mean().clamp_min(1e-12))
+        eye = torch.eye(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
+        try:
+            w_t = torch.linalg.solve(cxx + lam * eye, cxy + lam * w0.t().double())
+        except RuntimeError:
+            return None
+        bias = my - mx @ w_t
+        return w_t.t(), bias
+
+
+def _head_columns(kept_heads: torch.Tensor, head_dim: int) -> torch.Tensor:
+    return (kept_heads.unsqueeze(1) * head_dim + torch.arange(head_dim, device=kept_heads.device)).flatten()
+
+
+def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, cls_only, ridge):
+    """Refit `linear` on its kept input columns. residual_of(captures, lb) gives the block's residual."""
+    normal = _Normal(len(columns), linear.out_features, linear.weight.device)
+    names = {"x": linear, "h": arch.ffn_in(l)}
+    with apply_masks(arch, head_mask, neuron_mask), capture_inputs(names) as seen:
+        for lb, target in zip(inputs, targets):
+            run_layer(arch, l, [lb])
+            x, h = seen["x"].pop(), seen["h"].pop()
+            residual = residual_of(h, lb)
+            normal.add(_select(x, lb, cls_only)[:, columns].float(),
+                       (target - _select(residual, lb, cls_only)).float())
+    return normal.solve(linear.weight[:, columns], ridge)
+
+
+def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask, neuron_mask,
+                        layer_inputs: list[LayerBatch], last_layer_cls_only: bool = True, ridge: float = 1e-3):
+    """Returns {(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements and a report.
+
+    The masks stay as given (binary); pruned columns of the new weights are zero.
+    """
+    updates, report = {}, TuningReport()
+    teacher_in = student_in = layer_inputs
+    originals = {}
+    try:
+        with torch.inference_mode():
+            for l in tqdm(range(arch.num_layers), desc="reconstruction", leave=False):
+                cls_only = last_layer_cls_only and l == arch.num_layers - 1
+                targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, cls_only,
+                                           mha_cls_only=cls_only, with_bias=True)
+                blocks = (
+                    ("attn_out", arch.attn_out(l), _head_columns((head_mask[l] != 0).nonzero().flatten(), arch.head_dim),
+                     targets.mha, lambda h, lb: lb.hidden),
+                    ("ffn_out", arch.ffn_out(l), (neuron_mask[l] != 0).nonzero().flatten(),
+                     targets.ffn, lambda h, lb: h),
+                )
+                for role, linear, columns, block_targets, residual_of in blocks:
+                    if len(columns) == 0:
+                        report.add(l, role, "empty")
+                        continue
+                    fit = _fit_block(arch, l, linear, columns, head_mask, neuron_mask, student_in,
+                                     block_targets, residual_of, cls_only, ridge)
+                    if fit is None:
+                        log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
+                                    "weights left as they were", l, role)
+                        report.add(l, role, "failed")
+                        continue
+                    weight = torch.zeros_like(linear.weight)
+                    weight[:, columns] = fit[0].to(weight.dtype)
+                    bias = fit[1].to(weight.dtype)
+                    originals[(l, role)] = (linear.weight.detach().clone(), linear.bias.detach().clone())
+                    linear.weight.copy_(weight)
+                    linear.bias.copy_(bias)
+                    updates[(l, role)] = (weight.clone(), bias.clone())
+                    report.add(l, role, "ok", columns=len(columns))
+                with apply_masks(arch, head_mask, neuron_mask):
+                    student_in = run_layer(arch, l, student_in)
+                teacher_in = targets.outputs
+    finally:
+        with torch.no_grad():
+            for (l, role), (w, b) in originals.items():
+                linear = arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
+                linear.weight.copy_(w)
+                linear.bias.copy_(b)
+    return updates, report
+
+
+@contextmanager
+def swapped_weights(arch: BoundArch, updates: dict | None):
+    """Temporarily install reconstructed weights."""
+    saved = {}
+    try:
+        with torch.no_grad():
+            for (l, role), (w, b) in (updates or {}).items():
+                linear = arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
+                saved[(l, role)] = (linear.weight.detach().clone(), linear.bias.detach().clone())
+                linear.weight.copy_(w)
+                linear.bias.copy_(b)
+        yield
+    finally:
+        with torch.no_grad():
+            for (l, role), (w, b) in saved.items():
+                linear = arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
+                linear.weight.copy_(w)
+                linear.bias.copy_(b)
+
+
+def save_weight_updates(path: str, updates: dict) -> None:
+    """{'<layer>.<role>': {'weight', 'bias'}} on CPU, written atomically."""
+    import os
+    flat = {f"{l}.{role}": {"weight": w.detach().cpu(), "bias": b.detach().cpu()} for (l, role), (w, b) in updates.items()}
+    torch.save(flat, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_weight_updates(path: str) -> dict:
+    flat = torch.load(path)
+    return {(int(k.split(".")[0]), k.split(".", 1)[1]): (v["weight"], v["bias"]) for k, v in flat.items()}
