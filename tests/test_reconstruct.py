@@ -1,0 +1,72 @@
+import torch
+
+from prune.layer_io import first_layer_inputs
+from prune.masks import full_masks
+from prune.reconstruct import load_weight_updates, reconstruct_weights, save_weight_updates, swapped_weights
+from tests.tiny import random_batch, tiny_model
+from utils.arch import bind
+from utils.hooks import apply_masks
+
+
+def _setup(seed=5):
+    model = tiny_model("bert", seed=seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(8)
+    arch = bind(model)
+    batches = [random_batch(model, batch=8, length=12, seed=s) for s in range(6)]
+    return model, arch, batches
+
+
+def _error(model, arch, teacher, student, batches, updates=None):
+    err = 0.0
+    with torch.inference_mode():
+        for b in batches:
+            b = {k: v for k, v in b.items() if k != "labels"}
+            with apply_masks(arch, *teacher):
+                t = model.base_model(**b).last_hidden_state
+            with swapped_weights(arch, updates), apply_masks(arch, *student):
+                s = model.base_model(**b).last_hidden_state
+            err += float((t - s)[b["attention_mask"].bool()].pow(2).sum())
+    return err
+
+
+def test_teacher_equal_to_student_leaves_weights_unchanged():
+    model, arch, batches = _setup()
+    head, neuron = full_masks(3, 4, 37)
+    head[1, 0] = 0
+    neuron[:, :10] = 0
+    inputs = first_layer_inputs(model, arch, batches)
+    updates, _ = reconstruct_weights(arch, head, neuron, head, neuron, inputs, last_layer_cls_only=False)
+    for (l, role), (w, b) in updates.items():
+        linear = arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
+        kept = w.abs().sum(0) != 0
+        assert torch.allclose(w[:, kept], linear.weight[:, kept], atol=1e-3), (l, role)
+        assert torch.allclose(b, linear.bias, atol=1e-3)
+
+
+def test_reconstruction_beats_unscaled_and_restores_the_model():
+    model, arch, batches = _setup()
+    before_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    teacher = full_masks(3, 4, 37)
+    head, neuron = full_masks(3, 4, 37)
+    head[1:, :2] = 0
+    neuron[:, 5:30] = 0
+    inputs = first_layer_inputs(model, arch, batches)
+    updates, report = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_cls_only=False)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before_weights.items())
+    plain = _error(model, arch, teacher, (head, neuron), batches)
+    tuned = _error(model, arch, teacher, (head, neuron), batches, updates)
+    assert tuned < 0.5 * plain
+    assert {e["status"] for e in report.events} == {"ok"}
+    # pruned columns stay zero: the physical model can drop them
+    assert float(updates[(1, "attn_out")][0][:, :16].abs().sum()) == 0.0
+
+
+def test_weight_updates_round_trip(tmp_path):
+    updates = {(0, "attn_out"): (torch.randn(4, 4), torch.randn(4)), (2, "ffn_out"): (torch.randn(4, 7), torch.randn(4))}
+    save_weight_updates(str(tmp_path / "w.pt"), updates)
+    loaded = load_weight_updates(str(tmp_path / "w.pt"))
+    assert loaded.keys() == updates.keys()
+    assert all(torch.equal(loaded[k][0], updates[k][0]) for k in updates)
