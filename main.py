@@ -265,15 +265,19 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -
 
 
 def main(argv=None) -> int:
+    """Exit status: 0 done, 2 a user-fixable error (one `error: ...` paragraph on stderr; argparse's
+    usage errors too), 130 interrupted (Ctrl-C). Other exceptions are bugs and keep their traceback."""
     cfg = config_from_args(argv)
-    from utils.errors import USER_ERRORS
     try:
-        run(cfg)
-    except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        from utils.errors import USER_ERRORS
+        try:
+            run(cfg)
+        except USER_ERRORS as e:
+            print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()), file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
-        print("interrupted: the run folder has no results.json and is not a finished run", file=sys.stderr)
+        print(f"\ninterrupted: the run in {cfg.output_dir} did not finish and left no results.json; "
+              f"run the same command again to redo it", file=sys.stderr)
         return 130
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 
@@ -65,6 +66,9 @@ def _task_dir(task: GlueTask, data_dir: str) -> str:
 
 def find_tsv(task: GlueTask, data_dir: str, split: str) -> str:
     name = "train.tsv" if split == "train" else task.dev_file
+    if not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir '{data_dir}' {'is not a folder' if os.path.exists(data_dir) else 'does not exist'}; point it at the GLUE root holding "
+                        f"{task.folder}/ or at that folder itself (it needs train.tsv and {task.dev_file}).")
     path = os.path.join(_task_dir(task, data_dir), name)
     if not os.path.isfile(path):
         raise DataError(
@@ -74,18 +78,30 @@ def find_tsv(task: GlueTask, data_dir: str, split: str) -> str:
 
 
 def read_tsv(task: GlueTask, path: str) -> tuple[list[dict], int]:
-    """Read a GLUE TSV into rows {'texts': tuple[str], 'label': str}. Returns (rows, skipped)."""
+    """Read a GLUE TSV into rows {'texts': tuple[str], 'label': str, 'line': int}. Returns (rows, skipped).
+
+    Rows with too few columns or an empty text or label are skipped, counted and reported (a warning,
+    and `skipped_rows` under `data` in results.json), not fatal: GLUE files in the wild hold a few
+    such rows (QQP has questions that are empty; copies passed through editors or spreadsheets gain
+    blank lines and stray tabs), and refusing the whole file would make standard data unusable.
+    Anything else wrong with the file (encoding, columns, labels, no rows at all) is an error.
+    """
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             lines = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     except UnicodeDecodeError as e:
         raise DataError(f"{path} is not UTF-8 text ({e}); re-save it as UTF-8.") from None
+    except csv.Error as e:
+        raise DataError(f"{path} is not a readable TSV file ({e}); is it the GLUE {task.folder} file?") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({e.strerror or e}); check the file and its permissions.") from None
+    if not any(lines):
+        raise DataError(f"{path} is empty; a GLUE {task.folder} TSV needs "
+                        f"{'data rows' if task.headerless_columns else 'a header row and data rows'}.")
     if task.headerless_columns:
         columns = task.headerless_columns
-        body = lines
+        body = list(enumerate(lines, start=1))
     else:
-        if not lines:
-            raise DataError(f"{path} is empty; a GLUE TSV needs a header row and data rows.")
         header = [h.strip() for h in lines[0]]
         columns = {}
         for name in task.text_columns + (task.label_column,):
@@ -93,18 +109,19 @@ def read_tsv(task: GlueTask, path: str) -> tuple[list[dict], int]:
                 raise DataError(f"{path}: column '{name}' is missing (header: {header}); the "
                                 f"{task.name} TSV layout needs columns {list(task.text_columns) + [task.label_column]}.")
             columns[name] = header.index(name)
-        body = lines[1:]
+        body = list(enumerate(lines, start=1))[1:]
     text_idx = [columns[c] for c in task.text_columns]
     label_idx = columns[task.label_column]
     needed = max(text_idx + [label_idx])
     rows, skipped = [], 0
-    for line in body:
+    for number, line in body:
         if len(line) <= needed or not line[label_idx].strip() or any(not line[i].strip() for i in text_idx):
             skipped += 1
             continue
-        rows.append({"texts": tuple(line[i] for i in text_idx), "label": line[label_idx].strip()})
+        rows.append({"texts": tuple(line[i] for i in text_idx), "label": line[label_idx].strip(), "line": number})
     if not rows:
-        raise DataError(f"{path} has no usable rows ({skipped} rows with missing fields).")
+        raise DataError(f"{path} has no usable rows ({skipped} rows with missing fields); the {task.name} "
+                        f"data needs rows with {' and '.join(task.text_columns)} text and a {task.label_column}.")
     return rows, skipped
 
 
@@ -117,9 +134,12 @@ def label_converter(task: GlueTask, label2id: dict | None):
     if task.is_regression:
         def to_float(raw):
             try:
-                return float(raw)
+                value = float(raw)
             except ValueError:
                 raise DataError(f"task {task.name}: label '{raw}' is not a number") from None
+            if not math.isfinite(value):
+                raise DataError(f"task {task.name}: label '{raw}' is not a finite number")
+            return value
         return to_float
     names = list(task.label_names)
     ckpt = {str(k).lower(): int(v) for k, v in (label2id or {}).items()}
@@ -131,10 +151,13 @@ def label_converter(task: GlueTask, label2id: dict | None):
             name = raw
         else:
             try:
-                name = names[int(float(raw))]
-            except (ValueError, IndexError):
+                value = float(raw)
+            except ValueError:
+                value = None
+            if value is None or not value.is_integer() or not 0 <= value < len(names):
                 raise DataError(f"task {task.name}: label '{raw}' is not one of {names} "
-                                f"or 0..{len(names) - 1}") from None
+                                f"or 0..{len(names) - 1}")
+            name = names[int(value)]
         return ckpt[name] if use_ckpt else names.index(name)
     return convert
 
@@ -150,7 +173,14 @@ def load_glue_split(task_name: str, split: str, data_dir: str | None, label2id: 
         source = path
     else:
         raw_rows, skipped, source = _load_from_hub(task, split)
-    rows = [{"texts": r["texts"], "label": convert(r["label"])} for r in raw_rows]
+    rows = []
+    for r in raw_rows:
+        try:
+            rows.append({"texts": r["texts"], "label": convert(r["label"])})
+        except DataError as e:
+            where = f"{source}, line {r['line']}" if "line" in r else source
+            raise DataError(f"{where}: {e}. Check that the data is the {task.name} data (--task_name) "
+                            f"and fix or remove that row.") from None
     return rows, {"source": source, "rows": len(rows), "skipped_rows": skipped}
 
 

@@ -89,12 +89,17 @@ def read_squad_json(path: str) -> tuple[list[dict], dict]:
         raise DataError(f"{path} is not UTF-8 text ({e}).") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path} is not valid JSON ({e}); is it the official SQuAD file, complete?") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({e.strerror or e}); check the file and its permissions.") from None
     return parse_squad_json(data, path)
 
 
 def find_squad_file(task_name: str, split: str, data_dir: str) -> str:
     task = check_task(task_name)
     name = OFFICIAL_FILES[(task, split)]
+    if not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir '{data_dir}' {'is not a folder' if os.path.exists(data_dir) else 'does not exist'}; point it at the folder holding "
+                        f"{OFFICIAL_FILES[(task, 'train')]} and {OFFICIAL_FILES[(task, 'dev')]}.")
     path = os.path.join(data_dir, name)
     if not os.path.isfile(path):
         other = [n for n in OFFICIAL_FILES.values() if os.path.isfile(os.path.join(data_dir, n))]

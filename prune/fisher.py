@@ -53,13 +53,22 @@ def collect_mask_grads(model, arch: BoundArch, batches: list[dict], loss_fn=None
     finally:
         model.train(was_training)
     head_grads, neuron_grads = torch.stack(head_grads), torch.stack(neuron_grads)
-    bad = int((~torch.isfinite(head_grads)).sum() + (~torch.isfinite(neuron_grads)).sum())
-    if bad:
-        raise NonFiniteGradientError(
-            f"{bad} mask gradients are NaN or inf: the model's loss is not finite on the sample. "
-            f"Check that the checkpoint evaluates sensibly on this task (labels, num_labels) "
-            f"and that the data has no empty or corrupt rows.")
+    bad_batches = (~torch.isfinite(head_grads)).flatten(1).any(1) | (~torch.isfinite(neuron_grads)).flatten(1).any(1)
+    if bool(bad_batches.any()):
+        raise NonFiniteGradientError(_non_finite_message(model, bad_batches, len(batches)))
     return head_grads, neuron_grads
+
+
+def _non_finite_message(model, bad_batches: torch.Tensor, total: int) -> str:
+    first = int(bad_batches.nonzero()[0])
+    weights = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    cause = (f"the model has NaN/inf weights ({weights[:3]}): the checkpoint is corrupt or its fine-tuning "
+             f"diverged; re-save it from a good copy" if weights else
+             "the loss overflows: check that the checkpoint evaluates sensibly on this task (right "
+             "--task_name, labels, num_labels), that its weights are not huge (a diverged fine-tuning), "
+             "and that the data has no corrupt rows")
+    return (f"the mask gradients are NaN or inf in {int(bad_batches.sum())} of {total} sample batches "
+            f"(first: batch {first}), so no importance can be computed; {cause}.")
 
 
 def fisher_importance(grads: torch.Tensor) -> torch.Tensor:

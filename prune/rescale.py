@@ -48,9 +48,12 @@ def solve_damped(ata: torch.Tensor, atb: torch.Tensor) -> tuple[np.ndarray | Non
             return None, "the only unit left has no output on the sample"
         return 1.0 + b / a[0, 0], "ok"
     try:
-        delta = np.linalg.solve(a @ a + np.eye(a.shape[0]), a @ b)
+        with np.errstate(all="ignore"):   # overflow shows up as a non-finite solution, checked below
+            delta = np.linalg.solve(a @ a + np.eye(a.shape[0]), a @ b)
     except np.linalg.LinAlgError as e:
         return None, f"the least-squares system is singular ({e})"
+    if not np.isfinite(delta).all():
+        return None, "the least-squares system is ill-conditioned (its solution overflows)"
     return 1.0 + delta, "ok"
 
 
@@ -108,8 +111,7 @@ def _mha_system(arch, l, head_mask, neuron_mask, inputs, targets, kept):
 def _ffn_system(arch, l, head_mask, neuron_mask, inputs, targets, kept, cls_only):
     ffn_in, ffn_out = arch.ffn_in(l), arch.ffn_out(l)
     w = ffn_out.weight.t()[kept]                                                 # [k, hidden]
-    gram_w = (w @ w.t()).double()
-    ata = torch.zeros_like(gram_w)
+    gram_a = torch.zeros(len(kept), len(kept), dtype=torch.float64, device=w.device)
     atb = torch.zeros(len(kept), dtype=torch.float64, device=w.device)
     with apply_masks(arch, head_mask, neuron_mask), \
             capture_inputs({"h": ffn_in, "a": ffn_out}) as seen:
@@ -118,9 +120,10 @@ def _ffn_system(arch, l, head_mask, neuron_mask, inputs, targets, kept, cls_only
             h, a = _select(seen["h"].pop(), lb, cls_only), _select(seen["a"].pop(), lb, cls_only)
             a = a[:, kept]                                                       # [N, k]
             rhs = target - h                                                     # [N, hidden]
-            ata += gram_w * (a.t() @ a).double()
+            gram_a += (a.t() @ a).double()
             atb += (a * (rhs @ w.t())).sum(dim=0).double()
-    return ata, atb
+    # the column of neuron j is a_j (x) w_j, so A^T A = (W W^T) * (a^T a), elementwise
+    return (w @ w.t()).double() * gram_a, atb
 
 
 def _apply_scales(mask_row, kept, scales, report, l, part) -> None:

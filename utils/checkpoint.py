@@ -37,41 +37,97 @@ def load_config(ckpt_dir: str):
     try:
         return AutoConfig.from_pretrained(ckpt_dir)
     except Exception as e:
-        raise CheckpointError(f"cannot read the config of '{ckpt_dir}': {e}") from None
+        hint = ("re-save it with model.save_pretrained" if os.path.isdir(ckpt_dir) else
+                "pass a local checkpoint folder, or connect to the HuggingFace hub for a hub id")
+        raise CheckpointError(f"cannot read the config of '{ckpt_dir}' ({_first_line(e)}); {hint}.") from None
+
+
+def _first_line(e: Exception, limit: int = 300) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:limit] if text else type(e).__name__)
+
+
+def _saved_head(config) -> str | None:
+    """'qa' or 'classification' when config.json says which head the checkpoint was saved with."""
+    names = " ".join(getattr(config, "architectures", None) or [])
+    if "QuestionAnswering" in names:
+        return "qa"
+    if "SequenceClassification" in names:
+        return "classification"
+    return None
+
+
+def _check_finite(model, ckpt_dir: str) -> None:
+    """A NaN or inf weight makes every loss and gradient NaN: fail before any data or gradient work."""
+    import torch
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise CheckpointError(
+            f"the weights of '{ckpt_dir}' hold NaN or inf values in {len(bad)} tensor(s) (e.g. {bad[:3]}); "
+            f"the checkpoint is corrupt or its fine-tuning diverged. Re-save it from a good copy or fine-tune again.")
 
 
 def load_model(ckpt_dir: str, head: str):
     """head: 'classification' or 'qa'. Weight/config mismatches are an error, not a warning."""
     from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
     cls = AutoModelForQuestionAnswering if head == "qa" else AutoModelForSequenceClassification
-    try:
-        model, info = cls.from_pretrained(ckpt_dir, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"cannot load the weights of '{ckpt_dir}' as a {head} model: "
-                              f"{str(e).splitlines()[0][:500]}") from None
+    try:   # mismatched shapes are reported below by name, instead of transformers' own error
+        model, info = cls.from_pretrained(ckpt_dir, output_loading_info=True, ignore_mismatched_sizes=True)
+    except MemoryError:
+        raise
+    except Exception as e:   # OSError, safetensors' SafetensorError on a corrupt file, ...
+        raise CheckpointError(f"cannot load the weights of '{ckpt_dir}' as a {head} model "
+                              f"({type(e).__name__}: {_first_line(e, 500)}); the weight file is corrupt or "
+                              f"incomplete: re-save the checkpoint with save_pretrained.") from None
     missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
-    mismatched = info.get("mismatched_keys", [])
+    mismatched = sorted(info.get("mismatched_keys", []) or [], key=lambda m: str(m[0]) if isinstance(m, tuple) else str(m))
     if mismatched:
-        raise CheckpointError(f"the weights of '{ckpt_dir}' do not match its config.json "
-                              f"(e.g. {list(mismatched)[:3]}); re-save the checkpoint with save_pretrained.")
+        shown = [f"{m[0]}: {list(m[1])} in the file, {list(m[2])} by config.json" if isinstance(m, tuple) and len(m) == 3
+                 else str(m) for m in mismatched[:3]]
+        raise CheckpointError(f"the weights of '{ckpt_dir}' do not match its config.json ({len(mismatched)} "
+                              f"tensor(s) of the wrong shape, e.g. {'; '.join(shown)}). The config.json belongs "
+                              f"to another model: restore the one saved with these weights (save_pretrained).")
     if missing:
         what = "question-answering" if head == "qa" else "sequence-classification"
+        saved = _saved_head(model.config)
+        if saved and saved != head:
+            fix = ("it was saved with a question-answering head: use --task_name squad or squad_v2"
+                   if saved == "qa" else "it was saved with a sequence-classification head: use a GLUE --task_name")
+            fix += (", or fine-tune it for this task first (scripts/finetune_qa.py for squad, scripts/finetune.py "
+                    "for GLUE).")
+        else:
+            fix = ("it is probably a bare encoder or a checkpoint for another head: fine-tune it first "
+                   "(scripts/finetune.py, or scripts/finetune_qa.py for squad) or pick the matching --task_name.")
         raise CheckpointError(
             f"'{ckpt_dir}' lacks weights for a {what} model ({len(missing)} missing, e.g. "
-            f"{sorted(missing)[:3]}). It is probably a bare encoder or a checkpoint for another head: "
-            f"fine-tune it first (scripts/finetune.py, or scripts/finetune_qa.py for squad) or pick the matching --task_name.")
+            f"{sorted(missing)[:3]}); {fix}")
+    _check_finite(model, ckpt_dir)
     model.eval()
     return model
+
+
+# Files that hold a tokenizer's vocabulary (one is enough); transformers 5 builds an empty tokenizer
+# that maps every word to [UNK] from a folder that has none of them, instead of failing.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "sentencepiece.model")
 
 
 def load_tokenizer(ckpt_dir: str, model_name: str | None):
     from transformers import AutoTokenizer
     errors = []
     for source in [ckpt_dir] + ([model_name] if model_name else []):
+        if os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, f)) for f in TOKENIZER_FILES):
+            errors.append(f"{source}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
+            continue
         try:
-            return AutoTokenizer.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source)
         except Exception as e:  # missing files, offline hub, ...
-            errors.append(f"{source}: {str(e).splitlines()[0][:200]}")
+            errors.append(f"{source}: {_first_line(e, 200)}")
+            continue
+        if len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+            errors.append(f"{source}: the tokenizer's vocabulary holds only special tokens")
+            continue
+        return tokenizer
     raise CheckpointError(
         "no tokenizer found (" + "; ".join(errors) + "). Save the tokenizer into --ckpt_dir "
         "(tokenizer.save_pretrained) or pass --model_name naming the base model.")

@@ -14,10 +14,20 @@ class DeviceError(ValueError):
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DeviceError(f"--device {name} was asked for but no CUDA GPU is available "
-                          f"(torch {torch.__version__}); use --device cpu or --device auto.")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"--device '{name}' is not a device name; use auto, cpu, cuda or cuda:N "
+                          f"(--gpu N is the same as --device cuda:N).") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"--device {name} was asked for but no CUDA GPU is available "
+                              f"(torch {torch.__version__}); use --device cpu or --device auto.")
+        count = torch.cuda.device_count()
+        if device.index is not None and not 0 <= device.index < count:
+            raise DeviceError(f"--device {name} was asked for but this machine has {count} CUDA GPU(s), "
+                              f"numbered 0..{count - 1}; pick one of them (or --device auto).")
+    return device
 
 
 def peak_rss_mb() -> float:
