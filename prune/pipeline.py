@@ -33,7 +33,7 @@ class PruneOptions:
     ffn_lut: torch.Tensor | None = None
     method: str = "kwon"            # kwon: one scale per unit (the paper) | lsq: refit output projections
     teacher: str = "schedule"       # schedule: the paper's sqrt(c) teacher mask | full: the unpruned model
-    ridge: float = 1e-3
+    ridge: float = 0.1
 
 
 @dataclass
