@@ -92,10 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_rescale", action="store_true", help="ablation: skip mask tuning")
     p.add_argument("--importance", default="fisher", choices=["fisher", "magnitude", "random"])
-    p.add_argument("--method", default="kwon", choices=["kwon", "lsq"],
-                   help="kwon (default): the paper's mask tuning, one scale per kept head/neuron; lsq: refit the "
-                        "output projections of the kept heads/neurons by layer-wise ridge least squares "
-                        "(experimental: it reconstructs each layer better but scored lower on our benchmark)")
+    p.add_argument("--method", default="lsq", choices=["lsq", "kwon"],
+                   help="lsq (default): refit the output projections of the kept heads/neurons by layer-wise "
+                        "ridge least squares; kwon: the paper's mask tuning, one scale per kept head/neuron")
     p.add_argument("--ridge", default=0.1, type=float,
                    help="lsq: ridge strength towards the original weights, relative to the mean input energy")
     p.add_argument("--teacher", default=None, choices=["schedule", "full"],
