@@ -41,11 +41,12 @@ def format_table(results: dict, finetune: dict, timings: dict, run_dir: str) -> 
     ]
     for stage, seconds in results["seconds"].items():
         lines.append(f"{'seconds: ' + stage:<34}{seconds:.1f}")
-    latency = results.get("latency")
-    if latency:
-        lines.append(f"{'latency before (ms/batch)':<34}{latency['original_ms']:.1f}   "
-                     f"(batch {latency['batch_size']} x {latency['seq_len']} tokens, {latency['device']})")
-        lines.append(f"{'latency after (ms/batch)':<34}{latency['pruned_ms']:.1f}   (speedup {latency['speedup']:.2f}x)")
+    speed = results.get("pruned_model", {}).get("speed")
+    if speed:
+        lines.append(f"{'latency before (ms/batch)':<34}{1000 * speed['original_s']:.1f}   "
+                     f"(batch {speed['batch_size']} x {speed['seq_len']} tokens, {speed['device']}, "
+                     f"{speed.get('threads')} threads)")
+        lines.append(f"{'latency after (ms/batch)':<34}{1000 * speed['pruned_s']:.1f}   (speedup {speed['speedup']:.2f}x)")
     lines.append(f"{'fine-tune dev accuracy':<34}{finetune['dev_metrics'].get('accuracy', float('nan')):.4f}"
                  f"   ({'cached' if finetune.get('cached') else str(finetune.get('seconds')) + ' s'})")
     for step, seconds in timings.items():
