@@ -17,7 +17,9 @@ Every (model, method) runs in a fresh Python subprocess, so that its peak reside
 search, rearrange, mask_tuning); the benchmark also records the peak RSS reached by the end of each
 stage (a running maximum, so the stage that raises it is the one that needed the memory), the RSS
 after building the model and the data (the baseline the pruning adds to), and the machine's load
-average before and after, since the timings on a shared machine depend on it.
+average before and after and the process's CPU seconds per stage (about threads x wall seconds when
+the cores were free; much less means other work had them), since timings on a shared machine depend
+on the load.
 
 The JSON (`--output`, rewritten after every configuration so a long run keeps what is done) holds
 one entry per configuration under "runs".
@@ -58,6 +60,13 @@ def current_rss_mb() -> float | None:
     except OSError:
         pass
     return None
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process: against wall time it shows how much of the machine it got."""
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def build_model(name: str, minilm_ckpt: str | None):
@@ -137,11 +146,18 @@ def worker(spec: dict) -> dict:
 
     stage_memory = {}
 
+    stage_cpu = {}
+
     class MeasuringTimer(pipeline._Timer):
-        """The pipeline's stage timer, plus the peak RSS reached by the end of the stage."""
+        """The pipeline's stage timer, plus the peak RSS reached by the end of the stage and the CPU time."""
+
+        def __enter__(self):
+            self.cpu_start = cpu_seconds()
+            return super().__enter__()
 
         def __exit__(self, *exc):
             super().__exit__(*exc)
+            stage_cpu[self.name] = round(cpu_seconds() - self.cpu_start, 3)
             stage_memory[self.name] = {"peak_rss_so_far": round(peak_rss_mb(), 1), "rss_at_end": current_rss_mb()}
             if device.type == "cuda":
                 stage_memory[self.name]["peak_gpu_so_far"] = round(peak_gpu_mb(device), 1)
@@ -177,6 +193,7 @@ def worker(spec: dict) -> dict:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "seconds": {**result.seconds, "pruning_total": round(total, 3), "build_model": round(build_seconds, 3)},
+        "cpu_seconds": stage_cpu,          # per stage; about threads x seconds when the cores were free
         "memory_mb": memory,
         "mac_ratio": result.mac_ratio,
         "heads_kept_per_layer": kept_per_layer(head_mask),
