@@ -121,32 +121,34 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                     student_in = run_layer(arch, l, student_in)
                 teacher_in = targets.outputs
     finally:
-        with torch.no_grad():
-            for (l, role), (w, b) in originals.items():
-                linear = arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
-                linear.weight.copy_(w)
-                linear.bias.copy_(b)
+        _install(arch, originals)
     return updates, report
+
+
+def _linear_for(arch: BoundArch, l: int, role: str):
+    return arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
+
+
+def _install(arch: BoundArch, weights: dict) -> dict:
+    """Copy {(layer, role): (weight, bias)} into the model; return what was there before."""
+    previous = {}
+    with torch.no_grad():
+        for (l, role), (w, b) in weights.items():
+            linear = _linear_for(arch, l, role)
+            previous[(l, role)] = (linear.weight.detach().clone(), linear.bias.detach().clone())
+            linear.weight.copy_(w)
+            linear.bias.copy_(b)
+    return previous
 
 
 @contextmanager
 def swapped_weights(arch: BoundArch, updates: dict | None):
     """Temporarily install reconstructed weights."""
-    saved = {}
+    saved = _install(arch, updates or {})
     try:
-        with torch.no_grad():
-            for (l, role), (w, b) in (updates or {}).items():
-                linear = arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
-                saved[(l, role)] = (linear.weight.detach().clone(), linear.bias.detach().clone())
-                linear.weight.copy_(w)
-                linear.bias.copy_(b)
         yield
     finally:
-        with torch.no_grad():
-            for (l, role), (w, b) in saved.items():
-                linear = arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
-                linear.weight.copy_(w)
-                linear.bias.copy_(b)
+        _install(arch, saved)
 
 
 def save_weight_updates(path: str, updates: dict) -> None:
