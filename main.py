@@ -92,9 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_rescale", action="store_true", help="ablation: skip mask tuning")
     p.add_argument("--importance", default="fisher", choices=["fisher", "magnitude", "random"])
-    p.add_argument("--method", default="lsq", choices=["lsq", "kwon"],
+    p.add_argument("--method", default="lsq", choices=["lsq", "obs", "kwon"],
                    help="lsq (default): refit the output projections of the kept heads/neurons by layer-wise "
-                        "ridge least squares; kwon: the paper's mask tuning, one scale per kept head/neuron")
+                        "ridge least squares; obs: the same refit, with the heads/neurons kept within each "
+                        "layer chosen by the error the refit leaves (the search's per-layer counts); kwon: "
+                        "the paper's mask tuning, one scale per kept head/neuron")
     p.add_argument("--ridge", default=0.1, type=float,
                    help="lsq: ridge strength towards the original weights, relative to the mean input energy")
     p.add_argument("--teacher", default=None, choices=["schedule", "full"],

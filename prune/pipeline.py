@@ -32,8 +32,10 @@ class PruneOptions:
     mha_lut: torch.Tensor | None = None      # latency tables (prune/latency.py), for metric latency
     ffn_lut: torch.Tensor | None = None
     method: str = "kwon"            # kwon: one scale per unit (the paper) | lsq: refit output projections
+                                    # | obs: lsq, with the units within each layer chosen by the refit's error
     teacher: str = "schedule"       # schedule: the paper's sqrt(c) teacher mask | full: the unpruned model
     ridge: float = 0.1
+    regrad: bool = False            # recompute the gradients at the teacher's mask before the final search
 
 
 @dataclass
@@ -80,10 +82,12 @@ def importance_scores(kind: str, head_grads, neuron_grads, arch: BoundArch, seed
 
 
 def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, options: PruneOptions,
-          last_ffn_cls_only: bool = True, loss_fn=None) -> PruneResult:
+          last_ffn_cls_only: bool = True, loss_fn=None, grads: tuple | None = None) -> PruneResult:
+    """grads: (head_grads, neuron_grads) from an earlier collect_mask_grads on the same model and sample,
+    to compare options without recomputing them."""
     result = PruneResult()
     with _Timer(result.seconds, "gradients"):
-        head_grads, neuron_grads = collect_mask_grads(model, arch, sample_batches, loss_fn)
+        head_grads, neuron_grads = grads or collect_mask_grads(model, arch, sample_batches, loss_fn)
     with _Timer(result.seconds, "search"):
         head_imp, neuron_imp = importance_scores(options.importance, head_grads, neuron_grads, arch, options.seed)
         teacher_constraint = pruning_schedule(options.constraint)[0]
@@ -96,6 +100,15 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
             teacher = full_masks(arch.num_layers, arch.num_heads, arch.ffn_dim, head_imp.device)
         else:
             teacher = search(teacher_constraint)
+        if options.regrad and options.teacher != "full":
+            # one step of iterative pruning: importance measured with the teacher's units already gone,
+            # and the student chosen among the teacher's units
+            with _Timer(result.seconds, "gradients_at_teacher"):
+                head_grads, neuron_grads = collect_mask_grads(model, arch, sample_batches, loss_fn, start=teacher)
+            head_grads, neuron_grads = head_grads * teacher[0], neuron_grads * teacher[1]
+            head_imp, neuron_imp = importance_scores(options.importance, head_grads, neuron_grads, arch, options.seed)
+            head_imp = torch.where(teacher[0].to(head_imp.device) > 0, head_imp, torch.full_like(head_imp, -1.0))
+            neuron_imp = torch.where(teacher[1].to(neuron_imp.device) > 0, neuron_imp, torch.full_like(neuron_imp, -1.0))
         student = search(options.constraint)
     result.masks["teacher"] = teacher
     result.masks["search"] = student
@@ -105,11 +118,12 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
         with _Timer(result.seconds, "rearrange"):
             student = (rearrange_masks(student[0], head_grads), rearrange_masks(student[1], neuron_grads))
         result.masks["rearrange"] = student
-    if options.rescale and options.method == "lsq":
+    if options.rescale and options.method in ("lsq", "obs"):
         with _Timer(result.seconds, "mask_tuning"):
             inputs = first_layer_inputs(model, arch, sample_batches)
-            result.weight_updates, report = reconstruct_weights(
-                arch, *teacher, *student, inputs, last_ffn_cls_only, options.ridge)
+            result.weight_updates, student, report = reconstruct_weights(
+                arch, *teacher, *student, inputs, last_ffn_cls_only, options.ridge,
+                select="obs" if options.method == "obs" else "given")
         result.tuning_events = report.events
     elif options.rescale:
         with _Timer(result.seconds, "mask_tuning"):

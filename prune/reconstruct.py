@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from prune.layer_io import LayerBatch, run_layer
+from prune.obs import obs_keep
 from prune.rescale import TuningReport, _select, _teacher_targets
 from utils.arch import BoundArch
 from utils.hooks import apply_masks, capture_inputs
@@ -40,15 +41,26 @@ class _Normal:
         self.sy += y.sum(0).double()
         self.n += x.shape[0]
 
-    def solve(self, w0: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Ridge towards the current weights w0 [out, in]; returns (weight [out, in], bias [out])."""
-        if self.n == 0:
-            return None
+    def _centered(self, columns: torch.Tensor | None):
         mx, my = self.sx / self.n, self.sy / self.n
         cxx = self.xtx - self.n * torch.outer(mx, mx)
         cxy = self.xty - self.n * torch.outer(mx, my)
+        if columns is not None:
+            mx, cxx, cxy = mx[columns], cxx[columns][:, columns], cxy[columns]
         if not (torch.isfinite(cxx).all() and torch.isfinite(cxy).all()):
             return None
+        return mx, my, cxx, cxy
+
+    def solve(self, w0: torch.Tensor, ridge: float, columns: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Ridge towards the current weights w0 [out, in] over `columns` of the accumulated inputs (all
+        by default); returns (weight [out, in], bias [out])."""
+        if self.n == 0:
+            return None
+        centered = self._centered(columns)
+        if centered is None:
+            return None
+        mx, my, cxx, cxy = centered
         lam = ridge * float(cxx.diagonal().mean().clamp_min(1e-12))
         eye = torch.eye(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
         try:
@@ -58,13 +70,26 @@ class _Normal:
         bias = my - mx @ w_t
         return w_t.t(), bias
 
+    def keep_by_obs(self, w0: torch.Tensor, ridge: float, group_size: int, keep: int) -> list[int] | None:
+        """The `keep` groups of columns whose removal the ridge refit can least make up for (prune/obs.py)."""
+        fit = self.solve(w0, ridge)
+        if fit is None:
+            return None
+        _, _, cxx, _ = self._centered(None)
+        lam = ridge * float(cxx.diagonal().mean().clamp_min(1e-12))
+        hessian = cxx + lam * torch.eye(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
+        try:
+            return obs_keep(fit[0], hessian, group_size, keep)
+        except RuntimeError:
+            return None
+
 
 def _head_columns(kept_heads: torch.Tensor, head_dim: int) -> torch.Tensor:
     return (kept_heads.unsqueeze(1) * head_dim + torch.arange(head_dim, device=kept_heads.device)).flatten()
 
 
-def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, cls_only, ridge):
-    """Refit `linear` on its kept input columns. residual_of(captures, lb) gives the block's residual."""
+def _accumulate(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, cls_only) -> _Normal:
+    """Normal equations of `linear` on the given input columns. residual_of(h, lb) gives the block's residual."""
     normal = _Normal(len(columns), linear.out_features, linear.weight.device)
     names = {"x": linear, "h": arch.ffn_in(l)}
     with apply_masks(arch, head_mask, neuron_mask), capture_inputs(names) as seen:
@@ -74,16 +99,49 @@ def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets
             residual = residual_of(h, lb)
             normal.add(_select(x, lb, cls_only)[:, columns].float(),
                        (target - _select(residual, lb, cls_only)).float())
-    return normal.solve(linear.weight[:, columns], ridge)
+    return normal
+
+
+def _fit_block(arch, l, role, masks, inputs, targets, cls_only, ridge, select):
+    """Refit one output projection of layer l; with select='obs' also choose which of its units to keep
+    (as many as masks[role][l] keeps). Updates masks in place; returns the fit or None."""
+    is_attn = role == "attn_out"
+    linear = arch.attn_out(l) if is_attn else arch.ffn_out(l)
+    mask = masks[0] if is_attn else masks[1]
+    group = arch.head_dim if is_attn else 1
+    residual_of = (lambda h, lb: lb.hidden) if is_attn else (lambda h, lb: h)
+    kept = (mask[l] != 0).nonzero().flatten()
+    if select == "obs" and 0 < len(kept) < mask.shape[1]:
+        opened = [m.clone() for m in masks]
+        opened[0 if is_attn else 1][l] = 1.0
+        all_columns = torch.arange(linear.in_features, device=linear.weight.device)
+        normal = _accumulate(arch, l, linear, all_columns, *opened, inputs, targets, residual_of, cls_only)
+        chosen = normal.keep_by_obs(linear.weight, ridge, group, len(kept))
+        if chosen is not None:
+            mask[l] = 0.0
+            mask[l, chosen] = 1.0
+            kept = (mask[l] != 0).nonzero().flatten()
+        columns = _head_columns(kept, arch.head_dim) if is_attn else kept
+        return columns, normal.solve(linear.weight[:, columns], ridge, columns)
+    columns = _head_columns(kept, arch.head_dim) if is_attn else kept
+    normal = _accumulate(arch, l, linear, columns, *masks, inputs, targets, residual_of, cls_only)
+    return columns, normal.solve(linear.weight[:, columns], ridge)
 
 
 def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask, neuron_mask,
-                        layer_inputs: list[LayerBatch], last_layer_cls_only: bool = True, ridge: float = 1e-3):
-    """Returns {(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements and a report.
+                        layer_inputs: list[LayerBatch], last_layer_cls_only: bool = True, ridge: float = 1e-3,
+                        select: str = "given"):
+    """Returns ({(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements, (head_mask,
+    neuron_mask), report).
 
-    The masks stay as given (binary); pruned columns of the new weights are zero.
+    select='given': keep the units of the masks; 'obs': per layer keep as many heads and neurons as the
+    masks do, but choose which by the reconstruction error of the refit (prune/obs.py). The returned
+    masks are binary; pruned columns of the new weights are zero.
     """
+    if select not in ("given", "obs"):
+        raise ValueError(f"unknown select '{select}': use given or obs")
     updates, report = {}, TuningReport()
+    masks = (head_mask.clone(), neuron_mask.clone())
     teacher_in = student_in = layer_inputs
     originals = {}
     try:
@@ -92,18 +150,12 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                 cls_only = last_layer_cls_only and l == arch.num_layers - 1
                 targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, cls_only,
                                            mha_cls_only=cls_only, with_bias=True)
-                blocks = (
-                    ("attn_out", arch.attn_out(l), _head_columns((head_mask[l] != 0).nonzero().flatten(), arch.head_dim),
-                     targets.mha, lambda h, lb: lb.hidden),
-                    ("ffn_out", arch.ffn_out(l), (neuron_mask[l] != 0).nonzero().flatten(),
-                     targets.ffn, lambda h, lb: h),
-                )
-                for role, linear, columns, block_targets, residual_of in blocks:
-                    if len(columns) == 0:
+                for role, block_targets in (("attn_out", targets.mha), ("ffn_out", targets.ffn)):
+                    linear = _linear_for(arch, l, role)
+                    if not bool((masks[0 if role == "attn_out" else 1][l] != 0).any()):
                         report.add(l, role, "empty")
                         continue
-                    fit = _fit_block(arch, l, linear, columns, head_mask, neuron_mask, student_in,
-                                     block_targets, residual_of, cls_only, ridge)
+                    columns, fit = _fit_block(arch, l, role, masks, student_in, block_targets, cls_only, ridge, select)
                     if fit is None:
                         log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
                                     "weights left as they were", l, role)
@@ -117,12 +169,12 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                     linear.bias.copy_(bias)
                     updates[(l, role)] = (weight.clone(), bias.clone())
                     report.add(l, role, "ok", columns=len(columns))
-                with apply_masks(arch, head_mask, neuron_mask):
+                with apply_masks(arch, *masks):
                     student_in = run_layer(arch, l, student_in)
                 teacher_in = targets.outputs
     finally:
         _install(arch, originals)
-    return updates, report
+    return updates, masks, report
 
 
 def _linear_for(arch: BoundArch, l: int, role: str):

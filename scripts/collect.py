@@ -8,7 +8,9 @@ otherwise ignored. Writes into ROOT:
 
   summary.csv       one row per finished run
   summary_mean.csv  mean (and standard deviation) over seeds per task, model, variant and constraint
-  summary.md        both tables in Markdown, plus the unfinished folders
+  ablation.csv      per task, model and constraint: the mean over seeds (and the number of seeds) of
+                    every variant, the ablation steps first (see below)
+  summary.md        the ablation tables, both tables above in Markdown, plus the unfinished folders
 
 and, into --out (default: figures/ of the repository), with stable names:
 
@@ -31,6 +33,12 @@ The variant of a run is derived from its args.json (not from the folder name):
   magnitude / random   the kwon pipeline with --importance magnitude / random
 with suffixes for anything else that differs from these or from main.py's current defaults (e.g.
 "lsq-random", "kwon-norearrange", "kwon-teacher_full", "lsq-ridge0.001", "kwon-latency").
+
+The ablation table (summary.md "## Ablation", ablation.csv), one per task and model, one line per
+constraint: search only | + rearrangement | + mask tuning (kwon, the paper) | lsq (ours) | any other
+variant. "search only" and "+ rearrangement" come from the search / rearrange runs at that constraint;
+without them, from the kwon runs' --eval_stages scores of the same masks (results.json metric_stages,
+marked * in summary.md, "kwon --eval_stages" in the *_source columns of ablation.csv).
 """
 from __future__ import annotations
 
@@ -46,6 +54,7 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 STAGES = ["gradients", "search", "rearrange", "mask_tuning"]
+EVAL_STAGES = ["teacher", "search", "rearrange"]     # results.json metric_stages (main.py --eval_stages)
 VARIANT_ORDER = ["search", "rearrange", "kwon", "lsq", "magnitude", "random"]
 VARIANT_LABELS = {
     "search": "search only",
@@ -63,7 +72,7 @@ COLUMNS = [
     "constraint", "seed", "num_samples", "primary_metric", "metric_before", "metric_after", "metric_delta",
     "mac_ratio", "latency_ratio", "measured_speedup",
     *[f"seconds_{s}" for s in STAGES], "seconds_pruning_total", "seconds_wall_total",
-    "peak_rss_mb", "peak_gpu_mb", "device", "run_dir",
+    "peak_rss_mb", "peak_gpu_mb", "device", "run_dir", *[f"stage_{s}" for s in EVAL_STAGES],
 ]
 MEAN_COLUMNS = [
     "task", "model", "variant", "constraint", "n_seeds", "seeds", "primary_metric", "metric_before",
@@ -160,6 +169,12 @@ def _number(value):
     return None if math.isnan(value) else value
 
 
+def _stage_metric(stages, stage: str, primary: str | None):
+    """The primary metric of one --eval_stages evaluation, or None."""
+    scores = stages.get(stage) if isinstance(stages, dict) else None
+    return _number(scores.get(primary)) if isinstance(scores, dict) else None
+
+
 def run_row(folder: str, root: str) -> dict | None:
     results = _read_json(os.path.join(folder, "results.json"))
     if not isinstance(results, dict):
@@ -203,6 +218,7 @@ def run_row(folder: str, root: str) -> dict | None:
         "peak_gpu_mb": _number(memory.get("gpu")),
         "device": results.get("device"),
         "run_dir": os.path.relpath(folder, root),
+        **{f"stage_{s}": _stage_metric(results.get("metric_stages"), s, primary) for s in EVAL_STAGES},
         # not in the CSV: for the heat map
         "_heads": results.get("heads_kept_per_layer"),
         "_neurons": results.get("neurons_kept_per_layer"),
@@ -305,9 +321,100 @@ def _md_table(header: list[str], lines: list[list[str]]) -> list[str]:
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# the ablation table
+# ----------------------------------------------------------------------------------------------
+
+ABLATION_STEPS = {"search": "search only", "rearrange": "+ rearrangement",
+                  "kwon": "+ mask tuning (kwon, the paper)", "lsq": "lsq (ours)"}
+STAGE_FALLBACK = {"search": "stage_search", "rearrange": "stage_rearrange"}   # from the kwon runs
+STAGE_SOURCE = "kwon --eval_stages"
+STAGE_NOTE = "* from the kwon runs' --eval_stages evaluation of the same masks"
+
+
+def _ablation_cell(runs: list[dict], variant: str) -> tuple | None:
+    """(mean over seeds, number of seeds, taken from the kwon runs' stages) for one constraint, or None."""
+    values = [r["metric_after"] for r in runs if r["variant"] == variant and r["metric_after"] is not None]
+    from_stages = not values and variant in STAGE_FALLBACK
+    if from_stages:
+        stage = STAGE_FALLBACK[variant]
+        values = [r[stage] for r in runs if r["variant"] == "kwon" and r[stage] is not None]
+    return (statistics.fmean(values), len(values), from_stages) if values else None
+
+
+def ablation(rows: list[dict]) -> list[dict]:
+    """One table per task and model: task, model, primary_metric, unpruned (mean metric_before), variants
+    (the columns: the ablation steps, then every other variant present) and lines, one per constraint:
+    {"constraint": c, "cells": {variant: _ablation_cell(...)}}."""
+    tables = []
+    for (task, model), group in sorted(_task_groups(rows).items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        others = sorted({r["variant"] for r in group} - set(ABLATION_STEPS), key=_variant_key)
+        variants = [*ABLATION_STEPS, *others]
+        lines = []
+        for c in sorted({r["constraint"] for r in group}, key=lambda c: c or 0):
+            runs = [r for r in group if r["constraint"] == c]
+            lines.append({"constraint": c, "cells": {v: _ablation_cell(runs, v) for v in variants}})
+        tables.append({"task": task, "model": model, "primary_metric": group[0]["primary_metric"],
+                       "unpruned": _mean(r["metric_before"] for r in group), "variants": variants,
+                       "lines": lines})
+    return tables
+
+
+def _ablation_text(cell: tuple | None) -> str:
+    if cell is None:
+        return ""
+    mean, n, from_stages = cell
+    return f"{mean:.4f}" + (f" ({n})" if n > 1 else "") + ("*" if from_stages else "")
+
+
+def ablation_tables(rows: list[dict]) -> str:
+    """The "## Ablation" section of summary.md ("" without runs)."""
+    tables = ablation(rows)
+    if not tables:
+        return ""
+    parts = ["## Ablation", "",
+             "Dev metric after pruning, mean over seeds (the number of seeds in parentheses when more than one).", ""]
+    for t in tables:
+        unpruned = "" if t["unpruned"] is None else f", unpruned {t['unpruned']:.4f}"
+        parts += [f"### {t['task']} — {t['model']} ({t['primary_metric'] or 'metric'}{unpruned})", ""]
+        header = ["constraint", *[ABLATION_STEPS.get(v, v) for v in t["variants"]]]
+        lines = [[_cell(line["constraint"], None), *[_ablation_text(line["cells"][v]) for v in t["variants"]]]
+                 for line in t["lines"]]
+        parts += _md_table(header, lines) + [""]
+        if any(cell and cell[2] for line in t["lines"] for cell in line["cells"].values()):
+            parts += ["\\" + STAGE_NOTE, ""]      # escaped: not a list item
+    return "\n".join(parts)
+
+
+def ablation_csv(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """(rows, columns) of ablation.csv: one row per task, model and constraint; per variant the mean over
+    seeds and the number of seeds (<variant>_n); for search and rearrange also where it came from
+    (<variant>_source: runs, or kwon --eval_stages)."""
+    tables = ablation(rows)
+    variants = [*ABLATION_STEPS, *sorted({v for t in tables for v in t["variants"]} - set(ABLATION_STEPS),
+                                         key=_variant_key)]
+    columns = ["task", "model", "primary_metric", "unpruned", "constraint"]
+    for v in variants:
+        columns += [v, f"{v}_n"] + ([f"{v}_source"] if v in STAGE_FALLBACK else [])
+    out = []
+    for t in tables:
+        for line in t["lines"]:
+            row = {k: t[k] for k in ("task", "model", "primary_metric", "unpruned")}
+            row["constraint"] = line["constraint"]
+            for v, cell in line["cells"].items():
+                if cell is not None:
+                    row[v], row[f"{v}_n"] = cell[0], cell[1]
+                if cell is not None and v in STAGE_FALLBACK:
+                    row[f"{v}_source"] = STAGE_SOURCE if cell[2] else "runs"
+            out.append(row)
+    return out, columns
+
+
 def markdown(rows: list[dict], means: list[dict], unfinished: list[str], root: str) -> str:
     parts = [f"# Sweep summary: {root}", "",
              f"{len(rows)} finished run(s), {len(unfinished)} unfinished.", ""]
+    if rows:
+        parts += [ablation_tables(rows)]
     if means:
         parts += ["## Mean over seeds", ""]
         header = ["task", "model", "variant", "constraint", "seeds", "metric", "before", "after (mean ± std)",
@@ -583,12 +690,13 @@ def main(argv=None) -> int:
     means = mean_rows(rows)
     write_csv(os.path.join(args.root, "summary.csv"), rows, COLUMNS)
     write_csv(os.path.join(args.root, "summary_mean.csv"), means, MEAN_COLUMNS)
+    write_csv(os.path.join(args.root, "ablation.csv"), *ablation_csv(rows))
     md = markdown(rows, means, unfinished, args.root)
     with open(os.path.join(args.root, "summary.md"), "w") as f:
         f.write(md)
     if not args.quiet:
         print(md)
-    print(f"wrote {os.path.join(args.root, 'summary.csv')}, summary_mean.csv and summary.md "
+    print(f"wrote {os.path.join(args.root, 'summary.csv')}, summary_mean.csv, ablation.csv and summary.md "
           f"({len(rows)} finished, {len(unfinished)} unfinished)")
     if not args.no_figures and rows:
         made = make_figures(rows, means, args.out, args.heatmap_run)

@@ -3,7 +3,8 @@
 #
 #   bash scripts/sweep.sh                                   # the embedded default, kwon and lsq, 6 constraints
 #   METHODS=lsq CONSTRAINTS="0.5 0.6" SEEDS="0 1 2" bash scripts/sweep.sh
-#   ABLATION=1 bash scripts/sweep.sh                        # search / +rearrange / +mask tuning / lsq / baselines
+#   ABLATION=1 bash scripts/sweep.sh                        # kwon / lsq / magnitude and random baselines
+#   ABLATION=1 VARIANTS="search rearrange kwon" bash scripts/sweep.sh   # search-only and +rearrange as own runs
 #   CKPT=ckpts/bert-{task} DATA_DIR=glue TASKS="sst2 mrpc" EXTRA="--device cuda" OUT=outputs/glue bash scripts/sweep.sh
 #
 # Settings (environment variables):
@@ -12,14 +13,22 @@
 #   DATA_DIR     GLUE/SQuAD data folder (default data/movie-sst2 for the default checkpoint, else none:
 #                the hub); "{task}" is replaced as well
 #   TASKS        space-separated task names (TASK is accepted too; default sst2)
-#   METHODS      space-separated variants (default "kwon lsq"); any of the ABLATION variants below
-#   ABLATION=1   run the ablation variants instead of METHODS (VARIANTS overrides the list):
+#   METHODS      space-separated variants (default "kwon lsq"); any of the variants below
+#   ABLATION=1   run "kwon lsq magnitude random" instead of METHODS (VARIANTS overrides the list).
+#                Variants (VARIANTS or METHODS may name any of them):
 #                  search     --method kwon --no_rearrange --no_rescale   (Fisher search only)
 #                  rearrange  --method kwon --no_rescale                  (+ mask rearrangement)
-#                  kwon       --method kwon                               (+ mask tuning: the paper)
+#                  kwon       --method kwon --eval_stages                 (+ mask tuning: the paper)
 #                  lsq        --method lsq                                (least-squares refit)
 #                  magnitude  --method kwon --importance magnitude        (baseline importance)
 #                  random     --method kwon --importance random           (baseline importance)
+#                kwon always runs with --eval_stages (two more dev evaluations): its results.json also
+#                scores the search-only and the rearranged masks of the same run, so scripts/collect.py
+#                fills the ablation table's "search only" and "+ rearrangement" columns from it (marked *)
+#                wherever no search / rearrange run exists; the default sweep already gives
+#                search / +rearrange / kwon / lsq. search and rearrange stay available as runs of their
+#                own (collect.py prefers them when present). A kwon run finished before --eval_stages was
+#                added here has no stage scores: it is skipped, not re-run (use another OUT).
 #   CONSTRAINTS  default "0.4 0.5 0.6 0.7 0.8 0.9";  SEEDS  default "0"
 #   MAX_SEQ_LENGTH  default 64 for the default checkpoint, else main.py's default
 #   EXTRA        more main.py flags, split on spaces (e.g. "--save_pruned --num_samples 1024")
@@ -51,7 +60,8 @@ fi
 TASKS=${TASKS:-${TASK:-sst2}}
 METHODS=${METHODS:-"kwon lsq"}
 ABLATION=${ABLATION:-0}
-ABLATION_VARIANTS="search rearrange kwon lsq magnitude random"
+ALL_VARIANTS="search rearrange kwon lsq magnitude random"
+ABLATION_VARIANTS="kwon lsq magnitude random"
 if [[ "$ABLATION" != 0 && -n "$ABLATION" ]]; then
   VARIANTS=${VARIANTS:-$ABLATION_VARIANTS}
 else
@@ -72,7 +82,7 @@ variant_flags() {
   case "$1" in
     search)    echo "--method kwon --no_rearrange --no_rescale" ;;
     rearrange) echo "--method kwon --no_rescale" ;;
-    kwon)      echo "--method kwon" ;;
+    kwon)      echo "--method kwon --eval_stages" ;;
     lsq)       echo "--method lsq" ;;
     magnitude) echo "--method kwon --importance magnitude" ;;
     random)    echo "--method kwon --importance random" ;;
@@ -82,7 +92,7 @@ variant_flags() {
 
 for v in $VARIANTS; do
   if ! variant_flags "$v" > /dev/null; then
-    echo "error: unknown variant '$v' (use: $ABLATION_VARIANTS)" >&2
+    echo "error: unknown variant '$v' (use: $ALL_VARIANTS)" >&2
     exit 2
   fi
 done

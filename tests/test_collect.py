@@ -32,13 +32,14 @@ def _args(constraint, seed, method="kwon", rearrange=True, rescale=True, importa
             "speed_batch_size": 32, "speed_seq_len": 128}
 
 
-def _results(args, accuracy, speedup=None, seconds=None):
+def _results(args, accuracy, speedup=None, seconds=None, stages=None):
     c = args["constraint"]
     heads = [12, 11, 10, 8, 6, 3] if c < 0.6 else [12, 12, 12, 11, 10, 8]
     neurons = [1400, 1200, 900, 500, 200, 60] if c < 0.6 else [1536, 1500, 1300, 1000, 700, 300]
     results = {
         "task": "sst2", "primary_metric": "accuracy",
-        "metric_before": {"accuracy": 0.9}, "metric_after": {"accuracy": accuracy}, "metric_stages": {},
+        "metric_before": {"accuracy": 0.9}, "metric_after": {"accuracy": accuracy},
+        "metric_stages": {k: {"accuracy": v} for k, v in (stages or {}).items()},
         "constraint": c, "method": args["method"], "teacher": args["teacher"],
         "mac_ratio": c - 0.001, "seq_len_for_macs": 26.6,
         "seconds": seconds or {"gradients": 10.0, "search": 0.1, "rearrange": 1.0, "mask_tuning": 20.0,
@@ -126,6 +127,15 @@ def test_collect_writes_rows_means_and_figures(sweep_root, tmp_path):
     assert "Unfinished" in md and os.path.join("lsq", "c0.7", "seed_0") in md
     assert "0.8200 ± 0.0283" in md
     assert "## Mean over seeds" in proc.stdout                 # the table is printed too
+    assert "## Ablation" in md
+    with open(sweep_root / "summary.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header[-4:] == ["run_dir", "stage_teacher", "stage_search", "stage_rearrange"]   # appended
+    assert rows[0]["stage_search"] == ""                       # no --eval_stages in this fixture
+    ablation = {r["constraint"]: r for r in _read_csv(sweep_root / "ablation.csv")}
+    assert float(ablation["0.5"]["kwon"]) == pytest.approx(0.82) and ablation["0.5"]["kwon_n"] == "2"
+    assert float(ablation["0.5"]["lsq"]) == pytest.approx(0.86) and ablation["0.7"]["lsq"] == ""
+    assert ablation["0.5"]["search"] == "" and ablation["0.5"]["search_source"] == ""
     for name in FIGURES:
         assert (out / name).is_file() and (out / name).stat().st_size > 1000, name
 
@@ -179,6 +189,96 @@ def test_variant_names_follow_the_flags():
 
 
 # ----------------------------------------------------------------------------------------------
+# the ablation table
+# ----------------------------------------------------------------------------------------------
+
+def _ablation_root(tmp_path, search_runs=False):
+    """kwon (with --eval_stages scores) at 0.5 over seeds 0-2 and at 0.7; lsq and magnitude at 0.5;
+    with search_runs, real search runs at 0.5 (seeds 0 and 1)."""
+    root = tmp_path / "ablation"
+    base = "minilm-movie-sst2/sst2"
+    for seed, acc, search, rearrange in ((0, 0.86, 0.80, 0.83), (1, 0.865, 0.81, 0.84), (2, 0.8625, 0.82, 0.85)):
+        a = _args(0.5, seed)
+        _fake_run(root, f"{base}/kwon/c0.5/seed_{seed}", a,
+                  _results(a, acc, stages={"teacher": 0.89, "search": search, "rearrange": rearrange}))
+    a = _args(0.7, 0)
+    _fake_run(root, f"{base}/kwon/c0.7/seed_0", a, _results(a, 0.88, stages={"search": 0.85, "rearrange": 0.87}))
+    a = _args(0.5, 0, method="lsq")
+    _fake_run(root, f"{base}/lsq/c0.5/seed_0", a, _results(a, 0.87))
+    a = _args(0.5, 0, importance="magnitude")
+    _fake_run(root, f"{base}/magnitude/c0.5/seed_0", a, _results(a, 0.70))
+    if search_runs:
+        for seed, acc in ((0, 0.79), (1, 0.80)):
+            a = _args(0.5, seed, rearrange=False, rescale=False)
+            _fake_run(root, f"{base}/search/c0.5/seed_{seed}", a, _results(a, acc))
+    collect = _load_collect()
+    rows, _ = collect.collect(str(root))
+    return collect, rows, root
+
+
+def _md_lines(md):
+    """{constraint: cells} of the (single) ablation table, keyed by the header."""
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    return header, {cells[0]: dict(zip(header, cells))
+                    for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table[1:])}
+
+
+def test_ablation_takes_search_and_rearrange_from_kwon_stages(tmp_path):
+    collect, rows, _ = _ablation_root(tmp_path)
+    assert rows[0]["stage_search"] == pytest.approx(0.80) and rows[0]["stage_teacher"] == pytest.approx(0.89)
+    md = collect.ablation_tables(rows)
+    assert md.startswith("## Ablation")
+    assert "### sst2 — minilm-movie-sst2 (accuracy, unpruned 0.9000)" in md
+    header, lines = _md_lines(md)
+    assert header == ["constraint", "search only", "+ rearrangement", "+ mask tuning (kwon, the paper)",
+                      "lsq (ours)", "magnitude"]
+    assert lines["0.5"]["search only"] == "0.8100 (3)*"
+    assert lines["0.5"]["+ rearrangement"] == "0.8400 (3)*"
+    assert lines["0.5"]["lsq (ours)"] == "0.8700" and lines["0.5"]["magnitude"] == "0.7000"
+    assert lines["0.7"] == {"constraint": "0.7", "search only": "0.8500*", "+ rearrangement": "0.8700*",
+                            "+ mask tuning (kwon, the paper)": "0.8800", "lsq (ours)": "", "magnitude": ""}
+    assert "* from the kwon runs' --eval_stages evaluation of the same masks" in md
+
+
+def test_ablation_prefers_search_runs(tmp_path):
+    collect, rows, root = _ablation_root(tmp_path, search_runs=True)
+    md = collect.ablation_tables(rows)
+    header, lines = _md_lines(md)
+    assert header[1:5] == ["search only", "+ rearrangement", "+ mask tuning (kwon, the paper)", "lsq (ours)"]
+    assert lines["0.5"]["search only"] == "0.7950 (2)"              # the search runs, not kwon's stages
+    assert lines["0.5"]["+ rearrangement"] == "0.8400 (3)*"        # no rearrange runs: still kwon's
+    assert lines["0.7"]["search only"] == "0.8500*"                # no search run at 0.7
+    assert "* from the kwon runs'" in md
+    csv_rows, columns = collect.ablation_csv(rows)
+    assert columns[:8] == ["task", "model", "primary_metric", "unpruned", "constraint", "search", "search_n",
+                           "search_source"]
+    by_c = {r["constraint"]: r for r in csv_rows}
+    assert by_c[0.5]["search"] == pytest.approx(0.795) and by_c[0.5]["search_source"] == "runs"
+    assert by_c[0.5]["rearrange_source"] == "kwon --eval_stages" and by_c[0.5]["rearrange_n"] == 3
+    assert by_c[0.7]["search_source"] == "kwon --eval_stages" and "lsq" not in by_c[0.7]
+
+    # through the command line: ablation.csv and the section in summary.md
+    proc = _run_collect(root, tmp_path / "figs", "--quiet", "--no_figures")
+    assert proc.returncode == 0, proc.stderr
+    assert "## Ablation" in (root / "summary.md").read_text()
+    written = {r["constraint"]: r for r in _read_csv(root / "ablation.csv")}
+    assert written["0.5"]["search_n"] == "2" and written["0.5"]["magnitude"] == "0.7"
+
+
+def test_ablation_without_stage_scores_or_fallback_has_no_footnote(tmp_path):
+    collect, rows, _ = _ablation_root(tmp_path, search_runs=True)
+    for r in rows:
+        r["stage_search"] = r["stage_rearrange"] = None
+    md = collect.ablation_tables(rows)
+    _, lines = _md_lines(md)
+    assert lines["0.5"]["search only"] == "0.7950 (2)" and lines["0.5"]["+ rearrangement"] == ""
+    assert lines["0.5"]["+ mask tuning (kwon, the paper)"] == "0.8625 (3)"     # mean over the 3 seeds
+    assert lines["0.7"]["search only"] == ""
+    assert "eval_stages evaluation" not in md
+
+
+# ----------------------------------------------------------------------------------------------
 # scripts/sweep.sh with a stub main.py
 # ----------------------------------------------------------------------------------------------
 
@@ -204,6 +304,10 @@ FAKE_MAIN = textwrap.dedent("""
                            "pruning_total": 3.3, "wall_total": 5.0}},
                "peak_memory_mb": {{"rss": 100.0, "gpu": None}},
                "heads_kept_per_layer": [4, 3], "neurons_kept_per_layer": [30, 20], "device": "cpu"}}
+    if cfg.eval_stages:
+        after = results["metric_after"]["accuracy"]
+        results["metric_stages"] = {{"teacher": {{"accuracy": 0.89}}, "search": {{"accuracy": after - 0.1}},
+                                    "rearrange": {{"accuracy": after - 0.05}}}}
     with open(os.path.join(cfg.output_dir, "results.json"), "w") as f:
         json.dump(results, f)
 """)
@@ -249,6 +353,7 @@ def test_sweep_skips_finished_runs_and_collects(sweep_env, tmp_path):
     calls = _calls(sweep_env)
     assert [c["output_dir"] for c in calls] == [str(out / "tiny-ckpt" / "sst2" / "kwon" / "c0.7" / "seed_0")]
     assert "--method" in calls[0]["argv"] and "kwon" in calls[0]["argv"]
+    assert "--eval_stages" in calls[0]["argv"]                  # kwon always scores its stages
     assert "--max_seq_length" not in calls[0]["argv"]           # only for the default checkpoint
     assert (finished / "results.json").read_text() == before       # not re-run, not overwritten
     assert "skipped" in proc.stdout
@@ -279,25 +384,43 @@ def test_sweep_ablation_runs_each_variant_with_its_flags(sweep_env, tmp_path):
     proc = _sweep(sweep_env, ABLATION="1", CONSTRAINTS="0.5", SEEDS="0 1", EXTRA="--num_samples 64")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     calls = _calls(sweep_env)
-    assert len(calls) == 12
+    assert len(calls) == 8
     by_variant = {}
     for c in calls:
         parts = c["output_dir"].split(os.sep)
         by_variant.setdefault(parts[-3], []).append(c["argv"])
         assert c["argv"][-2:] == ["--num_samples", "64"]
-    assert set(by_variant) == {"search", "rearrange", "kwon", "lsq", "magnitude", "random"}
+    assert list(by_variant) == ["kwon", "lsq", "magnitude", "random"]     # search / rearrange: from kwon
     flags = {v: set(argvs[0]) for v, argvs in by_variant.items()}
-    assert {"--no_rearrange", "--no_rescale"} <= flags["search"]
-    assert "--no_rescale" in flags["rearrange"] and "--no_rearrange" not in flags["rearrange"]
     assert not {"--no_rearrange", "--no_rescale"} & flags["kwon"]
+    assert "--eval_stages" in flags["kwon"]
+    assert not any("--eval_stages" in flags[v] for v in ("lsq", "magnitude", "random"))
     assert "magnitude" in flags["magnitude"] and "random" in flags["random"]
-    for v in ("search", "rearrange", "kwon", "magnitude", "random"):
+    for v in ("kwon", "magnitude", "random"):
         argv = by_variant[v][0]
         assert argv[argv.index("--method") + 1] == "kwon"
     # collect names each run's variant from its args.json exactly as the sweep named the folder
     for row in _read_csv(tmp_path / "sweep" / "summary.csv"):
         assert row["run_dir"].split(os.sep)[-3] == row["variant"]
-    assert len(_read_csv(tmp_path / "sweep" / "summary_mean.csv")) == 6
+    assert len(_read_csv(tmp_path / "sweep" / "summary_mean.csv")) == 4
+    # the ablation table has all its columns, search-only and +rearrangement from kwon's stage scores
+    (ablation,) = _read_csv(tmp_path / "sweep" / "ablation.csv")
+    assert float(ablation["search"]) == pytest.approx(0.65) and ablation["search_n"] == "2"
+    assert float(ablation["rearrange"]) == pytest.approx(0.70)
+    assert ablation["search_source"] == ablation["rearrange_source"] == "kwon --eval_stages"
+    assert float(ablation["kwon"]) == pytest.approx(0.75) and float(ablation["random"]) == pytest.approx(0.75)
+    assert "0.6500 (2)*" in (tmp_path / "sweep" / "summary.md").read_text()
+
+    # search and rearrange remain available as variants of their own
+    proc = _sweep(sweep_env, ABLATION="1", VARIANTS="search rearrange", CONSTRAINTS="0.5", SEEDS="0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    new = {c["output_dir"].split(os.sep)[-3]: set(c["argv"]) for c in _calls(sweep_env)[8:]}
+    assert set(new) == {"search", "rearrange"}
+    assert {"--no_rearrange", "--no_rescale"} <= new["search"]
+    assert "--no_rescale" in new["rearrange"] and "--no_rearrange" not in new["rearrange"]
+    assert not any("--eval_stages" in f for f in new.values())
+    (ablation,) = _read_csv(tmp_path / "sweep" / "ablation.csv")
+    assert ablation["search_source"] == "runs" and ablation["search_n"] == "1"       # the run now
 
 
 def test_sweep_rejects_unknown_variant(sweep_env):

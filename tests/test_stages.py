@@ -99,6 +99,42 @@ def test_fisher_gradients_shapes_and_finiteness():
     assert all(p.requires_grad for p in model.parameters())   # parameters restored
 
 
+def test_gradients_at_a_pruned_start_differ_and_leave_the_start_untouched():
+    model = tiny_model("bert")
+    arch = bind(model)
+    batches = [random_batch(model, seed=s) for s in range(2)]
+    head, neuron = full_masks(3, 4, 37)
+    head[0, :2] = 0
+    neuron[1, :20] = 0
+    start = (head.clone(), neuron.clone())
+    full_h, _ = collect_mask_grads(model, arch, batches)
+    part_h, part_n = collect_mask_grads(model, arch, batches, start=start)
+    assert torch.equal(start[0], head) and torch.equal(start[1], neuron)
+    assert not torch.allclose(full_h[:, 1:], part_h[:, 1:])       # later layers see the pruned ones
+    # the model's own loss at the start mask is what the gradients are of: check one by finite differences
+    from utils.hooks import apply_masks
+    eps = 1e-3
+    losses = []
+    for sign in (1, -1):
+        h = head.clone()
+        h[2, 1] += sign * eps
+        with torch.no_grad(), apply_masks(arch, h, neuron):
+            losses.append(sum(float(model(**b).loss) for b in batches))
+    assert (losses[0] - losses[1]) / (2 * eps) == pytest.approx(float(part_h[:, 2, 1].sum()), rel=1e-2, abs=1e-4)
+
+
+def test_regrad_picks_the_student_among_the_teachers_units():
+    from prune.pipeline import PruneOptions, prune
+    model = tiny_model("bert")
+    arch = bind(model)
+    batches = [random_batch(model, seed=s) for s in range(3)]
+    result = prune(model, arch, batches, COST, PruneOptions(0.3, method="kwon", regrad=True))
+    (t_head, t_neuron), (s_head, s_neuron) = result.masks["teacher"], result.masks["search"]
+    assert bool((s_head <= t_head).all()) and bool((s_neuron <= t_neuron).all())
+    assert "gradients_at_teacher" in result.seconds
+    assert result.mac_ratio <= 0.3 + 1e-6
+
+
 def test_damped_solver_matches_closed_form():
     a = torch.tensor([[4.0, 1.0], [1.0, 3.0]])
     b = torch.tensor([1.0, 2.0])

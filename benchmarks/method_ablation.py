@@ -1,0 +1,92 @@
+"""Ablation of mask-tuning variants on the fixed benchmark, one idea at a time (issue: beat the reference).
+
+Loads the benchmark checkpoint once per seed, collects the mask gradients once, then for every
+constraint and variant runs search -> (rearrangement) -> tuning and scores the dev set. Variants are
+PruneOptions overrides, so every one of them is also reachable from main.py.
+
+    python benchmarks/method_ablation.py --seeds 0 --constraints 0.5 0.6 --variants kwon lsq lsq_norearr
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+BENCH = os.path.join(ROOT, "..", "shared", "benchmark")
+
+VARIANTS = {
+    "search_only": dict(rescale=False, rearrange=False),
+    "rearrange_only": dict(rescale=False),
+    "kwon": dict(method="kwon"),
+    "lsq": dict(method="lsq"),
+    "obs": dict(method="obs"),
+    "obs_regrad": dict(method="obs", regrad=True),
+    "lsq_regrad": dict(method="lsq", regrad=True),
+    "kwon_regrad": dict(method="kwon", regrad=True),
+    "lsq_norearr": dict(method="lsq", rearrange=False),
+    "lsq_full_teacher": dict(method="lsq", teacher="full"),
+    "lsq_ridge0.3": dict(method="lsq", ridge=0.3),
+    "lsq_ridge1": dict(method="lsq", ridge=1.0),
+    "lsq_ridge3": dict(method="lsq", ridge=3.0),
+    "lsq_ridge0.01": dict(method="lsq", ridge=0.01),
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--constraints", nargs="+", type=float, default=[0.5])
+    p.add_argument("--variants", nargs="+", default=["kwon", "lsq"], choices=sorted(VARIANTS))
+    p.add_argument("--num_samples", type=int, default=2048)
+    p.add_argument("--output", default=os.path.join(ROOT, "outputs", "method_ablation.json"))
+    args = p.parse_args(argv)
+
+    import torch
+
+    from dataset.tasks import prepare_glue
+    from prune.cost import MacCost
+    from prune.fisher import collect_mask_grads
+    from prune.pipeline import PruneOptions, prune
+    from prune.reconstruct import swapped_weights
+    from utils.arch import bind
+    from utils.checkpoint import load_model, load_tokenizer
+
+    rows = json.load(open(args.output)) if os.path.isfile(args.output) else []
+    done = {(r["seed"], r["constraint"], r["variant"]) for r in rows}
+    ckpt = os.path.join(BENCH, "minilm-movie-sst2")
+    for seed in args.seeds:
+        torch.manual_seed(seed)
+        model = load_model(ckpt, "classification")
+        arch = bind(model)
+        task = prepare_glue("sst2", os.path.join(BENCH, "movie-sst2"), load_tokenizer(ckpt, None), model.config,
+                            args.num_samples, seed, 64, 32)
+        cost = MacCost(task.seq_len, arch.hidden_size, arch.head_dim)
+        grads = None
+        for c in args.constraints:
+            for name in args.variants:
+                if (seed, c, name) in done:
+                    continue
+                grads = grads or collect_mask_grads(model, arch, task.sample_batches)
+                options = replace(PruneOptions(c, seed=seed), **VARIANTS[name])
+                start = time.perf_counter()
+                result = prune(model, arch, task.sample_batches, cost, options, task.last_ffn_cls_only, grads=grads)
+                seconds = time.perf_counter() - start
+                with swapped_weights(arch, result.weight_updates):
+                    metric = task.evaluate(model, arch, *result.final)
+                row = {"seed": seed, "constraint": c, "variant": name, "accuracy": metric["accuracy"],
+                       "mac_ratio": result.mac_ratio, "seconds": round(seconds, 1),
+                       "failed_layers": [e for e in result.tuning_events if e["status"] != "ok"]}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                with open(args.output, "w") as f:
+                    json.dump(rows, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
