@@ -40,6 +40,7 @@ class RunConfig:
     method: str
     teacher: str
     ridge: float
+    gradient_batches: str
     eval_stages: bool
     overwrite: bool
     mha_lut: str | None = None
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", default=None, choices=["schedule", "full"],
                    help="what each layer reconstructs: the paper's less-pruned teacher mask (schedule, default) "
                         "or the unpruned model (full)")
+    p.add_argument("--gradient_batches", default="sorted", choices=["sorted", "random"],
+                   help="how the sample is batched for the Fisher gradients: sorted by length (default: little "
+                        "padding, faster) or random (as the paper's code; no better on the benchmark)")
     p.add_argument("--eval_stages", action="store_true", help="also evaluate the teacher, search-only and rearranged masks")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --output_dir")
     p.add_argument("--mha_lut", default=None, help="--metric latency: attention latency table (mha_lut.pt from "
@@ -134,6 +138,7 @@ def config_from_args(argv=None) -> RunConfig:
         batch_size=args.batch_size,
         rearrange=not args.no_rearrange, rescale=not args.no_rescale, importance=args.importance,
         method=args.method, teacher=args.teacher or "schedule", ridge=args.ridge,
+        gradient_batches=args.gradient_batches,
         eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
         save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len)
 
@@ -191,7 +196,8 @@ def run(cfg: RunConfig) -> dict:
                    PruneOptions(cfg.constraint, cfg.rearrange, cfg.rescale, cfg.importance, cfg.seed,
                                 metric=cfg.metric, mha_lut=mha_lut, ffn_lut=ffn_lut, method=cfg.method,
                                 teacher=cfg.teacher, ridge=cfg.ridge),
-                   task.last_ffn_cls_only)
+                   task.last_ffn_cls_only,
+                   gradient_batches=task.gradient_batches if cfg.gradient_batches == "random" else None)
     prune_seconds = time.perf_counter() - prune_start
     head_mask, neuron_mask = result.final
     with swapped_weights(arch, result.weight_updates):

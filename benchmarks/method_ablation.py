@@ -25,6 +25,9 @@ VARIANTS = {
     "kwon": dict(method="kwon"),
     "lsq": dict(method="lsq"),
     "obs": dict(method="obs"),
+    "lsq_randbatch": dict(method="lsq", grad_batches="random"),
+    "obs_randbatch": dict(method="obs", grad_batches="random"),
+    "kwon_randbatch": dict(method="kwon", grad_batches="random"),
     "obs_regrad": dict(method="obs", regrad=True),
     "lsq_regrad": dict(method="lsq", regrad=True),
     "kwon_regrad": dict(method="kwon", regrad=True),
@@ -66,15 +69,19 @@ def main(argv=None) -> int:
         task = prepare_glue("sst2", os.path.join(BENCH, "movie-sst2"), load_tokenizer(ckpt, None), model.config,
                             args.num_samples, seed, 64, 32)
         cost = MacCost(task.seq_len, arch.hidden_size, arch.head_dim)
-        grads = None
+        grads = {}
         for c in args.constraints:
             for name in args.variants:
                 if (seed, c, name) in done:
                     continue
-                grads = grads or collect_mask_grads(model, arch, task.sample_batches)
-                options = replace(PruneOptions(c, seed=seed), **VARIANTS[name])
+                overrides = dict(VARIANTS[name])
+                order = overrides.pop("grad_batches", "length")
+                if order not in grads:   # length-sorted batches (the pipeline's) or random ones (the reference's)
+                    grads[order] = collect_mask_grads(
+                        model, arch, task.gradient_batches if order == "random" else task.sample_batches)
+                options = replace(PruneOptions(c, seed=seed), **overrides)
                 start = time.perf_counter()
-                result = prune(model, arch, task.sample_batches, cost, options, task.last_ffn_cls_only, grads=grads)
+                result = prune(model, arch, task.sample_batches, cost, options, task.last_ffn_cls_only, grads=grads[order])
                 seconds = time.perf_counter() - start
                 with swapped_weights(arch, result.weight_updates):
                     metric = task.evaluate(model, arch, *result.final)

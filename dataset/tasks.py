@@ -21,6 +21,7 @@ class TaskData:
     seq_len: float                    # average tokens per example, for the MAC count
     last_ffn_cls_only: bool           # the head reads only the first token
     info: dict
+    gradient_batches: list[dict] | None = None   # the same sample in random batches (None: sample_batches)
 
 
 def check_label_count(task_name: str, num_labels: int, model_num_labels: int) -> None:
@@ -51,6 +52,7 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
     sample = tokenize_rows([train_rows[i] for i in picked], tokenizer, max_length)
     # length-sorted batches carry little padding: about half the work of random ones
     sample_batches, _ = make_batches(sample, batch_size, pad_id, sort_by_length=True)
+    gradient_batches, _ = make_batches(sample, batch_size, pad_id, sort_by_length=False)
     dev = tokenize_rows(dev_rows, tokenizer, max_length)
     dev_batches, dev_order = make_batches(dev, 128, pad_id, sort_by_length=True)
     labels = [r["label"] for r in dev_rows]
@@ -65,4 +67,4 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
 
     return TaskData(task.name, "classification", sample_batches, evaluate, PRIMARY_METRIC[task.name],
                     seq_len, True,
-                    {"train": train_info, "dev": dev_info, "num_samples_used": len(sample)})
+                    {"train": train_info, "dev": dev_info, "num_samples_used": len(sample)}, gradient_batches)

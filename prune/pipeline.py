@@ -82,12 +82,16 @@ def importance_scores(kind: str, head_grads, neuron_grads, arch: BoundArch, seed
 
 
 def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, options: PruneOptions,
-          last_ffn_cls_only: bool = True, loss_fn=None, grads: tuple | None = None) -> PruneResult:
-    """grads: (head_grads, neuron_grads) from an earlier collect_mask_grads on the same model and sample,
+          last_ffn_cls_only: bool = True, loss_fn=None, grads: tuple | None = None,
+          gradient_batches: list[dict] | None = None) -> PruneResult:
+    """sample_batches feed the layer-wise tuning; gradient_batches (default: the same) the Fisher and the
+    rearrangement, whose per-batch gradients depend on how the sample is batched.
+    grads: (head_grads, neuron_grads) from an earlier collect_mask_grads on the same model and sample,
     to compare options without recomputing them."""
     result = PruneResult()
+    gradient_batches = gradient_batches or sample_batches
     with _Timer(result.seconds, "gradients"):
-        head_grads, neuron_grads = grads or collect_mask_grads(model, arch, sample_batches, loss_fn)
+        head_grads, neuron_grads = grads or collect_mask_grads(model, arch, gradient_batches, loss_fn)
     with _Timer(result.seconds, "search"):
         head_imp, neuron_imp = importance_scores(options.importance, head_grads, neuron_grads, arch, options.seed)
         teacher_constraint = pruning_schedule(options.constraint)[0]
@@ -104,7 +108,7 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
             # one step of iterative pruning: importance measured with the teacher's units already gone,
             # and the student chosen among the teacher's units
             with _Timer(result.seconds, "gradients_at_teacher"):
-                head_grads, neuron_grads = collect_mask_grads(model, arch, sample_batches, loss_fn, start=teacher)
+                head_grads, neuron_grads = collect_mask_grads(model, arch, gradient_batches, loss_fn, start=teacher)
             head_grads, neuron_grads = head_grads * teacher[0], neuron_grads * teacher[1]
             head_imp, neuron_imp = importance_scores(options.importance, head_grads, neuron_grads, arch, options.seed)
             head_imp = torch.where(teacher[0].to(head_imp.device) > 0, head_imp, torch.full_like(head_imp, -1.0))

@@ -80,3 +80,18 @@ def test_wrong_label_count_is_a_clear_error(tiny_ckpt, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "2 output label(s)" in err and "mnli needs 3" in err
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_gradient_batches_hold_the_sample_in_random_batches(tiny_ckpt, sst2_dir):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from dataset.tasks import prepare_glue
+    config = AutoConfig.from_pretrained(tiny_ckpt)
+    task = prepare_glue("sst2", sst2_dir, AutoTokenizer.from_pretrained(tiny_ckpt), config, 40, 0, 32, 8)
+
+    def rows(batches):
+        return sorted(tuple(ids[m.bool()].tolist()) for b in batches for ids, m in zip(b["input_ids"], b["attention_mask"]))
+    assert rows(task.gradient_batches) == rows(task.sample_batches) and len(rows(task.sample_batches)) == 40
+    lengths = [int(b["attention_mask"].sum(1).max()) for b in task.sample_batches]
+    assert lengths == sorted(lengths, reverse=True)              # tuning batches: longest first
+    assert [b["input_ids"].shape for b in task.gradient_batches] != [b["input_ids"].shape for b in task.sample_batches]
