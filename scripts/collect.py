@@ -114,12 +114,12 @@ def main_defaults() -> dict:
     itself, so that a variant is only suffixed when a run departs from the current defaults)."""
     global _DEFAULTS
     if _DEFAULTS is None:
-        _DEFAULTS = {m: {"teacher": "schedule", "ridge": None} for m in ("kwon", "lsq")}
+        _DEFAULTS = {m: {"teacher": "schedule", "ridge": None} for m in ("kwon", "lsq", "obs")}
         try:
             if REPO not in sys.path:
                 sys.path.insert(0, REPO)
             import main as main_module
-            for m in ("kwon", "lsq"):
+            for m in ("kwon", "lsq", "obs"):
                 cfg = main_module.config_from_args(["--task_name", "sst2", "--ckpt_dir", "x", "--constraint", "0.5",
                                                     "--method", m])
                 _DEFAULTS[m] = {"teacher": getattr(cfg, "teacher", "schedule"), "ridge": getattr(cfg, "ridge", None)}
@@ -146,9 +146,13 @@ def variant_name(args: dict) -> str:
     if rescale and teacher and teacher != defaults.get("teacher", "schedule"):
         name += f"-teacher_{teacher}"
     ridge = args.get("ridge")
-    if rescale and method == "lsq" and ridge is not None and defaults.get("ridge") is not None \
+    if rescale and method in ("lsq", "obs") and ridge is not None and defaults.get("ridge") is not None \
             and float(ridge) != float(defaults["ridge"]):
         name += f"-ridge{float(ridge):g}"
+    if args.get("regrad"):
+        name += "-regrad"
+    if args.get("gradient_batches", "sorted") != "sorted":
+        name += f"-{args['gradient_batches']}_batches"
     if args.get("metric", "mac") != "mac":
         name += f"-{args['metric']}"
     return name
