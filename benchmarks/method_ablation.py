@@ -40,6 +40,20 @@ VARIANTS = {
 }
 
 
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per variant, mean accuracy over seeds per constraint (seeds in parentheses)."""
+    constraints = sorted({r["constraint"] for r in rows})
+    lines = ["| variant | " + " | ".join(f"{c:g}" for c in constraints) + " |",
+             "|---|" + "---|" * len(constraints)]
+    for name in [v for v in VARIANTS if any(r["variant"] == v for r in rows)]:
+        cells = []
+        for c in constraints:
+            acc = [r["accuracy"] for r in rows if r["variant"] == name and r["constraint"] == c]
+            cells.append(f"{sum(acc) / len(acc):.4f} ({len(acc)})" if acc else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -47,7 +61,11 @@ def main(argv=None) -> int:
     p.add_argument("--variants", nargs="+", default=["kwon", "lsq"], choices=sorted(VARIANTS))
     p.add_argument("--num_samples", type=int, default=2048)
     p.add_argument("--output", default=os.path.join(ROOT, "outputs", "method_ablation.json"))
+    p.add_argument("--table", action="store_true", help="only print the table of --output")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(json.load(open(args.output))))
+        return 0
 
     import torch
 
@@ -92,6 +110,7 @@ def main(argv=None) -> int:
                 rows.append(row)
                 with open(args.output, "w") as f:
                     json.dump(rows, f, indent=1)
+    print(table(rows))
     return 0
 
 

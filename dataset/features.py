@@ -4,6 +4,31 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from dataset.glue import DataError
+
+
+def position_limit(tokenizer, config) -> tuple[int, str] | None:
+    """The longest input the model can embed, and where that limit comes from (None: no limit known)."""
+    limits = []
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and model_max < 100_000:
+        limits.append((model_max, "the tokenizer's model_max_length"))
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int):
+        limits.append((positions, "the model's max_position_embeddings"))
+    return min(limits) if limits else None
+
+
+def check_max_length(max_length: int, tokenizer, config, longest: int | None = None) -> None:
+    """--max_seq_length must fit the model's position table, else an index error deep inside the
+    embeddings. With `longest` (the longest tokenized input), only inputs that really exceed it count."""
+    limit = position_limit(tokenizer, config)
+    if limit is None or (longest if longest is not None else max_length) <= limit[0]:
+        return
+    raise DataError(f"--max_seq_length {max_length} is longer than {limit[1]} ({limit[0]})"
+                    + (f" and some inputs have {longest} tokens" if longest is not None else "")
+                    + f"; pass --max_seq_length {limit[0]} or less.")
+
 
 def tokenize_rows(rows: list[dict], tokenizer, max_length: int) -> list[dict]:
     """Each row becomes {'input_ids', 'attention_mask'[, 'token_type_ids'], 'labels'} (lists)."""

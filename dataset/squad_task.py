@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset.features import to_device
+from dataset.features import check_max_length, to_device
 from dataset.glue import DataError
 from dataset.squad import (MODEL_KEYS, check_task, load_squad_split, make_qa_batches, prepare_eval_features,
                            sample_train_features)
@@ -94,17 +94,7 @@ def squad_metrics(task_name: str, examples: list[dict], features: list[dict], st
 def _check_lengths(max_length: int, doc_stride: int, tokenizer, config) -> None:
     if not 0 <= doc_stride < max_length:
         raise DataError(f"--doc_stride {doc_stride} must be at least 0 and below --max_seq_length {max_length}.")
-    limits = []
-    model_max = getattr(tokenizer, "model_max_length", None)
-    if isinstance(model_max, int) and model_max < 100_000:
-        limits.append((model_max, "the tokenizer's model_max_length"))
-    positions = getattr(config, "max_position_embeddings", None)
-    if isinstance(positions, int):
-        limits.append((positions, "the model's max_position_embeddings"))
-    for limit, what in limits:
-        if max_length > limit:
-            raise DataError(f"--max_seq_length {max_length} is longer than {what} ({limit}); "
-                            f"pass --max_seq_length {limit} or less.")
+    check_max_length(max_length, tokenizer, config)
 
 
 def prepare_squad(task_name: str, data_dir: str | None, tokenizer, config, num_samples: int, seed: int,

@@ -5,7 +5,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from dataset.features import average_length, make_batches, sample_indices, tokenize_rows
+from dataset.features import average_length, check_max_length, make_batches, sample_indices, tokenize_rows
 from dataset.glue import DataError, get_task, load_glue_split
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
     sample_batches, _ = make_batches(sample, batch_size, pad_id, sort_by_length=True)
     gradient_batches, _ = make_batches(sample, batch_size, pad_id, sort_by_length=False)
     dev = tokenize_rows(dev_rows, tokenizer, max_length)
+    check_max_length(max_length, tokenizer, config, max(len(f["input_ids"]) for f in sample + dev))
     dev_batches, dev_order = make_batches(dev, 128, pad_id, sort_by_length=True)
     labels = [r["label"] for r in dev_rows]
     seq_len = average_length(dev)

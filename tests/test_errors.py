@@ -521,3 +521,17 @@ def test_killed_rerun_leaves_nothing_that_looks_finished(ckpt, sst2, slow_data, 
     assert code == -signal.SIGKILL
     assert not _looks_finished(out)                      # --overwrite removed the old results and model first
     assert not (out / "head_mask.pt").exists()
+
+
+def test_inputs_longer_than_the_position_table_are_a_clear_error(ckpt, tmp_path, capsys):
+    from transformers import AutoConfig
+    positions = AutoConfig.from_pretrained(ckpt).max_position_embeddings
+    long_row = "sentence\tlabel\n" + " ".join(["great"] * (positions + 10)) + "\t1\n"
+    data = _glue(tmp_path / "glue", dev=GOOD_TRAIN + long_row.split("\n", 1)[1])
+    code, err = run_main(_argv(ckpt, data, tmp_path / "out", "--max_seq_length", str(positions + 50)), capsys)
+    assert_user_error(code, err, f"--max_seq_length {positions + 50}", f"--max_seq_length {positions} or less")
+    assert not (tmp_path / "out" / "results.json").exists()
+    # short inputs under a generous --max_seq_length are fine: nothing exceeds the table
+    code, err = run_main(_argv(ckpt, _glue(tmp_path / "short"), tmp_path / "out2", "--max_seq_length",
+                               str(positions + 50)), capsys)
+    assert code == 0, err
