@@ -71,6 +71,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive finite number (e.g. the default 0.1)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task_name", required=True, type=str.lower, choices=TASKS)
@@ -99,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ridge least squares; obs: the same refit, with the heads/neurons kept within each "
                         "layer chosen by the error the refit leaves (the search's per-layer counts); kwon: "
                         "the paper's mask tuning, one scale per kept head/neuron")
-    p.add_argument("--ridge", default=0.1, type=float,
+    p.add_argument("--ridge", default=0.1, type=_positive_float,
                    help="lsq: ridge strength towards the original weights, relative to the mean input energy")
     p.add_argument("--teacher", default=None, choices=["schedule", "full"],
                    help="what each layer reconstructs: the paper's less-pruned teacher mask (schedule, default) "

@@ -226,6 +226,14 @@ def test_constraint_outside_0_1_or_not_a_number(value, needle, ckpt, sst2, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("value, needle", [("0", "positive finite"), ("-1", "positive finite"), ("inf", "positive finite"),
+                                           ("nan", "positive finite"), ("x", "not a number")])
+def test_ridge_must_be_positive(value, needle, ckpt, sst2, tmp_path, capsys):
+    code, err = run_main(_argv(ckpt, sst2, tmp_path / "out", "--ridge", value), capsys)
+    assert code == 2 and "argument --ridge" in err and needle in err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("value, needle", [("0", "must be at least 1"), ("-5", "must be at least 1"),
                                            ("many", "not a whole number")])
 def test_num_samples_not_positive(value, needle, ckpt, sst2, tmp_path, capsys):
