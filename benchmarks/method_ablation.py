@@ -29,6 +29,8 @@ VARIANTS = {
     "obs_randbatch": dict(method="obs", grad_batches="random"),
     "kwon_randbatch": dict(method="kwon", grad_batches="random"),
     "obs_regrad": dict(method="obs", regrad=True),
+    "lsq_lastmha_all": dict(method="lsq", last_mha_tokens="all"),
+    "lsq_teacher0.75": dict(method="lsq", teacher_exponent=0.75),
     "lsq_regrad": dict(method="lsq", regrad=True),
     "kwon_regrad": dict(method="kwon", regrad=True),
     "lsq_norearr": dict(method="lsq", rearrange=False),

@@ -35,6 +35,8 @@ class PruneOptions:
                                     # | obs: lsq, with the units within each layer chosen by the refit's error
     teacher: str = "schedule"       # schedule: the paper's sqrt(c) teacher mask | full: the unpruned model
     ridge: float = 0.1
+    last_mha_tokens: str = "cls"    # lsq/obs: the last layer's attention refit on the first token or all tokens
+    teacher_exponent: float = 0.5   # schedule teacher at constraint ** exponent (the paper: sqrt)
     regrad: bool = False            # recompute the gradients at the teacher's mask before the final search
 
 
@@ -94,7 +96,8 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
         head_grads, neuron_grads = grads or collect_mask_grads(model, arch, gradient_batches, loss_fn)
     with _Timer(result.seconds, "search"):
         head_imp, neuron_imp = importance_scores(options.importance, head_grads, neuron_grads, arch, options.seed)
-        teacher_constraint = pruning_schedule(options.constraint)[0]
+        teacher_constraint = (pruning_schedule(options.constraint)[0] if options.teacher_exponent == 0.5
+                              else options.constraint ** options.teacher_exponent)
 
         def search(constraint):
             if options.metric == "latency":
@@ -127,7 +130,8 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
             inputs = first_layer_inputs(model, arch, sample_batches)
             result.weight_updates, student, report = reconstruct_weights(
                 arch, *teacher, *student, inputs, last_ffn_cls_only, options.ridge,
-                select="obs" if options.method == "obs" else "given")
+                select="obs" if options.method == "obs" else "given",
+                last_mha_cls_only=options.last_mha_tokens == "cls")
         result.tuning_events = report.events
     elif options.rescale:
         with _Timer(result.seconds, "mask_tuning"):

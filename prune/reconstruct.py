@@ -130,7 +130,7 @@ def _fit_block(arch, l, role, masks, inputs, targets, cls_only, ridge, select):
 
 def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask, neuron_mask,
                         layer_inputs: list[LayerBatch], last_layer_cls_only: bool = True, ridge: float = 1e-3,
-                        select: str = "given"):
+                        select: str = "given", last_mha_cls_only: bool = True):
     """Returns ({(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements, (head_mask,
     neuron_mask), report).
 
@@ -148,14 +148,17 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
         with torch.inference_mode():
             for l in tqdm(range(arch.num_layers), desc="reconstruction", leave=False):
                 cls_only = last_layer_cls_only and l == arch.num_layers - 1
+                mha_cls_only = cls_only and last_mha_cls_only
                 targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, cls_only,
-                                           mha_cls_only=cls_only, with_bias=True)
+                                           mha_cls_only=mha_cls_only, with_bias=True)
                 for role, block_targets in (("attn_out", targets.mha), ("ffn_out", targets.ffn)):
                     linear = _linear_for(arch, l, role)
                     if not bool((masks[0 if role == "attn_out" else 1][l] != 0).any()):
                         report.add(l, role, "empty")
                         continue
-                    columns, fit = _fit_block(arch, l, role, masks, student_in, block_targets, cls_only, ridge, select)
+                    rows_cls_only = mha_cls_only if role == "attn_out" else cls_only
+                    columns, fit = _fit_block(arch, l, role, masks, student_in, block_targets, rows_cls_only,
+                                              ridge, select)
                     if fit is None:
                         log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
                                     "weights left as they were", l, role)
