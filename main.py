@@ -41,7 +41,7 @@ class RunConfig:
     teacher: str
     ridge: float
     gradient_batches: str
-    regrad: bool
+    teacher_exponent: float
     eval_stages: bool
     overwrite: bool
     mha_lut: str | None = None
@@ -104,22 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_rescale", action="store_true", help="ablation: skip mask tuning")
     p.add_argument("--importance", default="fisher", choices=["fisher", "magnitude", "random"])
-    p.add_argument("--method", default="lsq", choices=["lsq", "obs", "kwon"],
+    p.add_argument("--method", default="lsq", choices=["lsq", "kwon"],
                    help="lsq (default): refit the output projections of the kept heads/neurons by layer-wise "
-                        "ridge least squares; obs: the same refit, with the heads/neurons kept within each "
-                        "layer chosen by the error the refit leaves (the search's per-layer counts); kwon: "
-                        "the paper's mask tuning, one scale per kept head/neuron")
+                        "ridge least squares; kwon: the paper's mask tuning, one scale per kept head/neuron")
     p.add_argument("--ridge", default=0.1, type=_positive_float,
                    help="lsq: ridge strength towards the original weights, relative to the mean input energy")
     p.add_argument("--teacher", default=None, choices=["schedule", "full"],
                    help="what each layer reconstructs: the paper's less-pruned teacher mask (schedule, default) "
                         "or the unpruned model (full)")
+    p.add_argument("--teacher_exponent", default=0.5, type=_fraction,
+                   help="--teacher schedule: the teacher mask keeps constraint ** exponent of the MACs (the paper: "
+                        "0.5, i.e. sqrt(c)); closer to 1 puts the teacher nearer the pruned model")
     p.add_argument("--gradient_batches", default="sorted", choices=["sorted", "random"],
                    help="how the sample is batched for the Fisher gradients: sorted by length (default: little "
                         "padding, faster) or random (as the paper's code; no better on the benchmark)")
-    p.add_argument("--regrad", action="store_true",
-                   help="ablation: recompute the gradients at the teacher's mask and pick the student among the "
-                        "teacher's units (one step of iterative pruning; about 12 s more on the benchmark)")
     p.add_argument("--eval_stages", action="store_true", help="also evaluate the teacher, search-only and rearranged masks")
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in --output_dir")
     p.add_argument("--mha_lut", default=None, help="--metric latency: attention latency table (mha_lut.pt from "
@@ -152,7 +150,7 @@ def config_from_args(argv=None) -> RunConfig:
         batch_size=args.batch_size,
         rearrange=not args.no_rearrange, rescale=not args.no_rescale, importance=args.importance,
         method=args.method, teacher=args.teacher or "schedule", ridge=args.ridge,
-        gradient_batches=args.gradient_batches, regrad=args.regrad,
+        gradient_batches=args.gradient_batches, teacher_exponent=args.teacher_exponent,
         eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
         save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len)
 
@@ -209,7 +207,7 @@ def run(cfg: RunConfig) -> dict:
     result = prune(model, arch, task.sample_batches, cost,
                    PruneOptions(cfg.constraint, cfg.rearrange, cfg.rescale, cfg.importance, cfg.seed,
                                 metric=cfg.metric, mha_lut=mha_lut, ffn_lut=ffn_lut, method=cfg.method,
-                                teacher=cfg.teacher, ridge=cfg.ridge, regrad=cfg.regrad),
+                                teacher=cfg.teacher, ridge=cfg.ridge, teacher_exponent=cfg.teacher_exponent),
                    task.last_ffn_cls_only,
                    gradient_batches=task.gradient_batches if cfg.gradient_batches == "random" else None)
     prune_seconds = time.perf_counter() - prune_start
@@ -237,7 +235,8 @@ def run(cfg: RunConfig) -> dict:
         "constraint": cfg.constraint,
         "method": cfg.method,
         "teacher": cfg.teacher,
-        "ridge": cfg.ridge if cfg.method in ("lsq", "obs") else None,
+        "teacher_exponent": cfg.teacher_exponent if cfg.teacher == "schedule" else None,
+        "ridge": cfg.ridge if cfg.method == "lsq" else None,
         "mac_ratio": result.mac_ratio,
         "seq_len_for_macs": task.seq_len,
         "seconds": {**result.seconds, "pruning_total": round(prune_seconds, 3),

@@ -32,12 +32,10 @@ class PruneOptions:
     mha_lut: torch.Tensor | None = None      # latency tables (prune/latency.py), for metric latency
     ffn_lut: torch.Tensor | None = None
     method: str = "kwon"            # kwon: one scale per unit (the paper) | lsq: refit output projections
-                                    # | obs: lsq, with the units within each layer chosen by the refit's error
     teacher: str = "schedule"       # schedule: the paper's sqrt(c) teacher mask | full: the unpruned model
     ridge: float = 0.1
-    last_mha_tokens: str = "cls"    # lsq/obs: the last layer's attention refit on the first token or all tokens
+    last_mha_tokens: str = "cls"    # lsq: the last layer's attention refit on the first token or all tokens
     teacher_exponent: float = 0.5   # schedule teacher at constraint ** exponent (the paper: sqrt)
-    regrad: bool = False            # recompute the gradients at the teacher's mask before the final search
 
 
 @dataclass
@@ -107,15 +105,6 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
             teacher = full_masks(arch.num_layers, arch.num_heads, arch.ffn_dim, head_imp.device)
         else:
             teacher = search(teacher_constraint)
-        if options.regrad and options.teacher != "full":
-            # one step of iterative pruning: importance measured with the teacher's units already gone,
-            # and the student chosen among the teacher's units
-            with _Timer(result.seconds, "gradients_at_teacher"):
-                head_grads, neuron_grads = collect_mask_grads(model, arch, gradient_batches, loss_fn, start=teacher)
-            head_grads, neuron_grads = head_grads * teacher[0], neuron_grads * teacher[1]
-            head_imp, neuron_imp = importance_scores(options.importance, head_grads, neuron_grads, arch, options.seed)
-            head_imp = torch.where(teacher[0].to(head_imp.device) > 0, head_imp, torch.full_like(head_imp, -1.0))
-            neuron_imp = torch.where(teacher[1].to(neuron_imp.device) > 0, neuron_imp, torch.full_like(neuron_imp, -1.0))
         student = search(options.constraint)
     result.masks["teacher"] = teacher
     result.masks["search"] = student
@@ -125,12 +114,11 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
         with _Timer(result.seconds, "rearrange"):
             student = (rearrange_masks(student[0], head_grads), rearrange_masks(student[1], neuron_grads))
         result.masks["rearrange"] = student
-    if options.rescale and options.method in ("lsq", "obs"):
+    if options.rescale and options.method == "lsq":
         with _Timer(result.seconds, "mask_tuning"):
             inputs = first_layer_inputs(model, arch, sample_batches)
-            result.weight_updates, student, report = reconstruct_weights(
+            result.weight_updates, report = reconstruct_weights(
                 arch, *teacher, *student, inputs, last_ffn_cls_only, options.ridge,
-                select="obs" if options.method == "obs" else "given",
                 last_mha_cls_only=options.last_mha_tokens == "cls")
         result.tuning_events = report.events
     elif options.rescale:

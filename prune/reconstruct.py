@@ -16,7 +16,6 @@ import torch
 from tqdm import tqdm
 
 from prune.layer_io import LayerBatch, run_layer
-from prune.obs import obs_keep
 from prune.rescale import TuningReport, _select, _teacher_targets
 from utils.arch import BoundArch
 from utils.hooks import apply_masks, capture_inputs
@@ -41,26 +40,15 @@ class _Normal:
         self.sy += y.sum(0).double()
         self.n += x.shape[0]
 
-    def _centered(self, columns: torch.Tensor | None):
+    def solve(self, w0: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Ridge towards the current weights w0 [out, in]; returns (weight [out, in], bias [out])."""
+        if self.n == 0:
+            return None
         mx, my = self.sx / self.n, self.sy / self.n
         cxx = self.xtx - self.n * torch.outer(mx, mx)
         cxy = self.xty - self.n * torch.outer(mx, my)
-        if columns is not None:
-            mx, cxx, cxy = mx[columns], cxx[columns][:, columns], cxy[columns]
         if not (torch.isfinite(cxx).all() and torch.isfinite(cxy).all()):
             return None
-        return mx, my, cxx, cxy
-
-    def solve(self, w0: torch.Tensor, ridge: float, columns: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Ridge towards the current weights w0 [out, in] over `columns` of the accumulated inputs (all
-        by default); returns (weight [out, in], bias [out])."""
-        if self.n == 0:
-            return None
-        centered = self._centered(columns)
-        if centered is None:
-            return None
-        mx, my, cxx, cxy = centered
         lam = ridge * float(cxx.diagonal().mean().clamp_min(1e-12))
         eye = torch.eye(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
         try:
@@ -69,19 +57,6 @@ class _Normal:
             return None
         bias = my - mx @ w_t
         return w_t.t(), bias
-
-    def keep_by_obs(self, w0: torch.Tensor, ridge: float, group_size: int, keep: int) -> list[int] | None:
-        """The `keep` groups of columns whose removal the ridge refit can least make up for (prune/obs.py)."""
-        fit = self.solve(w0, ridge)
-        if fit is None:
-            return None
-        _, _, cxx, _ = self._centered(None)
-        lam = ridge * float(cxx.diagonal().mean().clamp_min(1e-12))
-        hessian = cxx + lam * torch.eye(cxx.shape[0], dtype=cxx.dtype, device=cxx.device)
-        try:
-            return obs_keep(fit[0], hessian, group_size, keep)
-        except RuntimeError:
-            return None
 
 
 def _head_columns(kept_heads: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -102,46 +77,27 @@ def _accumulate(arch, l, linear, columns, head_mask, neuron_mask, inputs, target
     return normal
 
 
-def _fit_block(arch, l, role, masks, inputs, targets, cls_only, ridge, select):
-    """Refit one output projection of layer l; with select='obs' also choose which of its units to keep
-    (as many as masks[role][l] keeps). Updates masks in place; returns the fit or None."""
+def _fit_block(arch, l, role, masks, inputs, targets, cls_only, ridge):
+    """Refit one output projection of layer l on its kept input columns; returns (columns, fit or None)."""
     is_attn = role == "attn_out"
     linear = arch.attn_out(l) if is_attn else arch.ffn_out(l)
-    mask = masks[0] if is_attn else masks[1]
-    group = arch.head_dim if is_attn else 1
-    residual_of = (lambda h, lb: lb.hidden) if is_attn else (lambda h, lb: h)
-    kept = (mask[l] != 0).nonzero().flatten()
-    if select == "obs" and 0 < len(kept) < mask.shape[1]:
-        opened = [m.clone() for m in masks]
-        opened[0 if is_attn else 1][l] = 1.0
-        all_columns = torch.arange(linear.in_features, device=linear.weight.device)
-        normal = _accumulate(arch, l, linear, all_columns, *opened, inputs, targets, residual_of, cls_only)
-        chosen = normal.keep_by_obs(linear.weight, ridge, group, len(kept))
-        if chosen is not None:
-            mask[l] = 0.0
-            mask[l, chosen] = 1.0
-            kept = (mask[l] != 0).nonzero().flatten()
-        columns = _head_columns(kept, arch.head_dim) if is_attn else kept
-        return columns, normal.solve(linear.weight[:, columns], ridge, columns)
+    kept = ((masks[0] if is_attn else masks[1])[l] != 0).nonzero().flatten()
     columns = _head_columns(kept, arch.head_dim) if is_attn else kept
+    residual_of = (lambda h, lb: lb.hidden) if is_attn else (lambda h, lb: h)
     normal = _accumulate(arch, l, linear, columns, *masks, inputs, targets, residual_of, cls_only)
     return columns, normal.solve(linear.weight[:, columns], ridge)
 
 
 def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask, neuron_mask,
                         layer_inputs: list[LayerBatch], last_layer_cls_only: bool = True, ridge: float = 1e-3,
-                        select: str = "given", last_mha_cls_only: bool = True):
-    """Returns ({(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements, (head_mask,
-    neuron_mask), report).
+                        last_mha_cls_only: bool = True):
+    """Returns {(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements and a report.
 
-    select='given': keep the units of the masks; 'obs': per layer keep as many heads and neurons as the
-    masks do, but choose which by the reconstruction error of the refit (prune/obs.py). The returned
-    masks are binary; pruned columns of the new weights are zero.
+    The masks stay as given (binary); pruned columns of the new weights are zero.
+    last_mha_cls_only: in the last layer (with last_layer_cls_only) also fit the attention on the first token only.
     """
-    if select not in ("given", "obs"):
-        raise ValueError(f"unknown select '{select}': use given or obs")
     updates, report = {}, TuningReport()
-    masks = (head_mask.clone(), neuron_mask.clone())
+    masks = (head_mask, neuron_mask)
     teacher_in = student_in = layer_inputs
     originals = {}
     try:
@@ -157,8 +113,7 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                         report.add(l, role, "empty")
                         continue
                     rows_cls_only = mha_cls_only if role == "attn_out" else cls_only
-                    columns, fit = _fit_block(arch, l, role, masks, student_in, block_targets, rows_cls_only,
-                                              ridge, select)
+                    columns, fit = _fit_block(arch, l, role, masks, student_in, block_targets, rows_cls_only, ridge)
                     if fit is None:
                         log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
                                     "weights left as they were", l, role)
@@ -177,7 +132,7 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                 teacher_in = targets.outputs
     finally:
         _install(arch, originals)
-    return updates, masks, report
+    return updates, report
 
 
 def _linear_for(arch: BoundArch, l: int, role: str):

@@ -114,15 +114,16 @@ def main_defaults() -> dict:
     itself, so that a variant is only suffixed when a run departs from the current defaults)."""
     global _DEFAULTS
     if _DEFAULTS is None:
-        _DEFAULTS = {m: {"teacher": "schedule", "ridge": None} for m in ("kwon", "lsq", "obs")}
+        _DEFAULTS = {m: {"teacher": "schedule", "ridge": None, "teacher_exponent": 0.5} for m in ("kwon", "lsq")}
         try:
             if REPO not in sys.path:
                 sys.path.insert(0, REPO)
             import main as main_module
-            for m in ("kwon", "lsq", "obs"):
+            for m in ("kwon", "lsq"):
                 cfg = main_module.config_from_args(["--task_name", "sst2", "--ckpt_dir", "x", "--constraint", "0.5",
                                                     "--method", m])
-                _DEFAULTS[m] = {"teacher": getattr(cfg, "teacher", "schedule"), "ridge": getattr(cfg, "ridge", None)}
+                _DEFAULTS[m] = {"teacher": getattr(cfg, "teacher", "schedule"), "ridge": getattr(cfg, "ridge", None),
+                                "teacher_exponent": getattr(cfg, "teacher_exponent", 0.5)}
         except (Exception, SystemExit):       # an older or broken main.py: the paper's defaults
             pass
     return _DEFAULTS
@@ -146,11 +147,12 @@ def variant_name(args: dict) -> str:
     if rescale and teacher and teacher != defaults.get("teacher", "schedule"):
         name += f"-teacher_{teacher}"
     ridge = args.get("ridge")
-    if rescale and method in ("lsq", "obs") and ridge is not None and defaults.get("ridge") is not None \
+    if rescale and method == "lsq" and ridge is not None and defaults.get("ridge") is not None \
             and float(ridge) != float(defaults["ridge"]):
         name += f"-ridge{float(ridge):g}"
-    if args.get("regrad"):
-        name += "-regrad"
+    exponent = args.get("teacher_exponent")
+    if rescale and exponent is not None and float(exponent) != float(defaults.get("teacher_exponent", 0.5)):
+        name += f"-teacher_exp{float(exponent):g}"
     if args.get("gradient_batches", "sorted") != "sorted":
         name += f"-{args['gradient_batches']}_batches"
     if args.get("metric", "mac") != "mac":

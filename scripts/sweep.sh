@@ -20,7 +20,6 @@
 #                  rearrange  --method kwon --no_rescale                  (+ mask rearrangement)
 #                  kwon       --method kwon --eval_stages                 (+ mask tuning: the paper)
 #                  lsq        --method lsq                                (least-squares refit)
-#                  obs        --method obs                                (refit, units chosen by its error)
 #                  magnitude  --method kwon --importance magnitude        (baseline importance)
 #                  random     --method kwon --importance random           (baseline importance)
 #                kwon always runs with --eval_stages (two more dev evaluations): its results.json also
@@ -61,7 +60,7 @@ fi
 TASKS=${TASKS:-${TASK:-sst2}}
 METHODS=${METHODS:-"kwon lsq"}
 ABLATION=${ABLATION:-0}
-ALL_VARIANTS="search rearrange kwon lsq obs magnitude random"
+ALL_VARIANTS="search rearrange kwon lsq magnitude random"
 ABLATION_VARIANTS="kwon lsq magnitude random"
 if [[ "$ABLATION" != 0 && -n "$ABLATION" ]]; then
   VARIANTS=${VARIANTS:-$ABLATION_VARIANTS}
@@ -85,7 +84,6 @@ variant_flags() {
     rearrange) echo "--method kwon --no_rescale" ;;
     kwon)      echo "--method kwon --eval_stages" ;;
     lsq)       echo "--method lsq" ;;
-    obs)       echo "--method obs" ;;
     magnitude) echo "--method kwon --importance magnitude" ;;
     random)    echo "--method kwon --importance random" ;;
     *) return 1 ;;

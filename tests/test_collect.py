@@ -186,12 +186,15 @@ def test_variant_names_follow_the_flags():
     args = _args(0.5, 0, method="lsq")
     args["ridge"] = 12.5
     assert collect.variant_name(args) == "lsq-ridge12.5"
-    assert name(method="obs") == "obs"
     args = _args(0.5, 0, method="lsq")
-    args.update(regrad=True, gradient_batches="random")
-    assert collect.variant_name(args) == "lsq-regrad-random_batches"
-    args.update(regrad=False, gradient_batches="sorted")
+    args["gradient_batches"] = "random"
+    assert collect.variant_name(args) == "lsq-random_batches"
+    args["gradient_batches"] = "sorted"
     assert collect.variant_name(args) == "lsq"
+    args["teacher_exponent"] = defaults["lsq"]["teacher_exponent"]
+    assert collect.variant_name(args) == "lsq"
+    args["teacher_exponent"] = 0.9
+    assert collect.variant_name(args) == "lsq-teacher_exp0.9"
 
 
 # ----------------------------------------------------------------------------------------------
