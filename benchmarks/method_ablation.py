@@ -28,6 +28,7 @@ VARIANTS = {
     "lsq_randbatch": dict(method="lsq", grad_batches="random"),
     "lsq_lastmha_all": dict(method="lsq", last_mha_tokens="all"),
     "lsq_teacher0.75": dict(method="lsq", teacher_exponent=0.75),
+    "lsq_teacher0.75_lastmha_all": dict(method="lsq", teacher_exponent=0.75, last_mha_tokens="all"),
     "lsq_norearr": dict(method="lsq", rearrange=False),
     "lsq_full_teacher": dict(method="lsq", teacher="full"),
     "lsq_ridge0.3": dict(method="lsq", ridge=0.3),

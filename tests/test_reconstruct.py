@@ -71,3 +71,19 @@ def test_weight_updates_round_trip(tmp_path):
     assert loaded.keys() == updates.keys()
     assert all(torch.equal(loaded[k][0], updates[k][0]) for k in updates)
 
+
+
+def test_last_layer_attention_rows_follow_last_mha_cls_only():
+    model, arch, batches = _setup()
+    teacher = full_masks(3, 4, 37)
+    head, neuron = full_masks(3, 4, 37)
+    head[:, :1] = 0
+    neuron[:, :12] = 0
+    inputs = first_layer_inputs(model, arch, batches)
+    all_tokens, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_cls_only=False)
+    mixed, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_cls_only=True,
+                                   last_mha_cls_only=False)
+    cls_only, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_cls_only=True)
+    last = (2, "attn_out")
+    assert torch.allclose(mixed[last][0], all_tokens[last][0], atol=1e-5)        # attention: every token
+    assert not torch.allclose(cls_only[last][0], all_tokens[last][0], atol=1e-3)  # attention: first token
