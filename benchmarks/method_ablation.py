@@ -2,7 +2,8 @@
 
 Loads the benchmark checkpoint once per seed, collects the mask gradients once, then for every
 constraint and variant runs search -> (rearrangement) -> tuning and scores the dev set. Variants are
-PruneOptions overrides, so every one of them is also reachable from main.py.
+PruneOptions overrides; all but lsq_lastmha_all are also main.py flags (--ridge, --teacher_exponent,
+--gradient_batches, --teacher, --no_rearrange, --no_rescale).
 
     python benchmarks/method_ablation.py --seeds 0 --constraints 0.5 0.6 --variants kwon lsq lsq_norearr
 """
