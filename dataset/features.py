@@ -59,15 +59,18 @@ def collate(features: list[dict], pad_token_id: int = 0) -> dict[str, torch.Tens
     return batch
 
 
+def longest_first(features: list[dict]) -> list[int]:
+    """Feature indices by decreasing length. Longest first: later, smaller batches reuse the freed memory
+    blocks, where growing ones fragment the heap (peak RSS of the gradients on the benchmark: 0.9 GB
+    instead of 1.6 GB); sorted batches also carry little padding."""
+    return sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+
+
 def make_batches(features: list[dict], batch_size: int, pad_token_id: int = 0,
                  sort_by_length: bool = False) -> tuple[list[dict], list[int]]:
     """Split into padded batches. Returns (batches, order) where order[i] is the feature index of
     the i-th row across the batches (sorting by length makes evaluation faster)."""
-    order = list(range(len(features)))
-    if sort_by_length:
-        # longest first: later, smaller batches reuse the freed blocks; growing ones fragment the heap
-        # (peak RSS of the gradients on the benchmark: 0.9 GB instead of 1.6 GB)
-        order.sort(key=lambda i: -len(features[i]["input_ids"]))
+    order = longest_first(features) if sort_by_length else list(range(len(features)))
     batches = [collate([features[i] for i in order[s:s + batch_size]], pad_token_id)
                for s in range(0, len(order), batch_size)]
     return batches, order

@@ -29,18 +29,14 @@ def _frozen_parameters(model):
             p.requires_grad_(flag)
 
 
-def collect_mask_grads(model, arch: BoundArch, batches: list[dict], loss_fn=None, start=None
+def collect_mask_grads(model, arch: BoundArch, batches: list[dict], loss_fn=None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """One gradient per batch: returns head grads [batches, L, H] and neuron grads [batches, L, F].
 
     loss_fn(model, batch) -> scalar loss; default: the model's own loss from batch['labels'].
-    start: (head_mask, neuron_mask) at which to take the gradients (default: the unpruned model).
     """
     device = next(model.parameters()).device
-    if start is None:
-        head_mask, neuron_mask = full_masks(arch.num_layers, arch.num_heads, arch.ffn_dim, device)
-    else:
-        head_mask, neuron_mask = (m.detach().clone().float().to(device) for m in start)
+    head_mask, neuron_mask = full_masks(arch.num_layers, arch.num_heads, arch.ffn_dim, device)
     head_mask.requires_grad_(True)
     neuron_mask.requires_grad_(True)
     loss_fn = loss_fn or (lambda m, b: m(**b).loss)

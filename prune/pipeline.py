@@ -15,7 +15,7 @@ from prune.masks import full_masks, kept_per_layer
 from prune.reconstruct import reconstruct_weights
 from prune.rearrange import rearrange_masks
 from prune.rescale import tune_masks
-from prune.search import pruning_schedule, search_mac
+from prune.search import search_mac, teacher_constraint
 from utils.arch import BoundArch
 
 log = logging.getLogger(__name__)
@@ -94,8 +94,6 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
         head_grads, neuron_grads = grads or collect_mask_grads(model, arch, gradient_batches, loss_fn)
     with _Timer(result.seconds, "search"):
         head_imp, neuron_imp = importance_scores(options.importance, head_grads, neuron_grads, arch, options.seed)
-        teacher_constraint = (pruning_schedule(options.constraint)[0] if options.teacher_exponent == 0.5
-                              else options.constraint ** options.teacher_exponent)
 
         def search(constraint):
             if options.metric == "latency":
@@ -104,7 +102,7 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, opt
         if options.teacher == "full":
             teacher = full_masks(arch.num_layers, arch.num_heads, arch.ffn_dim, head_imp.device)
         else:
-            teacher = search(teacher_constraint)
+            teacher = search(teacher_constraint(options.constraint, options.teacher_exponent))
         student = search(options.constraint)
     result.masks["teacher"] = teacher
     result.masks["search"] = student

@@ -63,8 +63,8 @@ def _head_columns(kept_heads: torch.Tensor, head_dim: int) -> torch.Tensor:
     return (kept_heads.unsqueeze(1) * head_dim + torch.arange(head_dim, device=kept_heads.device)).flatten()
 
 
-def _accumulate(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, cls_only) -> _Normal:
-    """Normal equations of `linear` on the given input columns. residual_of(h, lb) gives the block's residual."""
+def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, cls_only, ridge):
+    """Refit `linear` on its kept input columns. residual_of(h, lb) gives the block's residual."""
     normal = _Normal(len(columns), linear.out_features, linear.weight.device)
     names = {"x": linear, "h": arch.ffn_in(l)}
     with apply_masks(arch, head_mask, neuron_mask), capture_inputs(names) as seen:
@@ -74,18 +74,7 @@ def _accumulate(arch, l, linear, columns, head_mask, neuron_mask, inputs, target
             residual = residual_of(h, lb)
             normal.add(_select(x, lb, cls_only)[:, columns].float(),
                        (target - _select(residual, lb, cls_only)).float())
-    return normal
-
-
-def _fit_block(arch, l, role, masks, inputs, targets, cls_only, ridge):
-    """Refit one output projection of layer l on its kept input columns; returns (columns, fit or None)."""
-    is_attn = role == "attn_out"
-    linear = arch.attn_out(l) if is_attn else arch.ffn_out(l)
-    kept = ((masks[0] if is_attn else masks[1])[l] != 0).nonzero().flatten()
-    columns = _head_columns(kept, arch.head_dim) if is_attn else kept
-    residual_of = (lambda h, lb: lb.hidden) if is_attn else (lambda h, lb: h)
-    normal = _accumulate(arch, l, linear, columns, *masks, inputs, targets, residual_of, cls_only)
-    return columns, normal.solve(linear.weight[:, columns], ridge)
+    return normal.solve(linear.weight[:, columns], ridge)
 
 
 def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask, neuron_mask,
@@ -97,7 +86,6 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
     last_mha_cls_only: in the last layer (with last_layer_cls_only) also fit the attention on the first token only.
     """
     updates, report = {}, TuningReport()
-    masks = (head_mask, neuron_mask)
     teacher_in = student_in = layer_inputs
     originals = {}
     try:
@@ -107,13 +95,18 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                 mha_cls_only = cls_only and last_mha_cls_only
                 targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, cls_only,
                                            mha_cls_only=mha_cls_only, with_bias=True)
-                for role, block_targets in (("attn_out", targets.mha), ("ffn_out", targets.ffn)):
-                    linear = _linear_for(arch, l, role)
-                    if not bool((masks[0 if role == "attn_out" else 1][l] != 0).any()):
+                blocks = (
+                    ("attn_out", _head_columns((head_mask[l] != 0).nonzero().flatten(), arch.head_dim),
+                     targets.mha, lambda h, lb: lb.hidden, mha_cls_only),
+                    ("ffn_out", (neuron_mask[l] != 0).nonzero().flatten(), targets.ffn, lambda h, lb: h, cls_only),
+                )
+                for role, columns, block_targets, residual_of, rows_cls_only in blocks:
+                    if len(columns) == 0:
                         report.add(l, role, "empty")
                         continue
-                    rows_cls_only = mha_cls_only if role == "attn_out" else cls_only
-                    columns, fit = _fit_block(arch, l, role, masks, student_in, block_targets, rows_cls_only, ridge)
+                    linear = _linear_for(arch, l, role)
+                    fit = _fit_block(arch, l, linear, columns, head_mask, neuron_mask, student_in,
+                                     block_targets, residual_of, rows_cls_only, ridge)
                     if fit is None:
                         log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
                                     "weights left as they were", l, role)
@@ -121,13 +114,10 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                         continue
                     weight = torch.zeros_like(linear.weight)
                     weight[:, columns] = fit[0].to(weight.dtype)
-                    bias = fit[1].to(weight.dtype)
-                    originals[(l, role)] = (linear.weight.detach().clone(), linear.bias.detach().clone())
-                    linear.weight.copy_(weight)
-                    linear.bias.copy_(bias)
-                    updates[(l, role)] = (weight.clone(), bias.clone())
+                    updates[(l, role)] = (weight, fit[1].to(weight.dtype))
+                    originals.update(_install(arch, {(l, role): updates[(l, role)]}))
                     report.add(l, role, "ok", columns=len(columns))
-                with apply_masks(arch, *masks):
+                with apply_masks(arch, head_mask, neuron_mask):
                     student_in = run_layer(arch, l, student_in)
                 teacher_in = targets.outputs
     finally:

@@ -47,7 +47,6 @@ def search_mac(head_importance: torch.Tensor, neuron_importance: torch.Tensor, c
             _mask_from_indices(neuron_importance.shape, neuron_order[:m], device))
 
 
-def pruning_schedule(target: float, steps: int = 2) -> list[float]:
-    """Geometric schedule ending at target; the first entry is the paper's teacher constraint."""
-    ratio = target ** (1.0 / steps)
-    return [ratio ** i for i in range(1, steps)] + [target]
+def teacher_constraint(target: float, exponent: float = 0.5) -> float:
+    """The teacher mask's budget: target ** exponent (the paper: sqrt, the first step of its 2-step schedule)."""
+    return target ** exponent
