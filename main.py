@@ -15,8 +15,14 @@ from dataclasses import asdict, dataclass
 log = logging.getLogger("main")
 
 QA_TASKS = ["squad", "squad_v2"]
-TASKS = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"] + QA_TASKS
-DEFAULT_MAX_SEQ_LENGTH = {"glue": 128, "qa": 384}
+LM_TASKS = ["causal_lm"]
+TASKS = ["cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte"] + QA_TASKS + LM_TASKS
+DEFAULT_MAX_SEQ_LENGTH = {"glue": 128, "qa": 384, "lm": 256}
+DEFAULT_NUM_SAMPLES = {"glue": 2048, "qa": 2048, "lm": 128}
+
+
+def task_kind(task_name: str) -> str:
+    return "qa" if task_name in QA_TASKS else "lm" if task_name in LM_TASKS else "glue"
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class RunConfig:
     doc_stride: int
     batch_size: int
     rearrange: bool
-    rescale: bool
+    mask_tuning: bool
     importance: str
     method: str
     teacher: str
@@ -46,6 +52,9 @@ class RunConfig:
     overwrite: bool
     mha_lut: str | None = None
     ffn_lut: str | None = None
+    calib_file: str | None = None
+    eval_file: str | None = None
+    eval_sequences: int | None = None
     save_pruned: str | None = None
     speed_batch_size: int = 32
     speed_seq_len: int = 128
@@ -82,6 +91,9 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from prune.pipeline import PruneOptions
+    from prune.registry import choices
+    defaults = PruneOptions(constraint=0.5)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task_name", required=True, type=str.lower, choices=TASKS)
     p.add_argument("--ckpt_dir", required=True, help="fine-tuned checkpoint folder (or hub id when online)")
@@ -90,29 +102,40 @@ def build_parser() -> argparse.ArgumentParser:
                    "files (train-v1.1.json/dev-v1.1.json, train-v2.0.json/dev-v2.0.json); omit to load from the "
                    "HuggingFace hub")
     p.add_argument("--output_dir", default=None, help="default: outputs/<model>/<task>/<metric>/<constraint>/seed_<seed>")
-    p.add_argument("--metric", default="mac", choices=["mac", "latency"])
+    p.add_argument("--calib_file", default=None, help="causal_lm: calibration text (a .txt file or a folder of "
+                   "them), or wikitext2 / c4 from the hub when online")
+    p.add_argument("--eval_file", default=None, help="causal_lm: held-out text for the perplexity (file, folder, "
+                   "wikitext2 or c4); keep it disjoint from --calib_file")
+    p.add_argument("--eval_sequences", default=None, type=_positive_int,
+                   help="causal_lm: evaluate on at most this many sequences of --max_seq_length tokens (default: all)")
+    p.add_argument("--metric", default=defaults.metric, choices=choices("metric"),
+                   help="what --constraint is a fraction of: mac (heads + FFN at the task's average length), "
+                        "params (heads + FFN weights) or latency (tables from scripts/measure_latency.py)")
     p.add_argument("--constraint", required=True, type=_fraction, help="fraction of MACs to keep, 0 < c < 1")
-    p.add_argument("--num_samples", default=2048, type=_positive_int)
-    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--num_samples", default=None, type=_positive_int,
+                   help="training examples for the gradients and mask tuning (default 2048; causal_lm: 128 "
+                        "calibration sequences)")
+    p.add_argument("--seed", default=defaults.seed, type=int)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--gpu", default=None, type=int, help="alias of --device cuda:N (original tool's flag)")
     p.add_argument("--max_seq_length", default=None, type=_positive_int,
-                   help="default: 384 for squad/squad_v2, 128 for GLUE tasks")
+                   help="default: 384 for squad/squad_v2, 128 for GLUE tasks, 256 for causal_lm")
     p.add_argument("--doc_stride", default=128, type=_positive_int,
                    help="squad/squad_v2: overlap in tokens of consecutive windows over a long context")
     p.add_argument("--batch_size", default=32, type=_positive_int, help="sample batch size for the gradients")
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
-    p.add_argument("--no_rescale", action="store_true", help="ablation: skip mask tuning")
-    p.add_argument("--importance", default="fisher", choices=["fisher", "magnitude", "random"])
-    p.add_argument("--method", default="lsq", choices=["lsq", "kwon"],
-                   help="lsq (default): refit the output projections of the kept heads/neurons by layer-wise "
-                        "ridge least squares; kwon: the paper's mask tuning, one scale per kept head/neuron")
-    p.add_argument("--ridge", default=0.1, type=_positive_float,
+    p.add_argument("--no_mask_tuning", "--no_rescale", dest="no_mask_tuning", action="store_true",
+                   help="ablation: skip mask tuning (--no_rescale is the old name)")
+    p.add_argument("--importance", default=defaults.importance, choices=choices("importance"))
+    p.add_argument("--method", default=defaults.method, choices=choices("method"),
+                   help="how mask tuning works: lsq (default) refits the output projections of the kept heads/"
+                        "neurons by layer-wise ridge least squares; kwon is the paper's, one scale per kept unit")
+    p.add_argument("--ridge", default=defaults.ridge, type=_positive_float,
                    help="lsq: ridge strength towards the original weights, relative to the mean input energy")
     p.add_argument("--teacher", default=None, choices=["schedule", "full"],
                    help="what each layer reconstructs: the paper's less-pruned teacher mask (schedule, default) "
                         "or the unpruned model (full)")
-    p.add_argument("--teacher_exponent", default=0.5, type=_fraction,
+    p.add_argument("--teacher_exponent", default=defaults.teacher_exponent, type=_fraction,
                    help="--teacher schedule: the teacher mask keeps constraint ** exponent of the MACs (the paper: "
                         "0.5, i.e. sqrt(c)); closer to 1 puts the teacher nearer the pruned model")
     p.add_argument("--gradient_batches", default="sorted", choices=["sorted", "random"],
@@ -138,20 +161,26 @@ def config_from_args(argv=None) -> RunConfig:
     if args.metric == "latency" and not (args.mha_lut and args.ffn_lut):
         parser.error("--metric latency needs --mha_lut and --ffn_lut (measure them on the target device with "
                      "scripts/measure_latency.py)")
+    kind = task_kind(args.task_name)
+    if kind == "lm" and not (args.calib_file and args.eval_file):
+        parser.error("--task_name causal_lm needs --calib_file and --eval_file (text files or folders; "
+                     "wikitext2 or c4 from the hub when online)")
     device = f"cuda:{args.gpu}" if args.gpu is not None else args.device
-    max_seq_length = args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH["qa" if args.task_name in QA_TASKS else "glue"]
+    max_seq_length = args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH[kind]
     output_dir = args.output_dir or os.path.join(
         "outputs", os.path.basename(os.path.normpath(args.ckpt_dir)), args.task_name, args.metric,
         f"{args.constraint:g}", f"seed_{args.seed}")
     return RunConfig(
         task_name=args.task_name, ckpt_dir=args.ckpt_dir, model_name=args.model_name, data_dir=args.data_dir,
-        output_dir=output_dir, metric=args.metric, constraint=args.constraint, num_samples=args.num_samples,
+        output_dir=output_dir, metric=args.metric, constraint=args.constraint,
+        num_samples=args.num_samples or DEFAULT_NUM_SAMPLES[kind],
         seed=args.seed, device=device, max_seq_length=max_seq_length, doc_stride=args.doc_stride,
         batch_size=args.batch_size,
-        rearrange=not args.no_rearrange, rescale=not args.no_rescale, importance=args.importance,
+        rearrange=not args.no_rearrange, mask_tuning=not args.no_mask_tuning, importance=args.importance,
         method=args.method, teacher=args.teacher or "schedule", ridge=args.ridge,
         gradient_batches=args.gradient_batches, teacher_exponent=args.teacher_exponent,
         eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
+        calib_file=args.calib_file, eval_file=args.eval_file, eval_sequences=args.eval_sequences,
         save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len)
 
 
@@ -159,7 +188,6 @@ def run(cfg: RunConfig) -> dict:
     import torch
 
     from dataset.tasks import prepare_glue
-    from prune.cost import MacCost
     from prune.masks import kept_per_layer, save_masks
     from prune.pipeline import PruneOptions, prune
     from prune.reconstruct import save_weight_updates, swapped_weights
@@ -181,22 +209,27 @@ def run(cfg: RunConfig) -> dict:
     torch.manual_seed(cfg.seed)
     wall_start = time.perf_counter()
     tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
-    is_qa = cfg.task_name in QA_TASKS
-    model = load_model(cfg.ckpt_dir, "qa" if is_qa else "classification").to(device)
+    kind = task_kind(cfg.task_name)
+    model = load_model(cfg.ckpt_dir, {"qa": "qa", "lm": "causal_lm", "glue": "classification"}[kind]).to(device)
     arch = bind(model)
     mha_lut = ffn_lut = None
     if cfg.metric == "latency":                   # bad tables fail here, before the data and the gradients
         from prune.latency import load_lut
-        mha_lut = load_lut(cfg.mha_lut, arch.num_heads, "--mha_lut", "attention heads")
+        heads = "attention heads" if arch.heads_per_unit == 1 else "attention head units (key/value groups)"
+        mha_lut = load_lut(cfg.mha_lut, arch.num_head_units, "--mha_lut", heads)
         ffn_lut = load_lut(cfg.ffn_lut, arch.ffn_dim, "--ffn_lut", "FFN neurons")
-    if is_qa:
+    if kind == "qa":
         from dataset.squad_task import prepare_squad
         task = prepare_squad(cfg.task_name, cfg.data_dir, tokenizer, model.config, cfg.num_samples, cfg.seed,
                              cfg.max_seq_length, cfg.doc_stride, cfg.batch_size)
+    elif kind == "lm":
+        from dataset.lm_task import prepare_causal_lm
+        task = prepare_causal_lm(cfg.calib_file, cfg.eval_file, tokenizer, model.config, cfg.num_samples, cfg.seed,
+                                 cfg.max_seq_length, cfg.batch_size, cfg.eval_sequences)
     else:
         task = prepare_glue(cfg.task_name, cfg.data_dir, tokenizer, model.config, cfg.num_samples, cfg.seed,
                             cfg.max_seq_length, cfg.batch_size)
-    cost = MacCost(task.seq_len, arch.hidden_size, arch.head_dim)
+    loss_tokens = arch.classifier_token if task.loss_tokens == "classifier" else task.loss_tokens
 
     eval_start = time.perf_counter()
     before = task.evaluate(model, arch)
@@ -204,11 +237,11 @@ def run(cfg: RunConfig) -> dict:
     log.info("unpruned %s: %s", task.primary_metric, before)
 
     prune_start = time.perf_counter()
-    result = prune(model, arch, task.sample_batches, cost,
-                   PruneOptions(cfg.constraint, cfg.rearrange, cfg.rescale, cfg.importance, cfg.seed,
-                                metric=cfg.metric, mha_lut=mha_lut, ffn_lut=ffn_lut, method=cfg.method,
-                                teacher=cfg.teacher, ridge=cfg.ridge, teacher_exponent=cfg.teacher_exponent),
-                   task.last_ffn_cls_only,
+    options = PruneOptions(cfg.constraint, rearrange=cfg.rearrange, mask_tuning=cfg.mask_tuning,
+                           method=cfg.method, importance=cfg.importance, metric=cfg.metric, seed=cfg.seed,
+                           mha_lut=mha_lut, ffn_lut=ffn_lut, teacher=cfg.teacher, ridge=cfg.ridge,
+                           teacher_exponent=cfg.teacher_exponent)
+    result = prune(model, arch, task.sample_batches, task.seq_len, options, loss_tokens,
                    gradient_batches=task.gradient_batches if cfg.gradient_batches == "random" else None)
     prune_seconds = time.perf_counter() - prune_start
     head_mask, neuron_mask = result.final
@@ -237,7 +270,11 @@ def run(cfg: RunConfig) -> dict:
         "teacher": cfg.teacher,
         "teacher_exponent": cfg.teacher_exponent if cfg.teacher == "schedule" else None,
         "ridge": cfg.ridge if cfg.method == "lsq" else None,
+        "mask_tuning_enabled": cfg.mask_tuning,
+        "budget_metric": cfg.metric,
         "mac_ratio": result.mac_ratio,
+        "param_ratio": result.param_ratio,
+        "budget_ratio": result.budget_ratio,
         "seq_len_for_macs": task.seq_len,
         "seconds": {**result.seconds, "pruning_total": round(prune_seconds, 3),
                     "evaluate_once": round(eval_seconds, 3),
@@ -250,7 +287,7 @@ def run(cfg: RunConfig) -> dict:
         "data": task.info,
     }
     if cfg.metric == "latency":
-        results["latency_ratio"] = result.latency_ratio
+        results["latency_ratio"] = result.budget_ratio
     if cfg.save_pruned:
         results["pruned_model"] = _save_pruned_model(cfg, model, tokenizer, task, result, device)
     write_json(os.path.join(cfg.output_dir, "results.json"), results)

@@ -50,7 +50,7 @@ def head_macs(model: nn.Module, arch) -> int:
 
 
 def model_macs(model: nn.Module, arch, seq_len: int) -> dict:
-    heads = [arch.heads_in_layer(i) for i in range(arch.num_layers)]
+    heads = [arch.head_units_in_layer(i) for i in range(arch.num_layers)]
     neurons = [arch.neurons_in_layer(i) for i in range(arch.num_layers)]
     enc = encoder_macs(heads, neurons, seq_len, arch.hidden_size, arch.head_dim)
     enc["head"] = head_macs(model, arch)
@@ -110,7 +110,7 @@ def main(argv=None) -> int:
                      "weights_bytes": weights_size_bytes(args.ckpt_dir) if os.path.isdir(args.ckpt_dir) else None},
         "pruned": {"parameters": count_parameters(pruned),
                    "weights_bytes": weights_size_bytes(args.pruned_dir) if args.pruned_dir else None,
-                   "heads_per_layer": [pruned_arch.heads_in_layer(i) for i in range(pruned_arch.num_layers)],
+                   "heads_per_layer": [pruned_arch.head_units_in_layer(i) for i in range(pruned_arch.num_layers)],
                    "neurons_per_layer": [pruned_arch.neurons_in_layer(i) for i in range(pruned_arch.num_layers)]},
         "results": [],
     }

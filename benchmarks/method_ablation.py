@@ -21,15 +21,15 @@ sys.path.insert(0, ROOT)
 BENCH = os.path.join(ROOT, "..", "shared", "benchmark")
 
 VARIANTS = {
-    "search_only": dict(rescale=False, rearrange=False),
-    "rearrange_only": dict(rescale=False),
+    "search_only": dict(mask_tuning=False, rearrange=False),
+    "rearrange_only": dict(mask_tuning=False),
     "kwon": dict(method="kwon"),
     "lsq": dict(method="lsq"),
     "kwon_randbatch": dict(method="kwon", grad_batches="random"),
     "lsq_randbatch": dict(method="lsq", grad_batches="random"),
-    "lsq_lastmha_all": dict(method="lsq", last_mha_tokens="all"),
+    "lsq_lastmha_all": dict(method="lsq", last_mha_all_tokens=True),
     "lsq_teacher0.75": dict(method="lsq", teacher_exponent=0.75),
-    "lsq_teacher0.75_lastmha_all": dict(method="lsq", teacher_exponent=0.75, last_mha_tokens="all"),
+    "lsq_teacher0.75_lastmha_all": dict(method="lsq", teacher_exponent=0.75, last_mha_all_tokens=True),
     "lsq_norearr": dict(method="lsq", rearrange=False),
     "lsq_full_teacher": dict(method="lsq", teacher="full"),
     "lsq_ridge0.3": dict(method="lsq", ridge=0.3),
@@ -73,7 +73,6 @@ def main(argv=None) -> int:
     import torch
 
     from dataset.tasks import prepare_glue
-    from prune.cost import MacCost
     from prune.fisher import collect_mask_grads
     from prune.pipeline import PruneOptions, prune
     from prune.reconstruct import swapped_weights
@@ -89,7 +88,6 @@ def main(argv=None) -> int:
         arch = bind(model)
         task = prepare_glue("sst2", os.path.join(BENCH, "movie-sst2"), load_tokenizer(ckpt, None), model.config,
                             args.num_samples, seed, 64, 32)
-        cost = MacCost(task.seq_len, arch.hidden_size, arch.head_dim)
         grads = {}
         for c in args.constraints:
             for name in args.variants:
@@ -102,7 +100,8 @@ def main(argv=None) -> int:
                         model, arch, task.gradient_batches if order == "random" else task.sample_batches)
                 options = replace(PruneOptions(c, seed=seed), **overrides)
                 start = time.perf_counter()
-                result = prune(model, arch, task.sample_batches, cost, options, task.last_ffn_cls_only, grads=grads[order])
+                result = prune(model, arch, task.sample_batches, task.seq_len, options, arch.classifier_token,
+                               grads=grads[order])
                 seconds = time.perf_counter() - start
                 with swapped_weights(arch, result.weight_updates):
                     metric = task.evaluate(model, arch, *result.final)

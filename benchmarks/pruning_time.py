@@ -121,7 +121,6 @@ def worker(spec: dict) -> dict:
     import torch
 
     import prune.pipeline as pipeline
-    from prune.cost import MacCost
     from prune.masks import kept_per_layer
     from utils.arch import bind
     from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
@@ -142,7 +141,6 @@ def worker(spec: dict) -> dict:
                              spec["seed"])
     memory["rss_after_data"] = current_rss_mb()
     memory["peak_rss_before_prune"] = round(peak_rss_mb(), 1)
-    cost = MacCost(spec["seq_len"], arch.hidden_size, arch.head_dim)
 
     stage_memory = {}
 
@@ -171,7 +169,7 @@ def worker(spec: dict) -> dict:
     pipeline._Timer = MeasuringTimer
     try:
         start = time.perf_counter()
-        result = pipeline.prune(model, arch, batches, cost, options, last_ffn_cls_only=True)
+        result = pipeline.prune(model, arch, batches, spec["seq_len"], options, "first")
         total = time.perf_counter() - start
     finally:
         pipeline._Timer = original_timer

@@ -6,8 +6,10 @@ import math
 import os
 from dataclasses import dataclass
 
+from utils.errors import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A user-fixable problem with task data."""
 
 

@@ -109,7 +109,7 @@ def prepare_squad(task_name: str, data_dir: str | None, tokenizer, config, num_s
     in dynamically padded batches with start/end positions, so `model(**batch).loss` is the QA loss.
     `evaluate(model, arch, head_mask, neuron_mask)` scores the dev set; the primary metric is "f1".
     seq_len (for MACs) is the measured average dev feature length (see average_feature_length).
-    Mask tuning fits all tokens (last_ffn_cls_only=False): the QA head reads every token.
+    Mask tuning fits all tokens (loss_tokens='all'): the QA head reads every token.
     """
     task = check_task(task_name)
     _check_lengths(max_length, doc_stride, tokenizer, config)
@@ -147,4 +147,4 @@ def prepare_squad(task_name: str, data_dir: str | None, tokenizer, config, num_s
             "max_seq_length": max_length, "doc_stride": doc_stride,
             "seq_len_for_macs": {"value": seq_len, "convention": "average non-padding tokens per dev feature",
                                  "reference_fixed_value": REFERENCE_SQUAD_SEQ_LEN}}
-    return TaskData(task, "qa", sample_batches, evaluate, PRIMARY_METRIC, seq_len, False, info)
+    return TaskData(task, "qa", sample_batches, evaluate, PRIMARY_METRIC, seq_len, "all", info)

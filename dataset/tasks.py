@@ -19,7 +19,7 @@ class TaskData:
     evaluate: Callable                # evaluate(model, arch, head_mask, neuron_mask) -> metrics dict
     primary_metric: str
     seq_len: float                    # average tokens per example, for the MAC count
-    last_ffn_cls_only: bool           # the head reads only the first token
+    loss_tokens: str                  # the tokens the loss reads: classifier (the family's) | all
     info: dict
     gradient_batches: list[dict] | None = None   # the same sample in random batches (None: sample_batches)
 
@@ -67,5 +67,5 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
         return compute_glue_metrics(task.name, preds.numpy(), labels)
 
     return TaskData(task.name, "classification", sample_batches, evaluate, PRIMARY_METRIC[task.name],
-                    seq_len, True,
+                    seq_len, "classifier",
                     {"train": train_info, "dev": dev_info, "num_samples_used": len(sample)}, gradient_batches)

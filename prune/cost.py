@@ -1,4 +1,10 @@
-"""MACs of heads and FFN neurons at a sequence length, counted as in the paper."""
+"""Costs of one head unit and one FFN neuron: MACs at a sequence length (as in the paper), or parameters.
+
+A head unit is a key/value head with its `heads_per_unit` query heads (one head without GQA); a
+neuron is one row of each of the `ffn_inputs` FFN input Linears and one column of the output Linear.
+With one query head per unit and one FFN input this is the paper's count: 4 s h d + 2 s^2 d per head
+and 2 s h per neuron. Attention scores are counted over the full s x s matrix, causal or not.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,25 +13,35 @@ import torch
 
 
 @dataclass(frozen=True)
-class MacCost:
-    """MACs of one attention head and one FFN neuron for a sequence of `seq_len` tokens."""
-    seq_len: float
-    hidden_size: int
-    head_dim: int
-
-    @property
-    def per_head(self) -> float:
-        qkv = 3 * self.seq_len * self.hidden_size * self.head_dim
-        scores_and_context = 2 * self.seq_len * self.seq_len * self.head_dim
-        out_proj = self.seq_len * self.head_dim * self.hidden_size
-        return qkv + scores_and_context + out_proj
-
-    @property
-    def per_neuron(self) -> float:
-        return 2 * self.seq_len * self.hidden_size
+class UnitCost:
+    per_head: float
+    per_neuron: float
 
     def of_counts(self, num_heads: int | float, num_neurons: int | float) -> float:
         return num_heads * self.per_head + num_neurons * self.per_neuron
 
     def of_masks(self, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> float:
         return self.of_counts(int((head_mask != 0).sum()), int((neuron_mask != 0).sum()))
+
+
+def MacCost(seq_len: float, hidden_size: int, head_dim: int, heads_per_unit: int = 1,
+            ffn_inputs: int = 1) -> UnitCost:
+    s, h, d, g = seq_len, hidden_size, head_dim, heads_per_unit
+    qkv = (g + 2) * s * h * d                 # in this order so that g = 1 rounds as the paper's count
+    scores_and_context = 2 * s * s * g * d
+    out_proj = s * g * d * h
+    return UnitCost(qkv + scores_and_context + out_proj, (ffn_inputs + 1) * s * h)
+
+
+def ParamCost(hidden_size: int, head_dim: int, heads_per_unit: int = 1, ffn_inputs: int = 1) -> UnitCost:
+    """Weights only (biases are a rounding error next to them)."""
+    h, d, g = hidden_size, head_dim, heads_per_unit
+    return UnitCost(2 * h * g * d + 2 * h * d, (ffn_inputs + 1) * h)
+
+
+def mac_cost_of(arch, seq_len: float) -> UnitCost:
+    return MacCost(seq_len, arch.hidden_size, arch.head_dim, arch.heads_per_unit, arch.num_ffn_inputs)
+
+
+def param_cost_of(arch) -> UnitCost:
+    return ParamCost(arch.hidden_size, arch.head_dim, arch.heads_per_unit, arch.num_ffn_inputs)

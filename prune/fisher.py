@@ -9,10 +9,11 @@ from tqdm import tqdm
 from dataset.features import to_device
 from prune.masks import full_masks
 from utils.arch import BoundArch
+from utils.errors import UserError
 from utils.hooks import apply_masks
 
 
-class NonFiniteGradientError(RuntimeError):
+class NonFiniteGradientError(UserError, RuntimeError):
     pass
 
 
@@ -31,15 +32,15 @@ def _frozen_parameters(model):
 
 def collect_mask_grads(model, arch: BoundArch, batches: list[dict], loss_fn=None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One gradient per batch: returns head grads [batches, L, H] and neuron grads [batches, L, F].
+    """One gradient per batch: returns head-unit grads [batches, L, U] and neuron grads [batches, L, F].
 
     loss_fn(model, batch) -> scalar loss; default: the model's own loss from batch['labels'].
     """
     device = next(model.parameters()).device
-    head_mask, neuron_mask = full_masks(arch.num_layers, arch.num_heads, arch.ffn_dim, device)
+    head_mask, neuron_mask = full_masks(arch.num_layers, arch.num_head_units, arch.ffn_dim, device)
     head_mask.requires_grad_(True)
     neuron_mask.requires_grad_(True)
-    loss_fn = loss_fn or (lambda m, b: m(**b).loss)
+    loss_fn = loss_fn or (lambda m, b: m(**b, **arch.forward_kwargs).loss)
     head_grads, neuron_grads = [], []
     was_training = model.training
     model.eval()

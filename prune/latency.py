@@ -2,14 +2,13 @@
 (paper section 4.1 and appendix A).
 
 A lookup table (LUT) is a 1-D float tensor of seconds indexed by a unit count: mha_lut[k] is the
-latency of one attention block with k heads (k = 0..H), ffn_lut[n] that of one FFN block with n
+latency of one block's attention with k head units (k = 0..U), ffn_lut[n] that of its FFN with n
 neurons (n = 0..F). The estimated latency of a pruned model is the sum over its layers of
-mha_lut[heads in layer] + ffn_lut[neurons in layer].
+mha_lut[head units in layer] + ffn_lut[neurons in layer].
 
-The blocks are timed as the paper's generate_lut does: a block of the model's sizes (with its
-residual add and LayerNorm) on random input of the given batch size and sequence length. With 0
-units a block is what a physically pruned layer runs: the output projection's bias, the residual
-add and the LayerNorm.
+The tables are measured on the family's own block (`measure_luts`): a one-block model built from the
+checkpoint's config, physically pruned to each count as a pruned model runs it, on random input of
+the given batch size and sequence length.
 """
 from __future__ import annotations
 
@@ -23,8 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.errors import UserError
 
-class LutError(ValueError):
+
+class LutError(UserError):
     """A lookup table that does not fit the model."""
 
 
@@ -93,46 +94,6 @@ def measure_speedup(original, pruned, batch_size: int, seq_len: int, device="cpu
             "speedup": t["original"]["median_s"] / t["pruned"]["median_s"], "timings": t}
 
 
-class AttentionBlock(nn.Module):
-    """QKV projections, scaled dot-product attention over k heads, output projection, residual, LayerNorm."""
-
-    def __init__(self, hidden_size: int, heads: int, head_dim: int):
-        super().__init__()
-        self.heads, self.head_dim = heads, head_dim
-        width = heads * head_dim
-        self.query = nn.Linear(hidden_size, width)
-        self.key = nn.Linear(hidden_size, width)
-        self.value = nn.Linear(hidden_size, width)
-        self.out = nn.Linear(width, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size)
-
-    def forward(self, x):
-        if self.heads == 0:
-            return self.norm(self.out.bias + x)
-        shape = (*x.shape[:-1], self.heads, self.head_dim)
-        q = self.query(x).view(shape).transpose(1, 2)
-        k = self.key(x).view(shape).transpose(1, 2)
-        v = self.value(x).view(shape).transpose(1, 2)
-        context = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(*x.shape[:-1], -1)
-        return self.norm(self.out(context) + x)
-
-
-class FfnBlock(nn.Module):
-    """Linear to n neurons, GELU, Linear back, residual, LayerNorm."""
-
-    def __init__(self, hidden_size: int, neurons: int):
-        super().__init__()
-        self.neurons = neurons
-        self.fc1 = nn.Linear(hidden_size, neurons)
-        self.fc2 = nn.Linear(neurons, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size)
-
-    def forward(self, x):
-        if self.neurons == 0:
-            return self.norm(self.fc2.bias + x)
-        return self.norm(self.fc2(F.gelu(self.fc1(x))) + x)
-
-
 def _counts(total: int, step: int) -> list[int]:
     counts = list(range(0, total + 1, max(1, step)))
     if counts[-1] != total:
@@ -151,37 +112,66 @@ def _interpolate(counts: list[int], values: list[float], total: int) -> torch.Te
     return y0 + (y1 - y0) * (grid - x0) / (x1 - x0)
 
 
-def _measure(make_block: Callable[[int], nn.Module], total: int, step: int, batch_size: int, seq_len: int,
-             hidden_size: int, device, dtype, warmup: int, repeats: int, progress=None) -> torch.Tensor:
+def one_layer_model(config, device="cpu", dtype=torch.float32):
+    """A randomly initialised one-block model of the family and sizes of `config` (timing needs no weights)."""
+    import copy
+
+    from transformers import AutoModel
+
+    from utils.arch import facts_for
+    config = copy.deepcopy(config)
+    setattr(config, facts_for(config.model_type).num_layers_attr, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModel.from_config(config)
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def measure_luts(config, batch_size: int, seq_len: int, device="cpu", dtype=torch.float32, mha_step: int = 1,
+                 ffn_step: int = 16, warmup: int = 3, repeats: int = 10, progress=None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latency tables of one block of the model described by `config`, timed on the family's own modules.
+
+    The block is physically pruned to k head units and no neurons (attention time) or to no head units
+    and n neurons (FFN time), exactly as a pruned model runs it, and called with the inputs the model
+    gives its first block. With T(k, n) the block's time, mha_lut[k] = T(k, 0) - T(0, 0) / 2 and
+    ffn_lut[n] = T(0, n) - T(0, 0) / 2, so that mha_lut[k] + ffn_lut[n] estimates T(k, n).
+    Returns (mha_lut [units + 1], ffn_lut [ffn + 1]) in seconds.
+    """
+    import copy
+
+    from prune.physical import physically_prune
+    from utils.arch import bind
+    from utils.hooks import call_layer, layer_call_inputs
+
     device = torch.device(device)
-    x = torch.randn(batch_size, seq_len, hidden_size, device=device, dtype=dtype)
-    counts = _counts(total, step)
-    values = []
-    for n in counts:
-        with warnings.catch_warnings():  # "Initializing zero-element tensors is a no-op"
-            warnings.simplefilter("ignore", UserWarning)
-            block = make_block(n)
-        block = block.to(device=device, dtype=dtype).eval()
-        values.append(time_call(lambda: block(x), device, warmup, repeats))
-        if progress:
-            progress(n, values[-1])
-    return _interpolate(counts, values, total)
+    base = one_layer_model(config, device, dtype)
+    arch = bind(base)
+    with torch.inference_mode():
+        args, kwargs = layer_call_inputs(base, arch, random_inputs(base.config, batch_size, seq_len, device))
+    hidden = args[0] if args else kwargs["hidden_states"]
 
+    def block_time(units: int, neurons: int) -> float:
+        model = copy.deepcopy(base)
+        head_mask = torch.zeros(1, arch.num_head_units)
+        neuron_mask = torch.zeros(1, arch.ffn_dim)
+        head_mask[0, :units], neuron_mask[0, :neurons] = 1, 1
+        pruned_arch = bind(model)
+        physically_prune(model, pruned_arch, head_mask, neuron_mask)
+        layer = pruned_arch.layer(0)
+        return time_call(lambda: call_layer(layer, hidden, args, kwargs), device, warmup, repeats)
 
-def measure_mha_lut(hidden_size: int, num_heads: int, head_dim: int, batch_size: int, seq_len: int,
-                    device="cpu", dtype=torch.float32, step: int = 1, warmup: int = 3, repeats: int = 10,
-                    progress=None) -> torch.Tensor:
-    """Seconds of one attention block for 0..num_heads heads: a tensor of num_heads + 1 entries."""
-    return _measure(lambda k: AttentionBlock(hidden_size, k, head_dim), num_heads, step, batch_size, seq_len,
-                    hidden_size, device, dtype, warmup, repeats, progress)
-
-
-def measure_ffn_lut(hidden_size: int, ffn_dim: int, batch_size: int, seq_len: int, device="cpu",
-                    dtype=torch.float32, step: int = 16, warmup: int = 3, repeats: int = 10,
-                    progress=None) -> torch.Tensor:
-    """Seconds of one FFN block for 0..ffn_dim neurons (measured every `step`, linearly interpolated)."""
-    return _measure(lambda n: FfnBlock(hidden_size, n), ffn_dim, step, batch_size, seq_len,
-                    hidden_size, device, dtype, warmup, repeats, progress)
+    empty = block_time(0, 0)
+    tables = []
+    for kind, total, step in (("head units", arch.num_head_units, mha_step), ("neurons", arch.ffn_dim, ffn_step)):
+        counts, values = _counts(total, step), []
+        for n in counts:
+            t = block_time(n, 0) if kind == "head units" else block_time(0, n)
+            values.append(max(t - empty / 2, 1e-9))
+            if progress:
+                progress(kind, n, values[-1])
+        tables.append(_interpolate(counts, values, total))
+    return tables[0], tables[1]
 
 
 # ----------------------------------------------------------------------------- tables

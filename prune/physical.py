@@ -1,20 +1,20 @@
-"""Physical pruning: turn head/neuron masks into a smaller model with the same outputs.
+"""Physical pruning: turn head-unit/neuron masks into a smaller model with the same outputs.
 
-A head's output reaches the rest of the model only through its columns of the attention output
-projection, and a neuron's only through its column of the FFN output projection (utils/hooks.py
+A head unit's output reaches the rest of the model only through its columns of the attention
+output projection, and a neuron's only through its column of the FFN output projection (utils/hooks.py
 masks exactly there). So a mask value m != 1 is folded into those columns (W[:, cols] *= m), and a
-unit with m == 0 is removed: its rows of query/key/value (weights and biases) or of the FFN input
+unit with m == 0 is removed: its rows of query/key/value (weights and biases) or of every FFN input
 projection, and its columns of the output projection. The output projections keep their biases.
 
-A layer left with no heads runs no attention at all: the block holding query/key/value is replaced
-by `NoHeadsAttention`, which keeps the (now empty) projections so that parameter names stay the
-same and returns what the attention would: an empty context (or, when the output projection lives
-inside that block, the projection of an empty context, i.e. its bias). A layer left with no
-neurons needs nothing special: Linear(hidden, 0) -> activation -> Linear(0, hidden) gives the bias.
+A layer left with no head units runs no attention at all: the family's attention module is replaced
+by `NoHeadsAttention`, which keeps the (now empty) projections so that parameter names stay the same
+and returns what the attention would: an empty context (or, when the output projection lives inside
+that module, the projection of an empty context, i.e. its bias). A layer left with no neurons needs
+nothing special: Linear(hidden, 0) -> activation -> Linear(0, hidden) gives the bias.
 
 Only `BoundArch` is used here; no model family is named. `model.config` keeps the original
 (unpruned) sizes, which are what the head size and the rebuilding in `utils/pruned_io.py` derive
-from, and gains `heads_per_layer` / `ffn_dims_per_layer` with the real per-layer sizes.
+from, and gains `heads_per_layer` / `ffn_dims_per_layer` with the real per-layer sizes (head units).
 """
 from __future__ import annotations
 
@@ -24,13 +24,10 @@ import warnings
 import torch
 import torch.nn as nn
 
+from prune.reconstruct import set_bias
 from utils.arch import BoundArch
 
 log = logging.getLogger(__name__)
-
-# Attributes an attention module may hold that count its heads or their total width.
-HEAD_COUNT_ATTRS = ("num_attention_heads", "num_heads", "n_heads", "n_head")
-HEAD_WIDTH_ATTRS = ("all_head_size", "inner_dim", "all_head_dim")
 
 
 def kept_indices(mask: torch.Tensor) -> list[list[int]]:
@@ -79,22 +76,6 @@ def _keep_columns(linear: nn.Linear, cols: torch.Tensor, scale: torch.Tensor) ->
     return _new_linear(kept.to(weight.dtype), bias)
 
 
-def _head_columns(heads: list[int], head_dim: int) -> torch.Tensor:
-    if not heads:
-        return torch.zeros(0, dtype=torch.long)
-    return (torch.tensor(heads, dtype=torch.long)[:, None] * head_dim + torch.arange(head_dim)).flatten()
-
-
-def _common_parent(paths: list[str]) -> str:
-    parts = [p.split(".")[:-1] for p in paths]
-    common = []
-    for group in zip(*parts):
-        if len(set(group)) != 1:
-            break
-        common.append(group[0])
-    return ".".join(common)
-
-
 class NoHeadsAttention(nn.Module):
     """Stands in for a self-attention block all of whose heads were pruned.
 
@@ -127,120 +108,117 @@ class NoHeadsAttention(nn.Module):
         return "heads=0" + (f", out_proj={self._out_proj_path}" if self._out_proj_path else "")
 
 
-def _output_structure(module: nn.Module, hidden_size: int, device, dtype) -> int | None:
-    """Call the unpruned attention block once on a dummy input to learn what it returns."""
-    try:
-        with torch.no_grad():
-            out = module(torch.zeros(1, 2, hidden_size, device=device, dtype=dtype))
-    except Exception as e:  # pragma: no cover - depends on the family's signature
-        log.warning("could not probe the attention block's outputs (%s); assuming (output, weights)", e)
-        return 2
-    if isinstance(out, torch.Tensor):
-        return None
-    return len(out)
-
-
-def _set_head_attrs(modules: list[nn.Module], heads: int, head_dim: int) -> None:
-    for module in modules:
-        for attr in HEAD_COUNT_ATTRS:
-            value = getattr(module, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(module, attr, heads)
-        for attr in HEAD_WIDTH_ATTRS:
-            value = getattr(module, attr, None)
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(module, attr, heads * head_dim)
-
-
-def _attention_modules(layer: nn.Module, parent_path: str) -> list[nn.Module]:
-    """The qkv block, its ancestors inside the layer and its descendants."""
-    found = []
-    if parent_path:
-        parts = parent_path.split(".")
-        for n in range(1, len(parts) + 1):
-            found.append(layer.get_submodule(".".join(parts[:n])))
-        found.extend(m for m in found[-1].modules() if m is not found[-1])
-    return found
-
-
 def _check_unpruned(arch: BoundArch, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> None:
-    expected_h = (arch.num_layers, arch.num_heads)
+    expected_h = (arch.num_layers, arch.num_head_units)
     expected_n = (arch.num_layers, arch.ffn_dim)
     if tuple(head_mask.shape) != expected_h or tuple(neuron_mask.shape) != expected_n:
         raise ValueError(f"masks of shape {tuple(head_mask.shape)} / {tuple(neuron_mask.shape)} do not fit the "
-                         f"model: expected {expected_h} heads and {expected_n} neurons")
+                         f"model: expected {expected_h} head units and {expected_n} neurons")
     for i in range(arch.num_layers):
-        if arch.heads_in_layer(i) != arch.num_heads or arch.neurons_in_layer(i) != arch.ffn_dim:
-            raise ValueError(f"layer {i} is already pruned ({arch.heads_in_layer(i)} heads, "
+        if arch.head_units_in_layer(i) != arch.num_head_units or arch.neurons_in_layer(i) != arch.ffn_dim:
+            raise ValueError(f"layer {i} is already pruned ({arch.head_units_in_layer(i)} head units, "
                              f"{arch.neurons_in_layer(i)} neurons); physically_prune needs the unpruned model")
         if not torch.isfinite(head_mask[i]).all() or not torch.isfinite(neuron_mask[i]).all():
             raise ValueError(f"the masks of layer {i} hold non-finite values")
 
 
+def _prune_attention(arch: BoundArch, i: int, units: list[int], scales: torch.Tensor) -> None:
+    facts = arch.facts
+    cols, kv_rows = arch.unit_columns(units), arch.unit_kv_rows(units)
+    query, key, value = arch.qkv(i)
+    arch.set_module(i, facts.query, _keep_rows(query, cols))
+    arch.set_module(i, facts.key, _keep_rows(key, kv_rows))
+    arch.set_module(i, facts.value, _keep_rows(value, kv_rows))
+    col_scale = scales.repeat_interleave(arch.unit_width) if units else torch.zeros(0)
+    arch.set_module(i, facts.attn_out, _keep_columns(arch.attn_out(i), cols, col_scale))
+    attention = arch.attention(i)
+    for attr in facts.head_count_attrs:
+        setattr(attention, attr, len(units) * arch.heads_per_unit)
+    for attr in facts.head_width_attrs:
+        setattr(attention, attr, len(units) * arch.unit_width)
+    if not units:
+        prefix = facts.attention + "."
+        out_proj = facts.attn_out[len(prefix):] if facts.attn_out.startswith(prefix) else None
+        block = arch.attention(i)
+        replacement = NoHeadsAttention(block, out_proj, facts.attention_outputs)
+        replacement.train(block.training)
+        arch.set_module(i, facts.attention, replacement)
+
+
+def _prune_ffn(arch: BoundArch, i: int, neurons: list[int], scales: torch.Tensor) -> None:
+    rows = torch.tensor(neurons, dtype=torch.long)
+    for path, linear in zip(arch.facts.ffn_inputs, arch.ffn_inputs(i)):
+        arch.set_module(i, path, _keep_rows(linear, rows))
+    arch.set_module(i, arch.facts.ffn_out, _keep_columns(arch.ffn_out(i), rows, scales))
+
+
 @torch.no_grad()
 def physically_prune(model: nn.Module, arch: BoundArch, head_mask: torch.Tensor,
                      neuron_mask: torch.Tensor) -> dict:
-    """Remove masked-out heads and neurons from `model` in place, folding mask scales into weights.
+    """Remove masked-out head units and neurons from `model` in place, folding mask scales into weights.
 
-    head_mask [layers, heads] and neuron_mask [layers, ffn] are float tensors: 0 removes a unit,
+    head_mask [layers, head units] and neuron_mask [layers, ffn] are float tensors: 0 removes a unit,
     any other value is the unit's scale. Afterwards the model computes what the masked model
     computed (utils.hooks.apply_masks), up to float rounding. Returns the per-layer shapes:
-    {"num_layers", "num_heads", "head_dim", "ffn_dim", "hidden_size", "heads_per_layer",
-    "neurons_per_layer", "kept_heads", "kept_neurons"} (kept_* are original indices per layer).
+    {"num_layers", "num_heads" (head units), "heads_per_unit", "head_dim", "ffn_dim", "hidden_size",
+    "heads_per_layer", "neurons_per_layer", "kept_heads", "kept_neurons", "biased"} (kept_* are original
+    indices per layer; biased lists [layer, role] of output projections that carry a bias the unpruned
+    family's config does not give them).
     """
     head_mask = head_mask.detach().float().cpu()
     neuron_mask = neuron_mask.detach().float().cpu()
     _check_unpruned(arch, head_mask, neuron_mask)
-    facts, d = arch.facts, arch.head_dim
-    qkv_parent = _common_parent([facts.query, facts.key, facts.value])
     kept_heads, kept_neurons = kept_indices(head_mask), kept_indices(neuron_mask)
-
+    biased = added_biases(arch)
     for i in range(arch.num_layers):
-        layer = arch.layer(i)
-        heads = kept_heads[i]
-        cols = _head_columns(heads, d)
-        col_scale = head_mask[i, heads].repeat_interleave(d) if heads else torch.zeros(0)
-        probe = None
-        if not heads:
-            if not qkv_parent:
-                raise NotImplementedError(
-                    f"layer {i} keeps no heads, but query/key/value are direct children of the layer, so "
-                    f"there is no attention block to replace; keep at least one head per layer")
-            block = layer.get_submodule(qkv_parent)
-            weight = arch.qkv(i)[0].weight
-            probe = _output_structure(block, arch.hidden_size, weight.device, weight.dtype)
-        for role, linear in zip(("query", "key", "value"), arch.qkv(i)):
-            arch.set_linear(i, role, _keep_rows(linear, cols))
-        arch.set_linear(i, "attn_out", _keep_columns(arch.attn_out(i), cols, col_scale))
-        _set_head_attrs(_attention_modules(layer, qkv_parent), len(heads), d)
-        if not heads:
-            prefix = qkv_parent + "."
-            out_proj = facts.attn_out[len(prefix):] if facts.attn_out.startswith(prefix) else None
-            block = layer.get_submodule(qkv_parent)
-            replacement = NoHeadsAttention(block, out_proj, probe)
-            replacement.train(block.training)
-            parent_path, _, name = qkv_parent.rpartition(".")
-            setattr(layer.get_submodule(parent_path) if parent_path else layer, name, replacement)
-
-        neurons = kept_neurons[i]
-        rows = torch.tensor(neurons, dtype=torch.long)
-        arch.set_linear(i, "ffn_in", _keep_rows(arch.ffn_in(i), rows))
-        arch.set_linear(i, "ffn_out", _keep_columns(arch.ffn_out(i), rows, neuron_mask[i, neurons]))
-
+        _prune_attention(arch, i, kept_heads[i], head_mask[i, kept_heads[i]])
+        _prune_ffn(arch, i, kept_neurons[i], neuron_mask[i, kept_neurons[i]])
     shapes = {
         "num_layers": arch.num_layers,
-        "num_heads": arch.num_heads,
-        "head_dim": d,
+        "num_heads": arch.num_head_units,
+        "heads_per_unit": arch.heads_per_unit,
+        "head_dim": arch.head_dim,
         "ffn_dim": arch.ffn_dim,
         "hidden_size": arch.hidden_size,
         "heads_per_layer": [len(h) for h in kept_heads],
         "neurons_per_layer": [len(n) for n in kept_neurons],
         "kept_heads": kept_heads,
         "kept_neurons": kept_neurons,
+        "biased": biased,
     }
     model.config.heads_per_layer = shapes["heads_per_layer"]
     model.config.ffn_dims_per_layer = shapes["neurons_per_layer"]
     return shapes
+
+
+OUTPUT_ROLES = ("attn_out", "ffn_out")
+
+
+def added_biases(arch: BoundArch) -> list[list]:
+    """[layer, role] of output projections holding a bias where a freshly built model has none."""
+    fresh = _fresh_bias_flags(arch)
+    return [[i, role] for i in range(arch.num_layers) for role in OUTPUT_ROLES
+            if getattr(arch, role)(i).bias is not None and not fresh[role]]
+
+
+def _fresh_bias_flags(arch: BoundArch) -> dict:
+    """Whether the family's config gives each output projection a bias (read off a one-layer build)."""
+    import copy
+    config = copy.deepcopy(arch.model.config)
+    setattr(config, arch.facts.num_layers_attr, 1)
+    with torch.device("meta"):
+        tiny = type(arch.model)(config)
+    probe = BoundArch(tiny, arch.facts)
+    return {role: getattr(probe, role)(0).bias is not None for role in OUTPUT_ROLES}
+
+
+def add_biases(arch: BoundArch, biased: list) -> None:
+    """Give the listed output projections a (zero) bias, as `physically_prune` recorded them."""
+    for layer, role in biased:
+        linear = getattr(arch, role)(int(layer))
+        if linear.bias is None:
+            linear.bias = nn.Parameter(torch.zeros(linear.out_features, device=linear.weight.device,
+                                                   dtype=linear.weight.dtype), requires_grad=False)
 
 
 def masks_from_shapes(shapes: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -261,7 +239,7 @@ def install_weight_updates(arch: BoundArch, updates: dict | None) -> None:
         linear = getattr(arch, role)(layer)
         linear.weight.copy_(weight)
         if bias is not None:
-            linear.bias.copy_(bias)
+            set_bias(linear, bias)
 
 
 def physically_pruned_copy(model: nn.Module, head_mask: torch.Tensor, neuron_mask: torch.Tensor,

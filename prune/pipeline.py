@@ -1,4 +1,7 @@
-"""The paper's stages composed: gradients -> search -> rearrangement -> mask tuning."""
+"""The paper's stages composed: gradients -> importance -> search -> rearrangement -> mask tuning.
+
+Importance, budget metric and mask-tuning method are looked up by name in prune/registry.py.
+"""
 from __future__ import annotations
 
 import logging
@@ -7,15 +10,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from prune.cost import MacCost
-from prune.fisher import collect_mask_grads, fisher_importance
-from prune.latency import estimate_latency, full_latency, search_latency
-from prune.layer_io import first_layer_inputs
+from prune import registry
+from prune.budgets import BudgetInputs
+from prune.cost import mac_cost_of, param_cost_of
+from prune.fisher import collect_mask_grads
+from prune.importance import ImportanceInputs
 from prune.masks import full_masks, kept_per_layer
-from prune.reconstruct import reconstruct_weights
+from prune.methods import TuningInputs
 from prune.rearrange import rearrange_masks
-from prune.rescale import tune_masks
-from prune.search import search_mac, teacher_constraint
+from prune.reconstruct import RIDGE
+from prune.search import teacher_constraint
 from utils.arch import BoundArch
 
 log = logging.getLogger(__name__)
@@ -23,19 +27,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PruneOptions:
+    """Every default of a run is defined here once; main.py's flags take theirs from these."""
     constraint: float
     rearrange: bool = True
-    rescale: bool = True
-    importance: str = "fisher"      # fisher | magnitude | random
+    mask_tuning: bool = True
+    method: str = "lsq"             # how masks are tuned (registry "method"): lsq | kwon (the paper)
+    importance: str = "fisher"      # registry "importance": fisher | magnitude | random | ...
+    metric: str = "mac"             # registry "metric": mac | params | latency
     seed: int = 0
-    metric: str = "mac"                      # mac | latency
     mha_lut: torch.Tensor | None = None      # latency tables (prune/latency.py), for metric latency
     ffn_lut: torch.Tensor | None = None
-    method: str = "kwon"            # kwon: one scale per unit (the paper) | lsq: refit output projections
-    teacher: str = "schedule"       # schedule: the paper's sqrt(c) teacher mask | full: the unpruned model
-    ridge: float = 0.1
-    last_mha_tokens: str = "cls"    # lsq: the last layer's attention refit on the first token or all tokens
-    teacher_exponent: float = 0.5   # schedule teacher at constraint ** exponent (the paper: sqrt)
+    teacher: str = "schedule"       # schedule: the paper's less-pruned teacher mask | full: the unpruned model
+    teacher_exponent: float = 0.5   # the schedule's teacher keeps constraint ** exponent (the paper: sqrt)
+    ridge: float = RIDGE            # lsq: ridge towards the current weights, relative to the mean input energy
+    last_mha_all_tokens: bool = False   # lsq: fit the last layer's attention on all tokens, not only the loss's
 
 
 @dataclass
@@ -43,8 +48,9 @@ class PruneResult:
     masks: dict = field(default_factory=dict)     # stage name -> (head_mask, neuron_mask)
     seconds: dict = field(default_factory=dict)   # stage name -> seconds
     mac_ratio: float = 0.0
+    param_ratio: float = 0.0                      # of the head-unit and FFN weights
+    budget_ratio: float = 0.0                     # by the run's metric (latency: estimated by the tables)
     tuning_events: list = field(default_factory=list)
-    latency_ratio: float | None = None            # metric latency: estimated by the tables
     weight_updates: dict = field(default_factory=dict)   # (layer, role) -> (weight, bias), lsq only
 
     @property
@@ -63,72 +69,47 @@ class _Timer:
         self.seconds[self.name] = round(time.perf_counter() - self.start, 3)
 
 
-def importance_scores(kind: str, head_grads, neuron_grads, arch: BoundArch, seed: int):
-    """Per-unit importance: the paper's Fisher, or a simple baseline for ablations."""
-    if kind == "fisher":
-        return fisher_importance(head_grads), fisher_importance(neuron_grads)
-    if kind == "random":
-        gen = torch.Generator().manual_seed(seed)
-        return (torch.rand(head_grads.shape[1:], generator=gen),
-                torch.rand(neuron_grads.shape[1:], generator=gen))
-    if kind == "magnitude":
-        heads = torch.stack([arch.attn_out(i).weight.detach().float().cpu()
-                             .view(arch.hidden_size, arch.num_heads, arch.head_dim).norm(dim=(0, 2))
-                             for i in range(arch.num_layers)])
-        neurons = torch.stack([arch.ffn_out(i).weight.detach().float().cpu().norm(dim=0)
-                               for i in range(arch.num_layers)])
-        return heads, neurons
-    raise ValueError(f"unknown importance '{kind}': use fisher, magnitude or random")
-
-
-def prune(model, arch: BoundArch, sample_batches: list[dict], cost: MacCost, options: PruneOptions,
-          last_ffn_cls_only: bool = True, loss_fn=None, grads: tuple | None = None,
+def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, options: PruneOptions,
+          last_layer_tokens: str = "first", loss_fn=None, grads: tuple | None = None,
           gradient_batches: list[dict] | None = None) -> PruneResult:
     """sample_batches feed the layer-wise tuning; gradient_batches (default: the same) the Fisher and the
     rearrangement, whose per-batch gradients depend on how the sample is batched.
+    seq_len: tokens per example for MAC counts; last_layer_tokens: the tokens the task's loss reads.
     grads: (head_grads, neuron_grads) from an earlier collect_mask_grads on the same model and sample,
     to compare options without recomputing them."""
     result = PruneResult()
     gradient_batches = gradient_batches or sample_batches
+    budget = registry.get("metric", options.metric)(BudgetInputs(arch, seq_len, options.mha_lut, options.ffn_lut))
     with _Timer(result.seconds, "gradients"):
         head_grads, neuron_grads = grads or collect_mask_grads(model, arch, gradient_batches, loss_fn)
     with _Timer(result.seconds, "search"):
-        head_imp, neuron_imp = importance_scores(options.importance, head_grads, neuron_grads, arch, options.seed)
-
-        def search(constraint):
-            if options.metric == "latency":
-                return search_latency(head_imp, neuron_imp, options.mha_lut, options.ffn_lut, constraint)
-            return search_mac(head_imp, neuron_imp, cost, constraint)
+        score = registry.get("importance", options.importance)
+        head_imp, neuron_imp = score(ImportanceInputs(arch, head_grads, neuron_grads, options.seed, gradient_batches))
         if options.teacher == "full":
-            teacher = full_masks(arch.num_layers, arch.num_heads, arch.ffn_dim, head_imp.device)
+            teacher = full_masks(arch.num_layers, arch.num_head_units, arch.ffn_dim, head_imp.device)
         else:
-            teacher = search(teacher_constraint(options.constraint, options.teacher_exponent))
-        student = search(options.constraint)
+            teacher = budget.search(head_imp, neuron_imp, teacher_constraint(options.constraint, options.teacher_exponent))
+        student = budget.search(head_imp, neuron_imp, options.constraint)
     result.masks["teacher"] = teacher
     result.masks["search"] = student
-    log.info("search: heads kept per layer %s, neurons kept per layer %s",
+    log.info("search: head units kept per layer %s, neurons kept per layer %s",
              kept_per_layer(student[0]), kept_per_layer(student[1]))
     if options.rearrange:
         with _Timer(result.seconds, "rearrange"):
             student = (rearrange_masks(student[0], head_grads), rearrange_masks(student[1], neuron_grads))
         result.masks["rearrange"] = student
-    if options.rescale and options.method == "lsq":
+    if options.mask_tuning:
         with _Timer(result.seconds, "mask_tuning"):
-            inputs = first_layer_inputs(model, arch, sample_batches)
-            result.weight_updates, report = reconstruct_weights(
-                arch, *teacher, *student, inputs, last_ffn_cls_only, options.ridge,
-                last_mha_cls_only=options.last_mha_tokens == "cls")
-        result.tuning_events = report.events
-    elif options.rescale:
-        with _Timer(result.seconds, "mask_tuning"):
-            inputs = first_layer_inputs(model, arch, sample_batches)
-            head, neuron, report = tune_masks(arch, *teacher, *student, inputs, last_ffn_cls_only)
-        student = (head, neuron)
-        result.tuning_events = report.events
+            outcome = registry.get("method", options.method)(TuningInputs(
+                model, arch, teacher, student, sample_batches, last_layer_tokens, options.ridge,
+                options.last_mha_all_tokens))
+        student, result.weight_updates, result.tuning_events = outcome.masks, outcome.weight_updates, outcome.events
     result.masks["final"] = student
-    result.mac_ratio = cost.of_masks(*student) / cost.of_counts(arch.num_layers * arch.num_heads,
-                                                                arch.num_layers * arch.ffn_dim)
-    if options.metric == "latency":
-        result.latency_ratio = (estimate_latency(options.mha_lut, options.ffn_lut, *student)
-                                / full_latency(options.mha_lut, options.ffn_lut, arch.num_layers))
+    result.mac_ratio = _ratio(mac_cost_of(arch, seq_len), *student)
+    result.param_ratio = _ratio(param_cost_of(arch), *student)
+    result.budget_ratio = budget.ratio(*student)
     return result
+
+
+def _ratio(cost, head_mask, neuron_mask) -> float:
+    return cost.of_masks(head_mask, neuron_mask) / cost.of_counts(head_mask.numel(), neuron_mask.numel())

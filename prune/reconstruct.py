@@ -1,9 +1,10 @@
 """Layer-wise weight reconstruction: a stronger mask tuning.
 
 Instead of one scale per surviving head or neuron (the paper), refit the whole output projection
-of each block -- the attention output Linear over the kept heads' columns and the FFN output Linear
-over the kept neurons' columns, with their biases -- by ridge regression so that the student's
-pre-LayerNorm sum reconstructs the teacher's. Same layer loop, same targets, more freedom: a kept
+of each block -- the attention output Linear over the kept head units' columns and the FFN output
+Linear over the kept neurons' columns, with a bias (added where the Linear has none: the bias
+compensation a pre-norm decoder block lacks) -- by ridge regression so that the student's residual sum
+reconstructs the teacher's. Same layer loop, same targets, more freedom: a kept
 unit can absorb the work of the pruned ones, not only rescale itself. Closed form, one small
 linear solve per block (at most hidden x kept-columns), so it is also faster than iterating.
 """
@@ -16,11 +17,13 @@ import torch
 from tqdm import tqdm
 
 from prune.layer_io import LayerBatch, run_layer
-from prune.rescale import TuningReport, _select, _teacher_targets
+from prune.mask_tuning import TuningReport, _select, _teacher_targets, layer_tokens
 from utils.arch import BoundArch
 from utils.hooks import apply_masks, capture_inputs
 
 log = logging.getLogger(__name__)
+
+RIDGE = 0.1   # the default ridge strength (prune.pipeline.PruneOptions takes it from here)
 
 
 class _Normal:
@@ -59,31 +62,28 @@ class _Normal:
         return w_t.t(), bias
 
 
-def _head_columns(kept_heads: torch.Tensor, head_dim: int) -> torch.Tensor:
-    return (kept_heads.unsqueeze(1) * head_dim + torch.arange(head_dim, device=kept_heads.device)).flatten()
-
-
-def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, cls_only, ridge):
+def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, tokens, ridge):
     """Refit `linear` on its kept input columns. residual_of(h, lb) gives the block's residual."""
     normal = _Normal(len(columns), linear.out_features, linear.weight.device)
-    names = {"x": linear, "h": arch.ffn_in(l)}
+    names = {"x": linear, "h": arch.ffn_residual(l)}
     with apply_masks(arch, head_mask, neuron_mask), capture_inputs(names) as seen:
         for lb, target in zip(inputs, targets):
             run_layer(arch, l, [lb])
             x, h = seen["x"].pop(), seen["h"].pop()
             residual = residual_of(h, lb)
-            normal.add(_select(x, lb, cls_only)[:, columns].float(),
-                       (target - _select(residual, lb, cls_only)).float())
+            normal.add(_select(x, lb, tokens)[:, columns].float(),
+                       (target - _select(residual, lb, tokens)).float())
     return normal.solve(linear.weight[:, columns], ridge)
 
 
 def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask, neuron_mask,
-                        layer_inputs: list[LayerBatch], last_layer_cls_only: bool = True, ridge: float = 1e-3,
-                        last_mha_cls_only: bool = True):
+                        layer_inputs: list[LayerBatch], last_layer_tokens: str = "first", ridge: float = RIDGE,
+                        last_mha_all_tokens: bool = False):
     """Returns {(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements and a report.
 
     The masks stay as given (binary); pruned columns of the new weights are zero.
-    last_mha_cls_only: in the last layer (with last_layer_cls_only) also fit the attention on the first token only.
+    last_layer_tokens: the tokens the last layer is fitted on (the ones the task's loss reads);
+    last_mha_all_tokens: fit the last layer's attention on all tokens anyway.
     """
     updates, report = {}, TuningReport()
     teacher_in = student_in = layer_inputs
@@ -91,14 +91,14 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
     try:
         with torch.inference_mode():
             for l in tqdm(range(arch.num_layers), desc="reconstruction", leave=False):
-                cls_only = last_layer_cls_only and l == arch.num_layers - 1
-                mha_cls_only = cls_only and last_mha_cls_only
-                targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, cls_only,
-                                           mha_cls_only=mha_cls_only, with_bias=True)
+                tokens = layer_tokens(arch, l, last_layer_tokens)
+                mha_tokens = "all" if last_mha_all_tokens else tokens
+                targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens,
+                                           mha_tokens=mha_tokens, with_bias=True)
                 blocks = (
-                    ("attn_out", _head_columns((head_mask[l] != 0).nonzero().flatten(), arch.head_dim),
-                     targets.mha, lambda h, lb: lb.hidden, mha_cls_only),
-                    ("ffn_out", (neuron_mask[l] != 0).nonzero().flatten(), targets.ffn, lambda h, lb: h, cls_only),
+                    ("attn_out", arch.unit_columns((head_mask[l] != 0).nonzero().flatten()).to(head_mask.device),
+                     targets.mha, lambda h, lb: lb.hidden, mha_tokens),
+                    ("ffn_out", (neuron_mask[l] != 0).nonzero().flatten(), targets.ffn, lambda h, lb: h, tokens),
                 )
                 for role, columns, block_targets, residual_of, rows_cls_only in blocks:
                     if len(columns) == 0:
@@ -113,7 +113,7 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                         report.add(l, role, "failed")
                         continue
                     weight = torch.zeros_like(linear.weight)
-                    weight[:, columns] = fit[0].to(weight.dtype)
+                    weight[:, columns.to(weight.device)] = fit[0].to(weight.dtype)
                     updates[(l, role)] = (weight, fit[1].to(weight.dtype))
                     originals.update(_install(arch, {(l, role): updates[(l, role)]}))
                     report.add(l, role, "ok", columns=len(columns))
@@ -130,15 +130,28 @@ def _linear_for(arch: BoundArch, l: int, role: str):
 
 
 def _install(arch: BoundArch, weights: dict) -> dict:
-    """Copy {(layer, role): (weight, bias)} into the model; return what was there before."""
+    """Copy {(layer, role): (weight, bias)} into the model; return what was there before.
+
+    A bias of None removes the Linear's bias; a bias for a Linear without one adds it."""
     previous = {}
     with torch.no_grad():
         for (l, role), (w, b) in weights.items():
             linear = _linear_for(arch, l, role)
-            previous[(l, role)] = (linear.weight.detach().clone(), linear.bias.detach().clone())
+            old_bias = linear.bias.detach().clone() if linear.bias is not None else None
+            previous[(l, role)] = (linear.weight.detach().clone(), old_bias)
             linear.weight.copy_(w)
-            linear.bias.copy_(b)
+            set_bias(linear, b)
     return previous
+
+
+def set_bias(linear: torch.nn.Linear, bias: torch.Tensor | None) -> None:
+    if bias is None:
+        linear.register_parameter("bias", None)
+    elif linear.bias is None:
+        linear.bias = torch.nn.Parameter(bias.detach().clone().to(linear.weight), requires_grad=False)
+    else:
+        with torch.no_grad():
+            linear.bias.copy_(bias)
 
 
 @contextmanager

@@ -26,8 +26,8 @@ and, into --out (default: figures/ of the repository), with stable names:
                           constraint, stacked, one panel per variant, mean over seeds
 
 The variant of a run is derived from its args.json (not from the folder name):
-  search       Fisher search only (--no_rearrange --no_rescale)
-  rearrange    search + mask rearrangement (--no_rescale)
+  search       Fisher search only (--no_rearrange --no_mask_tuning)
+  rearrange    search + mask rearrangement (--no_mask_tuning)
   kwon         search + rearrangement + the paper's mask tuning (--method kwon)
   lsq          search + rearrangement + least-squares refit (--method lsq)
   magnitude / random   the kwon pipeline with --importance magnitude / random
@@ -132,7 +132,7 @@ def main_defaults() -> dict:
 def variant_name(args: dict) -> str:
     method = args.get("method", "kwon")
     rearrange = bool(args.get("rearrange", True))
-    rescale = bool(args.get("rescale", True))
+    rescale = bool(args.get("mask_tuning", args.get("rescale", True)))
     if rescale:
         name = method
         if not rearrange:
@@ -205,7 +205,7 @@ def run_row(folder: str, root: str) -> dict | None:
         "importance": args.get("importance", "fisher"),
         "teacher": args.get("teacher", results.get("teacher")),
         "rearrange": args.get("rearrange"),
-        "rescale": args.get("rescale"),
+        "rescale": args.get("mask_tuning", args.get("rescale")),
         "budget": args.get("metric", "mac"),
         "constraint": _number(results.get("constraint", args.get("constraint"))),
         "seed": seed,

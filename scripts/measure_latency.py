@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     import torch
     from transformers import AutoConfig
 
-    from prune.latency import fit_piecewise_linear, measure_ffn_lut, measure_mha_lut
+    from prune.latency import fit_piecewise_linear, measure_luts
     from utils.arch import UnsupportedModelError, facts_for
 
     if args.threads:
@@ -72,27 +72,24 @@ def main(argv=None) -> int:
         print(f"error: cannot read the model config of '{args.ckpt_dir}': {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
     hidden = getattr(config, facts.hidden_attr)
-    heads = getattr(config, facts.num_heads_attr)
     ffn = getattr(config, facts.ffn_attr)
-    head_dim = hidden // heads
     dtype = getattr(torch, args.dtype)
     mha_path = args.mha_lut or os.path.join(args.output_dir, "mha_lut.pt")
     ffn_path = args.ffn_lut or os.path.join(args.output_dir, "ffn_lut.pt")
     common = dict(batch_size=args.batch_size, seq_len=args.seq_len, device=args.device, dtype=dtype,
                   warmup=args.warmup, repeats=args.repeats)
 
-    def progress(what):
-        return lambda n, s: print(f"{what} {n:5d}: {s * 1e3:9.3f} ms", file=sys.stderr, flush=True)
+    def progress(what, n, s):
+        print(f"{what} {n:5d}: {s * 1e3:9.3f} ms", file=sys.stderr, flush=True)
 
     start = time.perf_counter()
-    mha = measure_mha_lut(hidden, heads, head_dim, step=args.mha_step, progress=progress("heads"), **common)
+    mha, ffn_lut = measure_luts(config, mha_step=args.mha_step, ffn_step=args.ffn_step, progress=progress, **common)
     _save(mha, mha_path)
-    ffn_lut = measure_ffn_lut(hidden, ffn, step=args.ffn_step, progress=progress("neurons"), **common)
     _save(ffn_lut, ffn_path)
 
     info = {
         "ckpt_dir": args.ckpt_dir, "model_type": config.model_type, "hidden_size": hidden,
-        "num_heads": heads, "head_dim": head_dim, "ffn_dim": ffn,
+        "head_units": mha.numel() - 1, "ffn_dim": ffn,
         "device": args.device, "dtype": args.dtype, "batch_size": args.batch_size, "seq_len": args.seq_len,
         "ffn_step": args.ffn_step, "mha_step": args.mha_step, "warmup": args.warmup, "repeats": args.repeats,
         "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -16,8 +16,8 @@
 #   METHODS      space-separated variants (default "kwon lsq"); any of the variants below
 #   ABLATION=1   run "kwon lsq magnitude random" instead of METHODS (VARIANTS overrides the list).
 #                Variants (VARIANTS or METHODS may name any of them):
-#                  search     --method kwon --no_rearrange --no_rescale   (Fisher search only)
-#                  rearrange  --method kwon --no_rescale                  (+ mask rearrangement)
+#                  search     --method kwon --no_rearrange --no_mask_tuning   (Fisher search only)
+#                  rearrange  --method kwon --no_mask_tuning                  (+ mask rearrangement)
 #                  kwon       --method kwon --eval_stages                 (+ mask tuning: the paper)
 #                  lsq        --method lsq                                (least-squares refit)
 #                  magnitude  --method kwon --importance magnitude        (baseline importance)
@@ -78,21 +78,26 @@ VERBOSE=${VERBOSE:-0}
 read -ra MAIN_CMD <<< "$MAIN"
 read -ra EXTRA_ARGS <<< "$EXTRA"
 
+# Names registered in prune/registry.py: a new mask-tuning method runs as "--method NAME", a new
+# importance as "--method kwon --importance NAME", without editing this script.
+REGISTERED=$("$PYTHON" -c "from prune.registry import choices; print(' '.join(choices('method'))); print(' '.join(choices('importance')))" 2>/dev/null || printf 'kwon lsq\nfisher magnitude random\n')
+REGISTERED_METHODS=$(sed -n 1p <<< "$REGISTERED")
+REGISTERED_IMPORTANCE=$(sed -n 2p <<< "$REGISTERED")
+
 variant_flags() {
   case "$1" in
-    search)    echo "--method kwon --no_rearrange --no_rescale" ;;
-    rearrange) echo "--method kwon --no_rescale" ;;
-    kwon)      echo "--method kwon --eval_stages" ;;
-    lsq)       echo "--method lsq" ;;
-    magnitude) echo "--method kwon --importance magnitude" ;;
-    random)    echo "--method kwon --importance random" ;;
-    *) return 1 ;;
+    search)    echo "--method kwon --no_rearrange --no_mask_tuning" ; return ;;
+    rearrange) echo "--method kwon --no_mask_tuning" ; return ;;
+    kwon)      echo "--method kwon --eval_stages" ; return ;;
   esac
+  if [[ " $REGISTERED_METHODS " == *" $1 "* ]]; then echo "--method $1"; return; fi
+  if [[ "$1" != fisher && " $REGISTERED_IMPORTANCE " == *" $1 "* ]]; then echo "--method kwon --importance $1"; return; fi
+  return 1
 }
 
 for v in $VARIANTS; do
   if ! variant_flags "$v" > /dev/null; then
-    echo "error: unknown variant '$v' (use: $ALL_VARIANTS)" >&2
+    echo "error: unknown variant '$v' (use: search rearrange kwon $REGISTERED_METHODS ${REGISTERED_IMPORTANCE/fisher/})" >&2
     exit 2
   fi
 done

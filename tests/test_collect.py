@@ -401,7 +401,7 @@ def test_sweep_ablation_runs_each_variant_with_its_flags(sweep_env, tmp_path):
         assert c["argv"][-2:] == ["--num_samples", "64"]
     assert list(by_variant) == ["kwon", "lsq", "magnitude", "random"]     # search / rearrange: from kwon
     flags = {v: set(argvs[0]) for v, argvs in by_variant.items()}
-    assert not {"--no_rearrange", "--no_rescale"} & flags["kwon"]
+    assert not {"--no_rearrange", "--no_mask_tuning"} & flags["kwon"]
     assert "--eval_stages" in flags["kwon"]
     assert not any("--eval_stages" in flags[v] for v in ("lsq", "magnitude", "random"))
     assert "magnitude" in flags["magnitude"] and "random" in flags["random"]
@@ -425,8 +425,8 @@ def test_sweep_ablation_runs_each_variant_with_its_flags(sweep_env, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     new = {c["output_dir"].split(os.sep)[-3]: set(c["argv"]) for c in _calls(sweep_env)[8:]}
     assert set(new) == {"search", "rearrange"}
-    assert {"--no_rearrange", "--no_rescale"} <= new["search"]
-    assert "--no_rescale" in new["rearrange"] and "--no_rearrange" not in new["rearrange"]
+    assert {"--no_rearrange", "--no_mask_tuning"} <= new["search"]
+    assert "--no_mask_tuning" in new["rearrange"] and "--no_rearrange" not in new["rearrange"]
     assert not any("--eval_stages" in f for f in new.values())
     (ablation,) = _read_csv(tmp_path / "sweep" / "ablation.csv")
     assert ablation["search_source"] == "runs" and ablation["search_n"] == "1"       # the run now

@@ -407,7 +407,7 @@ def test_non_finite_gradients_are_a_clear_error(tokenizer, sst2, tmp_path, capsy
 
 
 def test_solver_rejects_non_finite_and_overflowing_systems():
-    from prune.rescale import solve_damped
+    from prune.mask_tuning import solve_damped
     nan = torch.tensor([[float("nan"), 0.0], [0.0, 1.0]], dtype=torch.float64)
     assert solve_damped(nan, torch.ones(2, dtype=torch.float64)) == (None, "the least-squares system has NaN or inf entries")
     huge = torch.full((2, 2), 1e200, dtype=torch.float64)
@@ -423,7 +423,7 @@ def test_non_finite_layer_system_leaves_that_layer_untouched(method, caplog):
     from prune.layer_io import first_layer_inputs
     from prune.masks import full_masks
     from prune.reconstruct import reconstruct_weights
-    from prune.rescale import tune_masks
+    from prune.mask_tuning import tune_masks
     from tests.tiny import random_batch, tiny_model
     from utils.arch import bind
 

@@ -8,7 +8,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification
 
 from prune.latency import (LutError, check_lut, estimate_latency, fit_piecewise_linear, full_latency,
-                           load_lut, measure_ffn_lut, measure_mha_lut, piecewise_linear, search_latency)
+                           load_lut, measure_luts, piecewise_linear, search_latency)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -131,9 +131,17 @@ def test_estimate_latency():
 
 
 def test_measure_tables_small():
-    mha = measure_mha_lut(32, 4, 8, batch_size=2, seq_len=8, warmup=1, repeats=2)
-    ffn_lut = measure_ffn_lut(32, 37, batch_size=2, seq_len=8, step=8, warmup=1, repeats=2)
+    config = BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37, num_hidden_layers=3)
+    mha, ffn_lut = measure_luts(config, batch_size=2, seq_len=8, ffn_step=8, warmup=1, repeats=2)
     assert mha.shape == (5,) and ffn_lut.shape == (38,)
+    assert (mha > 0).all() and (ffn_lut > 0).all()
+
+
+def test_measure_tables_of_a_grouped_query_decoder():
+    from tests.tiny import tiny_decoder_config
+    mha, ffn_lut = measure_luts(tiny_decoder_config("llama"), batch_size=2, seq_len=8, ffn_step=8, warmup=1,
+                                repeats=2)
+    assert mha.shape == (3,) and ffn_lut.shape == (38,)       # 2 head units (KV groups), 37 channels
     assert (mha > 0).all() and (ffn_lut > 0).all()
 
 

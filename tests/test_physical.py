@@ -82,7 +82,7 @@ def test_pruned_equals_masked(family):
     assert shapes["heads_per_layer"] == [0, 2, 3]
     assert shapes["neurons_per_layer"] == [F - len(range(0, F, 3)), 0, F - 25]
     assert shapes["kept_heads"][1] == [1, 3]
-    assert [arch.heads_in_layer(i) for i in range(L)] == [0, 2, 3]
+    assert [arch.head_units_in_layer(i) for i in range(L)] == [0, 2, 3]
     assert [arch.neurons_in_layer(i) for i in range(L)] == shapes["neurons_per_layer"]
     q, k, v = arch.qkv(2)
     assert q.out_features == k.out_features == v.out_features == 3 * arch.head_dim

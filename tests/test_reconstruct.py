@@ -38,7 +38,7 @@ def test_teacher_equal_to_student_leaves_weights_unchanged():
     head[1, 0] = 0
     neuron[:, :10] = 0
     inputs = first_layer_inputs(model, arch, batches)
-    updates, _ = reconstruct_weights(arch, head, neuron, head, neuron, inputs, last_layer_cls_only=False)
+    updates, _ = reconstruct_weights(arch, head, neuron, head, neuron, inputs, last_layer_tokens="all")
     for (l, role), (w, b) in updates.items():
         linear = arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
         kept = w.abs().sum(0) != 0
@@ -54,7 +54,7 @@ def test_reconstruction_beats_unscaled_and_restores_the_model():
     head[1:, :2] = 0
     neuron[:, 5:30] = 0
     inputs = first_layer_inputs(model, arch, batches)
-    updates, report = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_cls_only=False)
+    updates, report = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_tokens="all")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before_weights.items())
     plain = _error(model, arch, teacher, (head, neuron), batches)
     tuned = _error(model, arch, teacher, (head, neuron), batches, updates)
@@ -80,10 +80,10 @@ def test_last_layer_attention_rows_follow_last_mha_cls_only():
     head[:, :1] = 0
     neuron[:, :12] = 0
     inputs = first_layer_inputs(model, arch, batches)
-    all_tokens, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_cls_only=False)
-    mixed, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_cls_only=True,
-                                   last_mha_cls_only=False)
-    cls_only, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_cls_only=True)
+    all_tokens, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_tokens="all")
+    mixed, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_tokens="first",
+                                   last_mha_all_tokens=True)
+    cls_only, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_tokens="first")
     last = (2, "attn_out")
     assert torch.allclose(mixed[last][0], all_tokens[last][0], atol=1e-5)        # attention: every token
     assert not torch.allclose(cls_only[last][0], all_tokens[last][0], atol=1e-3)  # attention: first token

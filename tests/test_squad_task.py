@@ -328,7 +328,7 @@ def test_prepare_squad_task(tokenizer, data_dir, qa_model, task):
     data = prepare_squad(task, str(data_dir), tokenizer, qa_model.config, num_samples=5, seed=0,
                          max_length=64, doc_stride=16, batch_size=2)
     assert isinstance(data, TaskData)
-    assert (data.name, data.head, data.primary_metric, data.last_ffn_cls_only) == (task, "qa", "f1", False)
+    assert (data.name, data.head, data.primary_metric, data.loss_tokens) == (task, "qa", "f1", "all")
     assert data.info["num_samples_used"] == 5 and len(data.sample_batches) == 3
     assert data.info["seq_len_for_macs"]["value"] == data.seq_len
     dev_examples, _ = load_squad_split(task, "dev", str(data_dir))
@@ -364,7 +364,6 @@ def test_prepare_squad_checks_lengths(tokenizer, data_dir, qa_model):
 
 
 def test_end_to_end_prune_on_tiny_qa_model(tokenizer, data_dir, qa_model):
-    from prune.cost import MacCost
     from prune.pipeline import PruneOptions, prune
     from utils.arch import bind
     model = type(qa_model)(qa_model.config)
@@ -373,9 +372,8 @@ def test_end_to_end_prune_on_tiny_qa_model(tokenizer, data_dir, qa_model):
     arch = bind(model)
     data = prepare_squad("squad_v2", str(data_dir), tokenizer, model.config, num_samples=8, seed=0,
                          max_length=64, doc_stride=16, batch_size=4)
-    cost = MacCost(data.seq_len, arch.hidden_size, arch.head_dim)
-    result = prune(model, arch, data.sample_batches, cost, PruneOptions(constraint=0.5, seed=0),
-                   data.last_ffn_cls_only)
+    result = prune(model, arch, data.sample_batches, data.seq_len, PruneOptions(constraint=0.5, seed=0),
+                   data.loss_tokens)
     head_mask, neuron_mask = result.final
     assert result.mac_ratio <= 0.5 + 1e-9
     assert {"teacher", "search", "rearrange", "final"} <= set(result.masks)

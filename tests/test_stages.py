@@ -8,7 +8,7 @@ from prune.fisher import collect_mask_grads, fisher_importance
 from prune.layer_io import first_layer_inputs
 from prune.masks import full_masks, kept_per_layer
 from prune.rearrange import greedy_rearrange, rearrange_masks
-from prune.rescale import solve_damped, tune_masks
+from prune.mask_tuning import solve_damped, tune_masks
 from prune.search import search_mac, teacher_constraint
 from tests.tiny import random_batch, tiny_model
 from utils.arch import bind
@@ -123,7 +123,7 @@ def test_teacher_exponent_sets_the_teachers_budget():
     full = COST.of_counts(12, 111)
     ratios = {}
     for exponent in (0.5, 0.9):
-        result = prune(model, arch, batches, COST, PruneOptions(0.3, method="kwon", rearrange=False, rescale=False,
+        result = prune(model, arch, batches, 20, PruneOptions(0.3, method="kwon", rearrange=False, mask_tuning=False,
                                                                 teacher_exponent=exponent))
         ratios[exponent] = COST.of_masks(*result.masks["teacher"]) / full
         assert ratios[exponent] <= 0.3 ** exponent + 1e-6
@@ -163,7 +163,7 @@ def test_tuning_with_teacher_equal_to_student_keeps_scales_near_one(family):
     head[1, 0] = 0
     neuron[:, :10] = 0
     inputs = first_layer_inputs(model, arch, batches)
-    new_head, new_neuron, _ = tune_masks(arch, head, neuron, head, neuron, inputs, last_ffn_cls_only=False)
+    new_head, new_neuron, _ = tune_masks(arch, head, neuron, head, neuron, inputs, last_layer_tokens="all")
     # not exactly 1: the paper's free constant column is pulled towards 1 by the damping
     assert torch.allclose(new_head, head, atol=5e-3) and torch.allclose(new_neuron, neuron, atol=5e-3)
 
@@ -181,7 +181,7 @@ def test_tuning_lowers_reconstruction_error():
     head[1:, :2] = 0
     neuron[:, 5:30] = 0
     inputs = first_layer_inputs(model, arch, batches)
-    tuned_head, tuned_neuron, report = tune_masks(arch, *teacher, head, neuron, inputs, last_ffn_cls_only=False)
+    tuned_head, tuned_neuron, report = tune_masks(arch, *teacher, head, neuron, inputs, last_layer_tokens="all")
     before = _layer_error(model, arch, teacher, (head, neuron), batches)
     after = _layer_error(model, arch, teacher, (tuned_head, tuned_neuron), batches)
     assert after < 0.9 * before

@@ -36,3 +36,33 @@ def random_batch(model, batch=3, length=9, seed=0, with_labels=True):
         else:
             out["labels"] = torch.randint(0, model.config.num_labels, (batch,), generator=gen)
     return out
+
+
+DECODER_FAMILIES = ["llama", "qwen2", "mistral", "qwen3"]
+
+
+def tiny_decoder_config(family: str = "llama", vocab_size: int = 100, layers: int = 3, tied: bool = False):
+    """4 query heads sharing 2 key/value heads (2 head units of 2 heads), head size 8, gated MLP of 37."""
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config}[family]
+    extra = {"head_dim": 8} if family == "qwen3" else {}
+    return cls(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=layers,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+               tie_word_embeddings=tied, pad_token_id=0, **extra)
+
+
+def tiny_decoder(family: str = "llama", seed: int = 0, tied: bool = False, **kw):
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_decoder_config(family, tied=tied, **kw))
+    with torch.no_grad():     # random but not tiny biases and norms, so that every term matters
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                p.add_(torch.randn_like(p) * 0.2)
+    return model.eval()
+
+
+def lm_batch(model, batch=3, length=9, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, model.config.vocab_size, (batch, length), generator=gen)
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}

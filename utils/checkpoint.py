@@ -4,13 +4,15 @@ from __future__ import annotations
 import logging
 import os
 
+from utils.errors import UserError
+
 log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A user-fixable problem with the checkpoint."""
 
 
@@ -68,9 +70,10 @@ def _check_finite(model, ckpt_dir: str) -> None:
 
 
 def load_model(ckpt_dir: str, head: str):
-    """head: 'classification' or 'qa'. Weight/config mismatches are an error, not a warning."""
-    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-    cls = AutoModelForQuestionAnswering if head == "qa" else AutoModelForSequenceClassification
+    """head: 'classification', 'qa' or 'causal_lm'. Weight/config mismatches are an error, not a warning."""
+    from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+    cls = {"qa": AutoModelForQuestionAnswering, "causal_lm": AutoModelForCausalLM}.get(
+        head, AutoModelForSequenceClassification)
     try:   # mismatched shapes are reported below by name, instead of transformers' own error
         model, info = cls.from_pretrained(ckpt_dir, output_loading_info=True, ignore_mismatched_sizes=True)
     except MemoryError:
@@ -88,7 +91,7 @@ def load_model(ckpt_dir: str, head: str):
                               f"tensor(s) of the wrong shape, e.g. {'; '.join(shown)}). The config.json belongs "
                               f"to another model: restore the one saved with these weights (save_pretrained).")
     if missing:
-        what = "question-answering" if head == "qa" else "sequence-classification"
+        what = {"qa": "question-answering", "causal_lm": "causal language"}.get(head, "sequence-classification")
         saved = _saved_head(model.config)
         if saved and saved != head:
             fix = ("it was saved with a question-answering head: use --task_name squad or squad_v2"

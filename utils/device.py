@@ -6,8 +6,10 @@ import sys
 
 import torch
 
+from utils.errors import UserError
 
-class DeviceError(ValueError):
+
+class DeviceError(UserError):
     pass
 
 

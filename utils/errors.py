@@ -1,11 +1,15 @@
-"""The user-fixable error types: main.py prints these as one paragraph and exits with status 2."""
-from dataset.glue import DataError
-from prune.fisher import NonFiniteGradientError
-from prune.latency import LutError
-from utils.arch import UnsupportedModelError
-from utils.checkpoint import CheckpointError
-from utils.device import DeviceError
-from utils.run_folder import OutputError
+"""The user-fixable errors and what they mean for the exit status.
 
-USER_ERRORS = (DataError, CheckpointError, OutputError, DeviceError, UnsupportedModelError,
-               NonFiniteGradientError, NotImplementedError, LutError)
+Every module raises its own error type where the problem is found; each one that a user can fix
+subclasses `UserError`, which main.py prints as one line and maps to exit status 2. This module
+imports nothing of the project, so any layer can use it.
+"""
+
+EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+
+
+class UserError(ValueError):
+    """A problem with the user's input or files, with a message that names the input and the fix."""
+
+
+USER_ERRORS = (UserError,)

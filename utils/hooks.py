@@ -24,7 +24,7 @@ def _scale_input_hook(scale: torch.Tensor, group: int):
 
 @contextmanager
 def apply_masks(arch: BoundArch, head_mask: torch.Tensor | None, neuron_mask: torch.Tensor | None):
-    """Mask heads [layers, heads] and neurons [layers, ffn] while the context is open.
+    """Mask head units [layers, head units] and neurons [layers, ffn] while the context is open.
 
     The masks may require grad: the hooks are differentiable with respect to them.
     """
@@ -33,7 +33,7 @@ def apply_masks(arch: BoundArch, head_mask: torch.Tensor | None, neuron_mask: to
         for i in range(arch.num_layers):
             if head_mask is not None:
                 handles.append(arch.attn_out(i).register_forward_pre_hook(
-                    _scale_input_hook(head_mask[i], arch.head_dim)))
+                    _scale_input_hook(head_mask[i], arch.unit_width)))
             if neuron_mask is not None:
                 handles.append(arch.ffn_out(i).register_forward_pre_hook(
                     _scale_input_hook(neuron_mask[i], 1)))
@@ -80,7 +80,7 @@ def layer_call_inputs(model: torch.nn.Module, arch: BoundArch, batch: dict) -> t
 
     handle = arch.layer(0).register_forward_pre_hook(hook, with_kwargs=True)
     try:
-        model(**batch)
+        model(**batch, **arch.forward_kwargs)
     except _StopForward:
         pass
     finally:

@@ -13,12 +13,14 @@ import os
 import shutil
 import tempfile
 
+from utils.errors import UserError
+
 PRUNING_FILE = "pruning.json"
 FORMAT = "physically-pruned-encoder"
 FORMAT_VERSION = 1
 
 
-class PrunedModelError(ValueError):
+class PrunedModelError(UserError):
     """A folder that is not a usable pruned model."""
 
 
@@ -59,8 +61,9 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
             "architecture": (model.config.architectures or [type(model).__name__])[0],
             "model_type": model.config.model_type,
             "parameters": count_parameters(model),
-            **{k: shapes[k] for k in ("num_layers", "num_heads", "head_dim", "ffn_dim", "hidden_size",
-                                      "heads_per_layer", "neurons_per_layer", "kept_heads", "kept_neurons")},
+            **{k: shapes[k] for k in ("num_layers", "num_heads", "heads_per_unit", "head_dim", "ffn_dim",
+                                      "hidden_size", "heads_per_layer", "neurons_per_layer", "kept_heads",
+                                      "kept_neurons", "biased")},
         }
         with open(os.path.join(tmp, PRUNING_FILE), "w") as f:
             json.dump(info, f, indent=1)
@@ -130,7 +133,7 @@ def load_pruned(path: str, device="cpu"):
     """Rebuild a model saved by `save_pruned`: config -> model -> same shrinking -> strict weights."""
     from transformers import AutoConfig
 
-    from prune.physical import masks_from_shapes, physically_prune
+    from prune.physical import add_biases, masks_from_shapes, physically_prune
     from utils.arch import bind
 
     info = read_pruning_info(path)
@@ -139,12 +142,14 @@ def load_pruned(path: str, device="cpu"):
         if hasattr(config, key):
             delattr(config, key)
     model = _build(_model_class(config), config)
+    model.tie_weights()      # tied input/output embeddings share one tensor, saved once
     arch = bind(model)
-    expected = (arch.num_layers, arch.num_heads, arch.head_dim, arch.ffn_dim)
+    expected = (arch.num_layers, arch.num_head_units, arch.head_dim, arch.ffn_dim)
     recorded = (info["num_layers"], info["num_heads"], info["head_dim"], info["ffn_dim"])
     if expected != recorded:
-        raise PrunedModelError(f"{PRUNING_FILE} describes (layers, heads, head size, ffn) = {recorded} but "
+        raise PrunedModelError(f"{PRUNING_FILE} describes (layers, head units, head size, ffn) = {recorded} but "
                                f"config.json builds {expected}")
+    add_biases(arch, info.get("biased", []))
     physically_prune(model, arch, *masks_from_shapes(info))
     model.to(device)
     state = _load_weights(path, device)

@@ -11,8 +11,10 @@ import shutil
 import sys
 import tempfile
 
+from utils.errors import UserError
 
-class OutputError(ValueError):
+
+class OutputError(UserError):
     """A user-fixable problem with --output_dir."""
 
 

@@ -2,8 +2,13 @@
 layer reconstructs the output of a less-pruned teacher (paper section 4.3).
 
 For layer l the student runs on its own (already tuned) inputs and the teacher on its own; the
-targets are the teacher's pre-LayerNorm sums (projection output + residual), so the scales also
-absorb the drift of the student's residual stream.
+targets are the teacher's residual sums (projection output + residual: before the LayerNorm of a
+post-LN encoder, the residual add of a pre-norm decoder), so the scales also absorb the drift of the
+student's residual stream.
+
+`tokens` says which positions of the last layer are fitted: the ones the task's loss reads
+("first" for an encoder's classifier, "last" for a decoder's, "all" for QA and language modelling);
+earlier layers always fit every real token.
 """
 from __future__ import annotations
 
@@ -57,9 +62,21 @@ def solve_damped(ata: torch.Tensor, atb: torch.Tensor) -> tuple[np.ndarray | Non
     return 1.0 + delta, "ok"
 
 
-def _select(x: torch.Tensor, lb: LayerBatch, cls_only: bool) -> torch.Tensor:
-    """Rows of x [batch, tokens, dim] used in the fit: real tokens, or the first token only."""
-    return x[:, 0, :] if cls_only else x[lb.token_mask]
+TOKENS = ("all", "first", "last")
+
+
+def _select(x: torch.Tensor, lb: LayerBatch, tokens: str) -> torch.Tensor:
+    """Rows of x [batch, tokens, dim] used in the fit: every real token, the first or the last real one."""
+    if tokens == "first":
+        return x[:, 0, :]
+    if tokens == "last":
+        last = lb.token_mask.long().sum(dim=1).clamp_min(1) - 1
+        return x[torch.arange(x.shape[0], device=x.device), last]
+    return x[lb.token_mask]
+
+
+def layer_tokens(arch: BoundArch, l: int, last_layer_tokens: str) -> str:
+    return last_layer_tokens if l == arch.num_layers - 1 else "all"
 
 
 @dataclass
@@ -69,55 +86,55 @@ class _Targets:
     outputs: list[LayerBatch]    # teacher layer outputs = teacher inputs of the next layer
 
 
-def _teacher_targets(arch, l, head_mask, neuron_mask, inputs, ffn_cls_only, mha_cls_only=False,
+def _teacher_targets(arch, l, head_mask, neuron_mask, inputs, ffn_tokens, mha_tokens="all",
                      with_bias=False) -> _Targets:
     """with_bias: include the projections' biases in the targets (for fits with a free bias)."""
-    attn_out, ffn_in, ffn_out = arch.attn_out(l), arch.ffn_in(l), arch.ffn_out(l)
+    attn_out, ffn_residual, ffn_out = arch.attn_out(l), arch.ffn_residual(l), arch.ffn_out(l)
     attn_bias = attn_out.bias if with_bias else None
     ffn_bias = ffn_out.bias if with_bias else None
     mha, ffn, outputs = [], [], []
     with apply_masks(arch, head_mask, neuron_mask), \
-            capture_inputs({"ctx": attn_out, "h": ffn_in, "a": ffn_out}) as seen:
+            capture_inputs({"ctx": attn_out, "h": ffn_residual, "a": ffn_out}) as seen:
         for lb in inputs:
             out = run_layer(arch, l, [lb])[0]
             ctx, h, a = seen["ctx"].pop(), seen["h"].pop(), seen["a"].pop()
-            mha.append(_select(F.linear(ctx, attn_out.weight, attn_bias) + lb.hidden, lb, mha_cls_only))
-            ffn.append(_select(F.linear(a, ffn_out.weight, ffn_bias) + h, lb, ffn_cls_only))
+            mha.append(_select(F.linear(ctx, attn_out.weight, attn_bias) + lb.hidden, lb, mha_tokens))
+            ffn.append(_select(F.linear(a, ffn_out.weight, ffn_bias) + h, lb, ffn_tokens))
             outputs.append(out)
     return _Targets(mha, ffn, outputs)
 
 
 def _mha_system(arch, l, head_mask, neuron_mask, inputs, targets, kept):
-    """Normal equations for one scale per kept head (plus the paper's free constant column)."""
+    """Normal equations for one scale per kept head unit (plus the paper's free constant column)."""
     attn_out = arch.attn_out(l)
-    d = arch.head_dim
-    w_heads = attn_out.weight.t().reshape(arch.num_heads, d, -1)[kept]        # [k, d, hidden]
+    d = arch.unit_width
+    w_heads = attn_out.weight.t().reshape(arch.num_head_units, d, -1)[kept]   # [k, d, hidden]
     n = len(kept) + 1
     ata = torch.zeros(n, n, dtype=torch.float64, device=w_heads.device)
     atb = torch.zeros(n, dtype=torch.float64, device=w_heads.device)
     with apply_masks(arch, head_mask, neuron_mask), capture_inputs({"ctx": attn_out}) as seen:
         for lb, target in zip(inputs, targets):
             run_layer(arch, l, [lb])
-            ctx = _select(seen["ctx"].pop(), lb, False)                          # [N, H*d]
-            per_head = ctx.view(ctx.shape[0], arch.num_heads, d)[:, kept].transpose(0, 1)
+            ctx = _select(seen["ctx"].pop(), lb, "all")                          # [N, U*d]
+            per_head = ctx.view(ctx.shape[0], arch.num_head_units, d)[:, kept].transpose(0, 1)
             cols = torch.bmm(per_head, w_heads).flatten(1)                       # [k, N*hidden]
             cols = torch.cat([cols, torch.ones_like(cols[:1])]).double()
-            rhs = (target - _select(lb.hidden, lb, False)).flatten().double()
+            rhs = (target - _select(lb.hidden, lb, "all")).flatten().double()
             ata += cols @ cols.t()
             atb += cols @ rhs
     return ata, atb
 
 
-def _ffn_system(arch, l, head_mask, neuron_mask, inputs, targets, kept, cls_only):
-    ffn_in, ffn_out = arch.ffn_in(l), arch.ffn_out(l)
+def _ffn_system(arch, l, head_mask, neuron_mask, inputs, targets, kept, tokens):
+    ffn_residual, ffn_out = arch.ffn_residual(l), arch.ffn_out(l)
     w = ffn_out.weight.t()[kept]                                                 # [k, hidden]
     gram_a = torch.zeros(len(kept), len(kept), dtype=torch.float64, device=w.device)
     atb = torch.zeros(len(kept), dtype=torch.float64, device=w.device)
     with apply_masks(arch, head_mask, neuron_mask), \
-            capture_inputs({"h": ffn_in, "a": ffn_out}) as seen:
+            capture_inputs({"h": ffn_residual, "a": ffn_out}) as seen:
         for lb, target in zip(inputs, targets):
             run_layer(arch, l, [lb])
-            h, a = _select(seen["h"].pop(), lb, cls_only), _select(seen["a"].pop(), lb, cls_only)
+            h, a = _select(seen["h"].pop(), lb, tokens), _select(seen["a"].pop(), lb, tokens)
             a = a[:, kept]                                                       # [N, k]
             rhs = target - h                                                     # [N, hidden]
             gram_a += (a.t() @ a).double()
@@ -138,19 +155,19 @@ def _apply_scales(mask_row, kept, scales, report, l, part) -> None:
 
 
 def tune_masks(arch: BoundArch, teacher_head, teacher_neuron, student_head, student_neuron,
-               layer_inputs: list[LayerBatch], last_ffn_cls_only: bool = True,
+               layer_inputs: list[LayerBatch], last_layer_tokens: str = "first",
                skip_first_layer_heads: bool = True):
     """Rescaled copies of the student masks and a report of what happened in every layer.
 
-    last_ffn_cls_only: fit the last FFN on the first token only (the classifier reads only it).
+    last_layer_tokens: the tokens the last FFN is fitted on (the ones the task's loss reads).
     """
     head, neuron = student_head.clone().float(), student_neuron.clone().float()
     report = TuningReport()
     teacher_in = student_in = layer_inputs
     with torch.inference_mode():
         for l in tqdm(range(arch.num_layers), desc="mask tuning", leave=False):
-            cls_only = last_ffn_cls_only and l == arch.num_layers - 1
-            targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, cls_only)
+            tokens = layer_tokens(arch, l, last_layer_tokens)
+            targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens)
             kept_heads = (head[l] != 0).nonzero().flatten()
             if len(kept_heads) == 0:
                 report.add(l, "heads", "empty")
@@ -168,7 +185,7 @@ def tune_masks(arch: BoundArch, teacher_head, teacher_neuron, student_head, stud
             if len(kept_neurons) == 0:
                 report.add(l, "neurons", "empty")
             else:
-                ata, atb = _ffn_system(arch, l, head, neuron, student_in, targets.ffn, kept_neurons, cls_only)
+                ata, atb = _ffn_system(arch, l, head, neuron, student_in, targets.ffn, kept_neurons, tokens)
                 scales, why = solve_damped(ata, atb)
                 if scales is None:
                     log.warning("mask tuning, layer %d neurons: %s; layer left unscaled", l, why)

@@ -1,0 +1,40 @@
+"""Causal language modelling as a task: calibration sequences for the pruning, perplexity on held-out text."""
+from __future__ import annotations
+
+import logging
+
+from dataset.glue import DataError
+from dataset.tasks import TaskData
+
+log = logging.getLogger(__name__)
+
+
+def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, num_sequences: int, seed: int,
+                      seq_len: int, batch_size: int, eval_sequences: int | None = None) -> TaskData:
+    """num_sequences random windows of seq_len tokens of the calibration text; the evaluation text cut into
+    consecutive windows of seq_len tokens (the WikiText-2 protocol), at most eval_sequences of them."""
+    from dataset.lm_text import calibration_sequences, evaluation_sequences, lm_batches, load_text
+    from evaluate.perplexity import perplexity
+    from utils.hooks import apply_masks
+
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and seq_len > positions:
+        raise DataError(f"--max_seq_length {seq_len} is longer than the model's {positions} positions; "
+                        f"pass --max_seq_length {positions} or less.")
+    calib_text, eval_text = load_text(calib_source), load_text(eval_source)
+    if calib_source == eval_source:
+        log.warning("the calibration and evaluation text are the same (%s): the perplexity is not held out",
+                    calib_source)
+    calib = calibration_sequences(calib_text, tokenizer, num_sequences, seq_len, seed)
+    held_out = evaluation_sequences(eval_text, tokenizer, seq_len, eval_sequences)
+    sample_batches = lm_batches(calib, batch_size)
+    eval_batches = lm_batches(held_out, batch_size)
+    log.info("causal_lm: %d calibration and %d evaluation sequences of %d tokens", len(calib), len(held_out), seq_len)
+
+    def evaluate(model, arch, head_mask=None, neuron_mask=None) -> dict:
+        return perplexity(model, eval_batches, context=lambda: apply_masks(arch, head_mask, neuron_mask))
+
+    info = {"calibration": {"source": calib_source, "sequences": len(calib), "seq_len": seq_len},
+            "evaluation": {"source": eval_source, "sequences": len(held_out), "seq_len": seq_len},
+            "num_samples_used": len(calib)}
+    return TaskData("causal_lm", "causal_lm", sample_batches, evaluate, "perplexity", float(seq_len), "all", info)

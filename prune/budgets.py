@@ -1,0 +1,68 @@
+"""Budget metrics: what a constraint is a fraction of, and the search that meets it.
+
+A budget is built from the bound model and the task's sequence length; it searches masks under
+`constraint` x the full model's cost and reports the ratio a pair of masks reaches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prune.cost import UnitCost, mac_cost_of, param_cost_of
+from prune.latency import check_lut, estimate_latency, full_latency, search_latency
+from prune.registry import register
+from prune.search import search_mac
+from utils.arch import BoundArch
+
+
+@dataclass(frozen=True)
+class BudgetInputs:
+    arch: BoundArch
+    seq_len: float                       # tokens per example, for MACs
+    mha_lut: torch.Tensor | None = None  # latency tables (prune/latency.py), for the latency metric
+    ffn_lut: torch.Tensor | None = None
+
+
+class CountBudget:
+    """Every head unit costs the same and every neuron costs the same (MACs, parameters)."""
+
+    def __init__(self, cost: UnitCost):
+        self.cost = cost
+
+    def search(self, head_importance, neuron_importance, constraint: float):
+        return search_mac(head_importance, neuron_importance, self.cost, constraint)
+
+    def ratio(self, head_mask, neuron_mask) -> float:
+        return self.cost.of_masks(head_mask, neuron_mask) / self.cost.of_counts(head_mask.numel(), neuron_mask.numel())
+
+
+class LatencyBudget:
+    def __init__(self, mha_lut, ffn_lut, num_layers: int):
+        self.mha_lut, self.ffn_lut, self.num_layers = mha_lut, ffn_lut, num_layers
+
+    def search(self, head_importance, neuron_importance, constraint: float):
+        return search_latency(head_importance, neuron_importance, self.mha_lut, self.ffn_lut, constraint)
+
+    def ratio(self, head_mask, neuron_mask) -> float:
+        return (estimate_latency(self.mha_lut, self.ffn_lut, head_mask, neuron_mask)
+                / full_latency(self.mha_lut, self.ffn_lut, self.num_layers))
+
+
+@register("metric", "mac")
+def mac(inputs: BudgetInputs) -> CountBudget:
+    return CountBudget(mac_cost_of(inputs.arch, inputs.seq_len))
+
+
+@register("metric", "params")
+def params(inputs: BudgetInputs) -> CountBudget:
+    return CountBudget(param_cost_of(inputs.arch))
+
+
+@register("metric", "latency")
+def latency(inputs: BudgetInputs) -> LatencyBudget:
+    if inputs.mha_lut is None or inputs.ffn_lut is None:
+        raise ValueError("the latency metric needs both latency tables (attention and FFN)")
+    arch = inputs.arch
+    return LatencyBudget(check_lut(inputs.mha_lut, arch.num_head_units, "mha_lut", "attention head units"),
+                         check_lut(inputs.ffn_lut, arch.ffn_dim, "ffn_lut", "FFN neurons"), arch.num_layers)

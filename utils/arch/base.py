@@ -1,0 +1,133 @@
+"""What a model family is, as the pruning algorithm sees it.
+
+A family declares (one `Family` per file in this package) where its blocks live and which Linear
+modules play which role inside a block. `bind(model)` resolves those facts against one model and
+returns a `BoundArch`; everything in `prune/` talks to that, never to a model name or a path.
+
+Pruning units, in the words the algorithm uses:
+- a *head unit* is one key/value head with the query heads that read it (a GQA group; without
+  GQA, one attention head): rows of query, key and value, and columns of the attention output;
+- a *neuron* is one FFN channel: one row of every FFN input Linear (up, and gate where there is
+  one) and one column of the FFN output Linear.
+A head unit's and a neuron's contribution enter the block only through the input of the attention
+output Linear and of the FFN output Linear, which is where `utils/hooks.py` masks them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from utils.errors import UserError
+
+
+class UnsupportedModelError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Family:
+    layers: str                    # path from the base model to the ModuleList of blocks
+    attention: str                 # the attention module inside a block (holds q, k, v); replaced
+                                   # by a stand-in when a block keeps no head units
+    attention_outputs: int | None  # what that module returns: a tuple of n entries, None a tensor
+    query: str                     # paths inside one block
+    key: str
+    value: str
+    attn_out: str
+    ffn_inputs: tuple[str, ...]    # the Linears whose rows are the FFN channels (gate first, then up)
+    ffn_out: str
+    ffn_residual: str              # the module whose first input is what the FFN output is added to
+    num_heads_attr: str            # config attribute names
+    hidden_attr: str
+    ffn_attr: str
+    num_layers_attr: str
+    num_kv_heads_attr: str | None = None   # None: no grouped-query attention
+    head_dim_attr: str | None = None       # None: hidden // heads
+    head_count_attrs: tuple = ()           # attributes of the attention module that count its query heads
+    head_width_attrs: tuple = ()           # ... and that hold their total width (kept in step when pruning)
+    classifier_token: str = "first"        # which token a sequence-classification head reads: first | last
+    forward_kwargs: tuple = ()             # extra model(...) arguments for pruning passes, e.g. no KV cache
+
+
+class BoundArch:
+    """A family's facts resolved against one model instance (unpruned sizes come from its config)."""
+
+    def __init__(self, model: nn.Module, facts: Family):
+        self.model = model
+        self.facts = facts
+        config = model.config
+        self.hidden_size = getattr(config, facts.hidden_attr)
+        self.num_heads = getattr(config, facts.num_heads_attr)
+        kv = getattr(config, facts.num_kv_heads_attr, None) if facts.num_kv_heads_attr else None
+        self.num_kv_heads = kv or self.num_heads
+        head_dim = getattr(config, facts.head_dim_attr, None) if facts.head_dim_attr else None
+        self.head_dim = head_dim or self.hidden_size // self.num_heads
+        self.ffn_dim = getattr(config, facts.ffn_attr)
+        self.num_layers = getattr(config, facts.num_layers_attr)
+        self.heads_per_unit = self.num_heads // self.num_kv_heads
+        self.num_head_units = self.num_kv_heads
+        self.unit_width = self.heads_per_unit * self.head_dim   # attention-output columns of one head unit
+        self.num_ffn_inputs = len(facts.ffn_inputs)
+        self.classifier_token = facts.classifier_token
+        self.forward_kwargs = dict(facts.forward_kwargs)
+        self._layers = model.base_model.get_submodule(facts.layers)
+
+    def layers(self) -> nn.ModuleList:
+        return self._layers
+
+    def layer(self, i: int) -> nn.Module:
+        return self._layers[i]
+
+    def _module(self, i: int, path: str) -> nn.Module:
+        return self._layers[i].get_submodule(path)
+
+    def qkv(self, i: int) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+        f = self.facts
+        return self._module(i, f.query), self._module(i, f.key), self._module(i, f.value)
+
+    def attn_out(self, i: int) -> nn.Linear:
+        return self._module(i, self.facts.attn_out)
+
+    def ffn_inputs(self, i: int) -> list[nn.Linear]:
+        return [self._module(i, p) for p in self.facts.ffn_inputs]
+
+    def ffn_in(self, i: int) -> nn.Linear:
+        """The first FFN input Linear (its input is the FFN block's input)."""
+        return self.ffn_inputs(i)[0]
+
+    def ffn_out(self, i: int) -> nn.Linear:
+        return self._module(i, self.facts.ffn_out)
+
+    def ffn_residual(self, i: int) -> nn.Module:
+        return self._module(i, self.facts.ffn_residual)
+
+    def attention(self, i: int) -> nn.Module:
+        return self._module(i, self.facts.attention)
+
+    def set_module(self, i: int, path: str, new: nn.Module) -> None:
+        parent_path, _, name = path.rpartition(".")
+        parent = self._layers[i].get_submodule(parent_path) if parent_path else self._layers[i]
+        setattr(parent, name, new)
+
+    def head_units_in_layer(self, i: int) -> int:
+        return self.attn_out(i).in_features // self.unit_width
+
+    def neurons_in_layer(self, i: int) -> int:
+        return self.ffn_out(i).in_features
+
+    def unit_columns(self, units) -> torch.Tensor:
+        """Attention-output columns (= query rows) of the given head units, ascending."""
+        return _blocks(units, self.unit_width)
+
+    def unit_kv_rows(self, units) -> torch.Tensor:
+        """Key/value rows of the given head units."""
+        return _blocks(units, self.head_dim)
+
+
+def _blocks(units, width: int) -> torch.Tensor:
+    units = torch.as_tensor(units, dtype=torch.long).flatten().cpu()
+    if units.numel() == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return (units[:, None] * width + torch.arange(width)).flatten()

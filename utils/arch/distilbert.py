@@ -1,0 +1,13 @@
+"""DistilBERT: BERT's block under other names, the attention output inside the attention module."""
+from utils.arch import register
+from utils.arch.base import Family
+
+DISTILBERT = register(["distilbert"], Family(
+    layers="transformer.layer",
+    attention="attention", attention_outputs=2,
+    query="attention.q_lin", key="attention.k_lin", value="attention.v_lin", attn_out="attention.out_lin",
+    ffn_inputs=("ffn.lin1",), ffn_out="ffn.lin2",
+    ffn_residual="ffn.lin1",
+    num_heads_attr="n_heads", hidden_attr="dim", ffn_attr="hidden_dim", num_layers_attr="n_layers",
+    head_count_attrs=("n_heads",),
+))
