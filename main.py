@@ -43,6 +43,7 @@ class RunConfig:
     rearrange: bool
     mask_tuning: bool
     importance: str
+    search: str
     method: str
     teacher: str
     ridge: float
@@ -126,10 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_mask_tuning", "--no_rescale", dest="no_mask_tuning", action="store_true",
                    help="ablation: skip mask tuning (--no_rescale is the old name)")
-    p.add_argument("--importance", default=defaults.importance, choices=choices("importance"))
+    p.add_argument("--importance", default=defaults.importance, choices=choices("importance"),
+                   help="how units are scored: fisher (the paper), or a baseline: magnitude, random, wanda_sp, flap")
+    p.add_argument("--search", default=defaults.search, choices=choices("search"),
+                   help="how masks are chosen under a mac/params budget: global (the paper: most total importance), "
+                        "uniform (the same fraction in every layer, as Wanda-sp) or threshold (one global score "
+                        "threshold, as FLAP)")
     p.add_argument("--method", default=defaults.method, choices=choices("method"),
                    help="how mask tuning works: lsq (default) refits the output projections of the kept heads/"
-                        "neurons by layer-wise ridge least squares; kwon is the paper's, one scale per kept unit")
+                        "neurons by layer-wise ridge least squares; kwon is the paper's, one scale per kept unit; "
+                        "bias is FLAP's bias compensation (pruned inputs replaced by their mean)")
     p.add_argument("--ridge", default=defaults.ridge, type=_positive_float,
                    help="lsq: ridge strength towards the original weights, relative to the mean input energy")
     p.add_argument("--teacher", default=None, choices=["schedule", "full"],
@@ -177,6 +184,7 @@ def config_from_args(argv=None) -> RunConfig:
         seed=args.seed, device=device, max_seq_length=max_seq_length, doc_stride=args.doc_stride,
         batch_size=args.batch_size,
         rearrange=not args.no_rearrange, mask_tuning=not args.no_mask_tuning, importance=args.importance,
+        search=args.search,
         method=args.method, teacher=args.teacher or "schedule", ridge=args.ridge,
         gradient_batches=args.gradient_batches, teacher_exponent=args.teacher_exponent,
         eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
@@ -238,7 +246,8 @@ def run(cfg: RunConfig) -> dict:
 
     prune_start = time.perf_counter()
     options = PruneOptions(cfg.constraint, rearrange=cfg.rearrange, mask_tuning=cfg.mask_tuning,
-                           method=cfg.method, importance=cfg.importance, metric=cfg.metric, seed=cfg.seed,
+                           method=cfg.method, importance=cfg.importance, search=cfg.search, metric=cfg.metric,
+                           seed=cfg.seed,
                            mha_lut=mha_lut, ffn_lut=ffn_lut, teacher=cfg.teacher, ridge=cfg.ridge,
                            teacher_exponent=cfg.teacher_exponent)
     result = prune(model, arch, task.sample_batches, task.seq_len, options, loss_tokens,

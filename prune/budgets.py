@@ -11,6 +11,7 @@ import torch
 
 from prune.cost import UnitCost, mac_cost_of, param_cost_of
 from prune.latency import check_lut, estimate_latency, full_latency, search_latency
+from prune import registry
 from prune.registry import register
 from prune.search import search_mac
 from utils.arch import BoundArch
@@ -22,16 +23,18 @@ class BudgetInputs:
     seq_len: float                       # tokens per example, for MACs
     mha_lut: torch.Tensor | None = None  # latency tables (prune/latency.py), for the latency metric
     ffn_lut: torch.Tensor | None = None
+    search: str = "global"               # registry "search": how masks are chosen under a MAC/params budget
 
 
 class CountBudget:
     """Every head unit costs the same and every neuron costs the same (MACs, parameters)."""
 
-    def __init__(self, cost: UnitCost):
+    def __init__(self, cost: UnitCost, search: str = "global"):
         self.cost = cost
+        self._search = registry.get("search", search)
 
     def search(self, head_importance, neuron_importance, constraint: float):
-        return search_mac(head_importance, neuron_importance, self.cost, constraint)
+        return self._search(head_importance, neuron_importance, self.cost, constraint)
 
     def ratio(self, head_mask, neuron_mask) -> float:
         return self.cost.of_masks(head_mask, neuron_mask) / self.cost.of_counts(head_mask.numel(), neuron_mask.numel())
@@ -51,18 +54,64 @@ class LatencyBudget:
 
 @register("metric", "mac")
 def mac(inputs: BudgetInputs) -> CountBudget:
-    return CountBudget(mac_cost_of(inputs.arch, inputs.seq_len))
+    return CountBudget(mac_cost_of(inputs.arch, inputs.seq_len), inputs.search)
 
 
 @register("metric", "params")
 def params(inputs: BudgetInputs) -> CountBudget:
-    return CountBudget(param_cost_of(inputs.arch))
+    return CountBudget(param_cost_of(inputs.arch), inputs.search)
 
 
 @register("metric", "latency")
 def latency(inputs: BudgetInputs) -> LatencyBudget:
+    if inputs.search != "global":
+        raise ValueError(f"the latency metric has its own search; search '{inputs.search}' needs mac or params")
     if inputs.mha_lut is None or inputs.ffn_lut is None:
         raise ValueError("the latency metric needs both latency tables (attention and FFN)")
     arch = inputs.arch
     return LatencyBudget(check_lut(inputs.mha_lut, arch.num_head_units, "mha_lut", "attention head units"),
                          check_lut(inputs.ffn_lut, arch.ffn_dim, "ffn_lut", "FFN neurons"), arch.num_layers)
+
+
+@register("search", "global")
+def global_search(head_importance, neuron_importance, cost: UnitCost, constraint: float):
+    """The paper's: the masks keeping the most total importance under the budget (exact for equal unit costs)."""
+    return search_mac(head_importance, neuron_importance, cost, constraint)
+
+
+@register("search", "uniform")
+def uniform_search(head_importance, neuron_importance, cost: UnitCost, constraint: float):
+    """Every layer keeps the same number of head units and of neurons, its most important ones (Wanda-sp's and
+    magnitude-sp's allocation): the largest common fraction of both that fits the budget."""
+    layers, units = head_importance.shape
+    ffn = neuron_importance.shape[1]
+    budget = constraint * cost.of_counts(layers * units, layers * ffn)
+    k, m = 0, 0
+    for fraction in torch.linspace(1, 0, 2001).tolist():
+        k, m = round(fraction * units), round(fraction * ffn)
+        if cost.of_counts(layers * k, layers * m) <= budget:
+            break
+    return _top_per_layer(head_importance, k), _top_per_layer(neuron_importance, m)
+
+
+def _top_per_layer(importance: torch.Tensor, count: int) -> torch.Tensor:
+    mask = torch.zeros_like(importance, dtype=torch.float32)
+    if count:
+        mask.scatter_(1, importance.topk(count, dim=1).indices, 1.0)
+    return mask
+
+
+@register("search", "threshold")
+def threshold_search(head_importance, neuron_importance, cost: UnitCost, constraint: float):
+    """FLAP's global allocation: all units ranked by (standardized) score, kept from the top while the budget lasts."""
+    scores = torch.cat([head_importance.flatten(), neuron_importance.flatten()]).float()
+    unit_cost = torch.cat([torch.full((head_importance.numel(),), float(cost.per_head)),
+                           torch.full((neuron_importance.numel(),), float(cost.per_neuron))]).double()
+    budget = constraint * cost.of_counts(head_importance.numel(), neuron_importance.numel())
+    order = scores.argsort(descending=True)
+    kept = order[unit_cost[order].cumsum(0) <= budget * (1 + 1e-12)]
+    keep = torch.zeros(scores.numel())
+    keep[kept] = 1.0
+    heads = keep[:head_importance.numel()].view_as(head_importance)
+    return heads.to(head_importance.device), keep[head_importance.numel():].view_as(neuron_importance).to(
+        neuron_importance.device)

@@ -47,3 +47,26 @@ def lsq(inputs: TuningInputs) -> TuningOutcome:
     updates, report = reconstruct_weights(inputs.arch, *inputs.teacher, *inputs.student, layer_inputs,
                                           inputs.last_layer_tokens, inputs.ridge, inputs.last_mha_all_tokens)
     return TuningOutcome(inputs.student, updates, report.events)
+
+
+@register("method", "bias")
+def bias(inputs: TuningInputs) -> TuningOutcome:
+    """FLAP's bias compensation, no refit: every pruned input column of the two output projections is replaced
+    by its mean over the calibration tokens of the dense model, b += W[:, pruned] @ mean[pruned]."""
+    import torch
+
+    from prune.activations import input_statistics
+    arch, (head, neuron) = inputs.arch, inputs.student
+    stats = input_statistics(inputs.model, arch, inputs.sample_batches)
+    updates, events = {}, []
+    for l in range(arch.num_layers):
+        pruned_units = (head[l] == 0).nonzero().flatten()
+        for role, pruned, mean in (("attn_out", arch.unit_columns(pruned_units), stats.attn_mean[l]),
+                                   ("ffn_out", (neuron[l] == 0).nonzero().flatten().cpu(), stats.ffn_mean[l])):
+            linear = getattr(arch, role)(l)
+            weight = linear.weight.detach()
+            old = linear.bias.detach() if linear.bias is not None else torch.zeros_like(weight[:, 0])
+            shift = weight[:, pruned.to(weight.device)].float() @ mean[pruned].to(weight.device)
+            updates[(l, role)] = (weight.clone(), (old.float() + shift).to(weight.dtype))
+            events.append({"layer": l, "part": role, "status": "ok", "pruned_columns": len(pruned)})
+    return TuningOutcome(inputs.student, updates, events)

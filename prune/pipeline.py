@@ -34,6 +34,7 @@ class PruneOptions:
     method: str = "lsq"             # how masks are tuned (registry "method"): lsq | kwon (the paper)
     importance: str = "fisher"      # registry "importance": fisher | magnitude | random | ...
     metric: str = "mac"             # registry "metric": mac | params | latency
+    search: str = "global"          # registry "search" (mac, params): global (the paper's) | uniform | threshold
     seed: int = 0
     mha_lut: torch.Tensor | None = None      # latency tables (prune/latency.py), for metric latency
     ffn_lut: torch.Tensor | None = None
@@ -79,7 +80,8 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
     to compare options without recomputing them."""
     result = PruneResult()
     gradient_batches = gradient_batches or sample_batches
-    budget = registry.get("metric", options.metric)(BudgetInputs(arch, seq_len, options.mha_lut, options.ffn_lut))
+    budget = registry.get("metric", options.metric)(BudgetInputs(arch, seq_len, options.mha_lut, options.ffn_lut,
+                                                                       options.search))
     with _Timer(result.seconds, "gradients"):
         head_grads, neuron_grads = grads or collect_mask_grads(model, arch, gradient_batches, loss_fn)
     with _Timer(result.seconds, "search"):

@@ -1,4 +1,4 @@
-"""Registries of the pluggable parts: importance scores, budget metrics and mask-tuning methods.
+"""Registries of the pluggable parts: importance scores, budget metrics, searches and mask-tuning methods.
 
     @register("importance", "fisher")
     def fisher(inputs: ImportanceInputs) -> (head_importance [L, U], neuron_importance [L, F])
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-KINDS = ("importance", "metric", "method")
+KINDS = ("importance", "metric", "search", "method")
 _REGISTRY: dict[str, dict[str, Callable]] = {kind: {} for kind in KINDS}
 
 
