@@ -132,15 +132,18 @@ def finish_run(folder: str, results: dict, staged: str | None, target: str | Non
 
 # ----------------------------------------------------------------------------- failed writes
 
-_WRITE_FAILURE_WORDS = ("write", "space", "quota", "read-only", "permission")
+# torch.save (RuntimeError) and safetensors (SafetensorError) wrap the OSError of a failed write
+_WRITE_FAILURE_WORDS = ("write failed", "no space left", "os error", "quota", "read-only", "permission denied",
+                        "i/o error")
 
 
 def _write_failure(e: BaseException) -> str | None:
-    """The reason, when `e` is a failed write (OSError, or torch.save's RuntimeError wrapping one)."""
+    """The reason, when `e` is a failed write."""
     if isinstance(e, OSError):
         return e.strerror or str(e)
-    if isinstance(e, RuntimeError) and any(w in str(e).lower() for w in _WRITE_FAILURE_WORDS):
-        return str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    text = str(e).strip()
+    if any(w in text.lower() for w in _WRITE_FAILURE_WORDS):
+        return text.splitlines()[0][:200]
     return None
 
 
@@ -150,7 +153,7 @@ def writing(what: str, folder: str, leftovers=()):
     `leftovers` (this run's partial files) and the `.tmp` files of the run outputs in `folder`."""
     try:
         yield
-    except (OSError, RuntimeError) as e:
+    except Exception as e:
         reason = _write_failure(e)
         if reason is None:
             raise
@@ -204,6 +207,9 @@ def run_guard():
     try:
         yield
     finally:
+        if main_thread:                     # whatever ended the run, a signal must not cut the clean-up
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
         try:
             for tmp in list(_staged):
                 discard_dir(tmp)
