@@ -81,6 +81,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
+    if not 0 <= value < 2**32:           # what numpy's and torch's generators accept
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..{2**32 - 1}; give a seed in that range, e.g. 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task_name", required=True, type=str.lower, choices=TASKS)
@@ -93,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="mac", choices=["mac", "latency"])
     p.add_argument("--constraint", required=True, type=_fraction, help="fraction of MACs to keep, 0 < c < 1")
     p.add_argument("--num_samples", default=2048, type=_positive_int)
-    p.add_argument("--seed", default=0, type=int)
+    p.add_argument("--seed", default=0, type=_seed)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--gpu", default=None, type=int, help="alias of --device cuda:N (original tool's flag)")
     p.add_argument("--max_seq_length", default=None, type=_positive_int,
@@ -164,7 +174,7 @@ def run(cfg: RunConfig) -> dict:
     from prune.pipeline import PruneOptions, prune
     from prune.reconstruct import save_weight_updates, swapped_weights
     from utils.arch import bind, facts_for
-    from utils.checkpoint import check_checkpoint_dir, load_config, load_model, load_tokenizer
+    from utils.checkpoint import check_checkpoint_dir, check_fits, load_config, load_model, load_tokenizer
     from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
     from utils.run_folder import package_versions, prepare_run_folder, setup_logging, write_json
     from utils.safety import check_save_target, finish_run, resolve_save_target, writing
@@ -175,6 +185,8 @@ def run(cfg: RunConfig) -> dict:
     check_checkpoint_dir(cfg.ckpt_dir)
     model_config = load_config(cfg.ckpt_dir)
     facts_for(model_config.model_type)            # unsupported architectures fail here, before loading
+    tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
+    check_fits(tokenizer, model_config, cfg.speed_seq_len if cfg.save_pruned else None)
     prepare_run_folder(cfg.output_dir, cfg.overwrite, save_target)
     setup_logging(cfg.output_dir)
     write_json(os.path.join(cfg.output_dir, "args.json"), asdict(cfg))
@@ -183,7 +195,6 @@ def run(cfg: RunConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     wall_start = time.perf_counter()
-    tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
     is_qa = cfg.task_name in QA_TASKS
     model = load_model(cfg.ckpt_dir, "qa" if is_qa else "classification").to(device)
     arch = bind(model)

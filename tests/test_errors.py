@@ -481,7 +481,8 @@ def slow_data(tmp_path_factory):
 
 def _start_and_signal(ckpt, data, out, sig, *extra):
     """Start `python main.py`, send `sig` once the log shows the gradient stage started; (status, stderr)."""
-    argv = _argv(ckpt, data, out, "--num_samples", "720", "--batch_size", "1", "--save_pruned", *extra)
+    argv = _argv(ckpt, data, out, "--num_samples", "720", "--batch_size", "1", "--save_pruned", "--speed_seq_len", "8",
+                 *extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "main.py"), *argv], cwd=REPO, env=env,

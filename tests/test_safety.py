@@ -405,3 +405,152 @@ def test_edited_pruning_json_names_the_field(ckpt, sst2, tmp_path, capsys):
     (model / "pruning.json").write_text("[1, 2]")
     with pytest.raises(PrunedModelError, match="not a JSON object"):
         load_pruned(str(model))
+
+
+# ----------------------------------------------------------------------------- 4. every input validated
+
+def _config_edit(tmp_path, ckpt, **changes):
+    import shutil
+    shutil.copytree(ckpt, tmp_path / "c")
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    config.update(changes)
+    (tmp_path / "c" / "config.json").write_text(json.dumps(config))
+    return str(tmp_path / "c")
+
+
+@pytest.mark.parametrize("flags, needles", [
+    (["--seed", "-1"], ["argument --seed", "outside 0..4294967295"]),
+    (["--seed", str(2**32)], ["argument --seed", "outside 0..4294967295"]),
+    (["--device", "meta"], ["--device meta holds no data"]),
+    (["--device", "mps"], ["--device mps", "no mps device", "--device cpu"]),
+    (["--device", "xpu"], ["--device xpu", "no xpu device"]),
+    (["--max_seq_length", "2"], ["--max_seq_length 2 leaves no room for the text", "--max_seq_length 3 or more"]),
+    (SAVE + ["--speed_seq_len", "500"][:0] + ["--speed_seq_len", "500"], ["--speed_seq_len 500", "64 or less"]),
+], ids=["seed-negative", "seed-2**32", "meta", "mps", "xpu", "max-seq-length", "speed-seq-len"])
+def test_bad_arguments(flags, needles, ckpt, sst2, tmp_path, capsys):
+    import torch.backends.mps
+    if "mps" in flags and torch.backends.mps.is_available() or "xpu" in flags and torch.xpu.is_available():
+        pytest.skip("this machine has that device")
+    before = snapshot(tmp_path, ckpt, sst2)
+    code, err = run_main(_argv(ckpt, sst2, tmp_path / "out", *flags), capsys)
+    if needles[0].startswith("argument"):
+        assert code == 2 and all(n in err for n in needles), err
+    else:
+        assert_user_error(code, err, *needles)
+    assert not (tmp_path / "out" / "results.json").exists()
+    assert {k: v for k, v in snapshot(tmp_path, ckpt, sst2).items() if "/out" not in k} == before
+
+
+@pytest.mark.parametrize("changes, needles", [
+    (dict(num_attention_heads=5), ["config.json", "hidden size 32 is not a multiple of the 5 attention heads",
+                                   "the weights are not the problem"]),
+    (dict(id2label={"0": "a", "2": "b"}, label2id={"a": 0, "b": 2}), ["config.json", "label maps", "0..1"]),
+    (dict(id2label={"0": "a", "1": "b"}, label2id={"a": 0, "b": 0}), ["label2id ids [0, 0]", "permutation"]),
+    (dict(vocab_size=50), ["the tokenizer has", "vocabulary (vocab_size in config.json) has 50"]),
+], ids=["heads", "id2label", "label2id", "vocab"])
+def test_bad_config_json(changes, needles, ckpt, sst2, tmp_path, capsys):
+    folder = _config_edit(tmp_path, ckpt, **changes)
+    before = snapshot(folder)
+    code, err = run_main(_argv(folder, sst2, tmp_path / "out"), capsys)
+    assert_user_error(code, err, *needles)
+    assert snapshot(folder) == before and not (tmp_path / "out").exists()
+
+
+def test_bad_latency_tables(ckpt, sst2, tmp_path, capsys):
+    good_ffn = tmp_path / "ffn.pt"
+    torch.save(torch.linspace(0, 1, 38), good_ffn)
+    tables = {"zero.pt": torch.zeros(5), "flat.pt": torch.full((5,), 0.3), "dict.pt": {"lut": [1, 2]},
+              "ints.pt": torch.arange(5)}
+    for name, table in tables.items():
+        torch.save(table, tmp_path / name)
+    (tmp_path / "folder.pt").mkdir()
+    os.mkfifo(tmp_path / "fifo.pt")
+    os.symlink(tmp_path / "loop.pt", tmp_path / "loop.pt")
+    cases = [("zero.pt", "is all zero"), ("flat.pt", "is flat"), ("dict.pt", "holds dict, not a 1-D float tensor"),
+             ("ints.pt", "torch.int64 tensor"), ("folder.pt", "is a folder, not a file"),
+             ("fifo.pt", "is a FIFO, not a regular file"), ("loop.pt", "cannot be read (Too many levels")]
+    for i, (name, needle) in enumerate(cases):
+        argv = _argv(ckpt, sst2, tmp_path / f"out{i}", "--metric", "latency", "--mha_lut", str(tmp_path / name),
+                     "--ffn_lut", str(good_ffn))
+        code, err = run_main(argv, capsys)
+        assert_user_error(code, err, "--mha_lut", needle)
+
+
+@pytest.mark.parametrize("train, needles", [
+    ("sentence\tlabel\tsentence\n" + "a\t1\tb\n" * 4, ["column(s) ['sentence'] more than once"]),
+], ids=["duplicate-header"])
+def test_bad_tsv(train, needles, ckpt, tmp_path, capsys):
+    data = _glue(tmp_path / "glue", train=train)
+    before = snapshot(data)
+    code, err = run_main(_argv(ckpt, data, tmp_path / "out"), capsys)
+    assert_user_error(code, err, *needles)
+    assert snapshot(data) == before
+
+
+def test_tsv_path_that_is_a_folder_or_fifo(ckpt, tmp_path, capsys):
+    data = _glue(tmp_path / "glue", train=None)
+    (tmp_path / "glue" / "SST-2" / "train.tsv").mkdir()
+    code, err = run_main(_argv(ckpt, data, tmp_path / "out"), capsys)
+    assert_user_error(code, err, "train.tsv is a folder, not a file")
+
+
+def test_fields_longer_than_the_csv_default_limit_load(ckpt, tmp_path, capsys):
+    long_text = "great " * (131072 // 6 + 10)          # above the csv module's default field size limit
+    data = _glue(tmp_path / "glue", train=GOOD_TRAIN + f"{long_text}\t1\n")
+    code, err = run_main(_argv(ckpt, data, tmp_path / "out", "--max_seq_length", "64"), capsys)
+    assert code == 0, err
+
+
+def _squad(examples_json):
+    return json.dumps({"version": "1.1", "data": examples_json})
+
+
+GOOD_QA = {"id": "q1", "question": "what?", "answers": [{"text": "fun", "answer_start": 6}]}
+
+
+@pytest.mark.parametrize("data, needles", [
+    (["not an article"], ["data[0] is a str, not a JSON object"]),
+    ([{"title": "t", "paragraphs": "oops"}], ["data[0].paragraphs is a str, not a JSON list"]),
+    ([{"title": "t", "paragraphs": [{"context": "great fun", "qas": {"id": "q"}}]}],
+     ["data[0].paragraphs[0].qas is a dict, not a JSON list"]),
+    ([{"title": "t", "paragraphs": [{"context": "great fun", "qas": [7]}]}], ["qas[0] is a int, not a JSON object"]),
+    ([{"title": "t", "paragraphs": [{"context": "great fun", "qas": [{**GOOD_QA, "answers": "fun"}]}]}],
+     ["qas[0].answers is a str, not a JSON list"]),
+    ([{"title": "t", "paragraphs": [{"context": "\u200b\u200b\u200b", "qas": [
+        {"id": "q1", "question": "what?", "answers": [{"text": "\u200b", "answer_start": 0}]}]}]}],
+     ["SQuAD example 'q1'", "blank after tokenization"]),
+], ids=["article", "paragraphs", "qas", "qa", "answers", "blank-context"])
+def test_malformed_squad_structures(data, needles, tokenizer, tmp_path, capsys):
+    qa = _save_ckpt(tmp_path / "qa", tokenizer, qa=True)
+    folder = tmp_path / "squad"
+    folder.mkdir()
+    (folder / "train-v1.1.json").write_text(_squad(data))
+    (folder / "dev-v1.1.json").write_text(_squad([{"title": "t", "paragraphs": [{"context": "great fun",
+                                                                                 "qas": [GOOD_QA]}]}]))
+    before = snapshot(folder)
+    code, err = run_main(_argv(qa, folder, tmp_path / "out", "--max_seq_length", "32", "--doc_stride", "8",
+                               task="squad"), capsys)
+    assert_user_error(code, err, *needles)
+    assert snapshot(folder) == before
+
+
+# ----------------------------------------------------------------------------- 7. STS-B
+
+def test_stsb_labels_outside_0_5_and_constant_predictions_are_reported(tokenizer, tmp_path, capsys):
+    def constant(model):                       # every input gets the same score
+        model.classifier.weight.zero_()
+    folder = _save_ckpt(tmp_path / "c", tokenizer, num_labels=1, edit=constant)
+    rows = "".join(f"{i}\tg\t0\t0\t{s}\t{s}\t{y}\n" for i, (s, y) in
+                   enumerate([("great fun", 4.5), ("a mess", 0.5), ("fine", 7.0), ("ok", 2.0)] * 4))
+    header = "index\tgenre\tfilename\tyear\tsentence1\tsentence2\tscore\n"
+    data = _glue(tmp_path / "glue", train=header + rows, dev=header + rows, folder="STS-B")
+    out = tmp_path / "out"
+    code, err = run_main(_argv(folder, data, out, task="stsb"), capsys)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    warnings = results["data"]["warnings"]
+    assert any("outside the STS-B range [0, 5]" in w for w in warnings)
+    assert any("Pearson and Spearman are undefined" in w for w in warnings)
+    assert results["data"]["train"]["labels_outside_0_5"] == 4
+    log = (out / "log.txt").read_text()
+    assert "outside the STS-B range" in log and "undefined" in log
