@@ -91,6 +91,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
+    if not 0 <= value < 2**32:           # what numpy's and torch's generators accept
+        raise argparse.ArgumentTypeError(f"{value} is outside 0..{2**32 - 1}; give a seed in that range, e.g. 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from prune.pipeline import PruneOptions
     from prune.registry import choices
@@ -116,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_samples", default=None, type=_positive_int,
                    help="training examples for the gradients and mask tuning (default 2048; causal_lm: 128 "
                         "calibration sequences)")
-    p.add_argument("--seed", default=defaults.seed, type=int)
+    p.add_argument("--seed", default=defaults.seed, type=_seed)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--gpu", default=None, type=int, help="alias of --device cuda:N (original tool's flag)")
     p.add_argument("--max_seq_length", default=None, type=_positive_int,
@@ -200,15 +210,20 @@ def run(cfg: RunConfig) -> dict:
     from prune.pipeline import PruneOptions, prune
     from prune.reconstruct import save_weight_updates, swapped_weights
     from utils.arch import bind, facts_for
-    from utils.checkpoint import check_checkpoint_dir, load_config, load_model, load_tokenizer
+    from utils.checkpoint import check_checkpoint_dir, check_fits, load_config, load_model, load_tokenizer
     from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
     from utils.run_folder import package_versions, prepare_run_folder, setup_logging, write_json
+    from utils.safety import check_save_target, finish_run, resolve_save_target, writing
 
+    save_target = resolve_save_target(cfg.save_pruned, cfg.output_dir)
+    check_save_target(save_target, cfg.output_dir, cfg.ckpt_dir, cfg.overwrite)
     device = resolve_device(cfg.device)
     check_checkpoint_dir(cfg.ckpt_dir)
     model_config = load_config(cfg.ckpt_dir)
     facts_for(model_config.model_type)            # unsupported architectures fail here, before loading
-    prepare_run_folder(cfg.output_dir, cfg.overwrite)
+    tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
+    check_fits(tokenizer, model_config, cfg.speed_seq_len if cfg.save_pruned else None)
+    prepare_run_folder(cfg.output_dir, cfg.overwrite, save_target)
     setup_logging(cfg.output_dir)
     write_json(os.path.join(cfg.output_dir, "args.json"), asdict(cfg))
     write_json(os.path.join(cfg.output_dir, "versions.json"), package_versions())
@@ -216,7 +231,6 @@ def run(cfg: RunConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     wall_start = time.perf_counter()
-    tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
     kind = task_kind(cfg.task_name)
     model = load_model(cfg.ckpt_dir, {"qa": "qa", "lm": "causal_lm", "glue": "classification"}[kind]).to(device)
     arch = bind(model)
@@ -265,9 +279,10 @@ def run(cfg: RunConfig) -> dict:
                 stages[name] = task.evaluate(model, arch, h, n)
                 log.info("stage %s: %s", name, stages[name])
 
-    save_masks(cfg.output_dir, head_mask, neuron_mask)
-    if result.weight_updates:   # lsq: the refitted output projections belong with the masks
-        save_weight_updates(os.path.join(cfg.output_dir, "weight_updates.pt"), result.weight_updates)
+    with writing("the masks", cfg.output_dir):
+        save_masks(cfg.output_dir, head_mask, neuron_mask)
+        if result.weight_updates:   # lsq: the refitted output projections belong with the masks
+            save_weight_updates(os.path.join(cfg.output_dir, "weight_updates.pt"), result.weight_updates)
     results = {
         "task": task.name,
         "primary_metric": task.primary_metric,
@@ -297,24 +312,29 @@ def run(cfg: RunConfig) -> dict:
     }
     if cfg.metric == "latency":
         results["latency_ratio"] = result.budget_ratio
+    staged = None
     if cfg.save_pruned:
-        results["pruned_model"] = _save_pruned_model(cfg, model, tokenizer, task, result, device)
-    write_json(os.path.join(cfg.output_dir, "results.json"), results)
+        results["pruned_model"], staged = _save_pruned_model(cfg, model, tokenizer, task, result, device)
+    finish_run(cfg.output_dir, results, staged, save_target)   # the model and results.json, last
     log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
     return results
 
 
-def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -> dict:
-    """Physically prune a copy of the model, save it, check it and time it against the original."""
+def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -> tuple[dict, str]:
+    """Physically prune a copy of the model, stage it next to its target, check it and time it against
+    the original. Returns (results.json's pruned_model, the staged folder)."""
     from prune.latency import measure_speedup
     from prune.physical import count_parameters, physically_pruned_copy
     from utils.arch import bind
     from utils.pruned_io import save_pruned, weights_size_bytes
+    from utils.run_folder import current_run_id
+    from utils.safety import resolve_save_target, writing
 
-    path = cfg.save_pruned if os.path.isabs(cfg.save_pruned) else os.path.join(cfg.output_dir, cfg.save_pruned)
+    path = resolve_save_target(cfg.save_pruned, cfg.output_dir)
     head_mask, neuron_mask = result.final
     pruned, shapes = physically_pruned_copy(model, head_mask, neuron_mask, getattr(result, "weight_updates", None))
-    save_pruned(pruned, tokenizer, path, shapes)
+    with writing("the pruned model", os.path.dirname(os.path.abspath(path))):
+        staged = save_pruned(pruned, tokenizer, path, shapes, run_id=current_run_id(), place=False)["staged_dir"]
     metric = task.evaluate(pruned, bind(pruned))
     speed = measure_speedup(model, pruned, cfg.speed_batch_size, cfg.speed_seq_len, device)
     info = {
@@ -323,7 +343,8 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -
         "parameters_before": count_parameters(model),
         "parameters_after": count_parameters(pruned),
         "weights_bytes_before": weights_size_bytes(cfg.ckpt_dir) if os.path.isdir(cfg.ckpt_dir) else None,
-        "weights_bytes_after": weights_size_bytes(path),
+        "weights_bytes_after": weights_size_bytes(staged),
+        "run_id": current_run_id(),
         "heads_per_layer": shapes["heads_per_layer"],
         "neurons_per_layer": shapes["neurons_per_layer"],
         "measured_speedup": speed["speedup"],
@@ -332,7 +353,7 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -
     log.info("pruned model saved to %s: %s %s, %d -> %d parameters, %.2fx faster (batch %d x %d tokens, %s)",
              path, task.primary_metric, metric, info["parameters_before"], info["parameters_after"],
              speed["speedup"], cfg.speed_batch_size, cfg.speed_seq_len, device)
-    return info
+    return info, staged
 
 
 def main(argv=None) -> int:
@@ -341,15 +362,17 @@ def main(argv=None) -> int:
     cfg = config_from_args(argv)
     try:
         from utils.errors import USER_ERRORS
+        from utils.safety import Terminated, run_guard
         try:
-            run(cfg)
+            with run_guard():              # SIGTERM like Ctrl-C; the folder's lock released on any exit
+                run(cfg)
         except USER_ERRORS as e:
             print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()), file=sys.stderr)
             return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"\ninterrupted: the run in {cfg.output_dir} did not finish and left no results.json; "
               f"run the same command again to redo it", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     return 0
 
 

@@ -30,8 +30,18 @@ def check_max_length(max_length: int, tokenizer, config, longest: int | None = N
                     + f"; pass --max_seq_length {limit[0]} or less.")
 
 
+def check_min_length(max_length: int, tokenizer, pair: bool) -> None:
+    """Truncation must leave at least one token of every text beside the special tokens."""
+    needed = tokenizer.num_special_tokens_to_add(pair=pair) + (2 if pair else 1)
+    if max_length < needed:
+        raise DataError(f"--max_seq_length {max_length} leaves no room for the text: the tokenizer adds "
+                        f"{needed - (2 if pair else 1)} special tokens to each {'pair of texts' if pair else 'text'}"
+                        f"; pass --max_seq_length {needed} or more (the default is 128).")
+
+
 def tokenize_rows(rows: list[dict], tokenizer, max_length: int) -> list[dict]:
     """Each row becomes {'input_ids', 'attention_mask'[, 'token_type_ids'], 'labels'} (lists)."""
+    check_min_length(max_length, tokenizer, len(rows[0]["texts"]) > 1)
     firsts = [r["texts"][0] for r in rows]
     seconds = [r["texts"][1] for r in rows] if len(rows[0]["texts"]) > 1 else None
     enc = tokenizer(firsts, seconds, truncation=True, max_length=max_length)

@@ -4,9 +4,14 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 from dataclasses import dataclass
 
 from utils.errors import UserError
+from utils.paths import file_problem
+
+# The default limit (131072 characters) rejects valid long fields; a TSV row is bounded by memory anyway.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 class DataError(UserError):
@@ -72,6 +77,8 @@ def find_tsv(task: GlueTask, data_dir: str, split: str) -> str:
         raise DataError(f"--data_dir '{data_dir}' {'is not a folder' if os.path.exists(data_dir) else 'does not exist'}; point it at the GLUE root holding "
                         f"{task.folder}/ or at that folder itself (it needs train.tsv and {task.dev_file}).")
     path = os.path.join(_task_dir(task, data_dir), name)
+    if os.path.lexists(path) and file_problem(path):
+        raise DataError(f"--data_dir: {path} {file_problem(path)}; it must be the GLUE {task.folder} TSV file.")
     if not os.path.isfile(path):
         raise DataError(
             f"--data_dir: no {name} for task {task.name} in {data_dir} (looked for {path}). Point "
@@ -105,6 +112,10 @@ def read_tsv(task: GlueTask, path: str) -> tuple[list[dict], int]:
         body = list(enumerate(lines, start=1))
     else:
         header = [h.strip() for h in lines[0]]
+        twice = sorted({h for h in header if header.count(h) > 1 and h in task.text_columns + (task.label_column,)})
+        if twice:
+            raise DataError(f"{path}: the header names column(s) {twice} more than once (header: {header}); "
+                            f"rename or remove the duplicate column so that each is named once.")
         columns = {}
         for name in task.text_columns + (task.label_column,):
             if name not in header:

@@ -52,11 +52,16 @@ def parse_squad_json(data: dict, source: str = "<json>") -> tuple[list[dict], di
                         f"of articles holding 'paragraphs' with 'context' and 'qas').")
     examples, skipped, unanswerable, misaligned = [], 0, 0, 0
     seen_ids = set()
-    for article in data["data"]:
-        title = article.get("title", "") if isinstance(article, dict) else ""
-        for paragraph in (article.get("paragraphs") or []) if isinstance(article, dict) else []:
+    for a, article in enumerate(data["data"]):
+        _expect(article, dict, f"data[{a}]", source)
+        title = article.get("title", "")
+        for p, paragraph in enumerate(_expect(article.get("paragraphs") or [], list, f"data[{a}].paragraphs", source)):
+            where = f"data[{a}].paragraphs[{p}]"
+            _expect(paragraph, dict, where, source)
             context = paragraph.get("context")
-            for qa in paragraph.get("qas") or []:
+            for q, qa in enumerate(_expect(paragraph.get("qas") or [], list, f"{where}.qas", source)):
+                _expect(qa, dict, f"{where}.qas[{q}]", source)
+                _expect(qa.get("answers") or [], list, f"{where}.qas[{q}].answers", source)
                 qid, question = qa.get("id"), qa.get("question")
                 if not isinstance(context, str) or not context or not qid or not isinstance(question, str) \
                         or not question.strip() or str(qid) in seen_ids:
@@ -82,6 +87,14 @@ def parse_squad_json(data: dict, source: str = "<json>") -> tuple[list[dict], di
                       "misaligned_answers": misaligned}
 
 
+def _expect(value, kind: type, where: str, source: str):
+    if not isinstance(value, kind):
+        raise DataError(f"{source}: {where} is a {type(value).__name__}, not a JSON "
+                        f"{'object' if kind is dict else 'list'}; the file is not in the official SQuAD layout "
+                        f"(data[].paragraphs[].qas[].answers[]): fix that entry or download the file again.")
+    return value
+
+
 def read_squad_json(path: str) -> tuple[list[dict], dict]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -102,6 +115,9 @@ def find_squad_file(task_name: str, split: str, data_dir: str) -> str:
         raise DataError(f"--data_dir '{data_dir}' {'is not a folder' if os.path.exists(data_dir) else 'does not exist'}; point it at the folder holding "
                         f"{OFFICIAL_FILES[(task, 'train')]} and {OFFICIAL_FILES[(task, 'dev')]}.")
     path = os.path.join(data_dir, name)
+    if os.path.lexists(path) and not os.path.isfile(path):
+        from utils.paths import file_problem
+        raise DataError(f"--data_dir: {path} {file_problem(path)}; it must be the official SQuAD JSON file.")
     if not os.path.isfile(path):
         other = [n for n in OFFICIAL_FILES.values() if os.path.isfile(os.path.join(data_dir, n))]
         have = f" It holds {', '.join(other)}." if other else ""
@@ -124,8 +140,9 @@ def load_squad_split(task_name: str, split: str, data_dir: str | None = None, pa
     if path is None and data_dir:
         path = find_squad_file(task, split, data_dir)
     if path is not None:
-        if not os.path.isfile(path):
-            raise DataError(f"SQuAD {split} file {path} does not exist.")
+        from utils.paths import file_problem
+        if file_problem(path):
+            raise DataError(f"SQuAD {split} file {path} {file_problem(path)}; pass the official SQuAD JSON file.")
         examples, info = read_squad_json(path)
     else:
         examples, info = _load_from_hub(task, split)
@@ -228,6 +245,10 @@ def prepare_train_features(examples: list[dict], tokenizer, max_length: int = 38
             end_char = start_char + len(answers["text"][0])
             sequence_ids = enc.sequence_ids(i)
             context_tokens = [t for t, sid in enumerate(sequence_ids) if sid == context_id]
+            if not context_tokens:
+                raise DataError(f"SQuAD example '{examples[example_index]['id']}': its context is blank after "
+                                f"tokenization (only spaces or characters the tokenizer drops); fix or remove "
+                                f"that paragraph.")
             first, last = context_tokens[0], context_tokens[-1]
             if offsets[first][0] <= start_char and offsets[last][1] >= end_char:
                 start = first

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dataset.features import check_max_length, to_device
+from dataset.features import check_max_length, check_min_length, to_device
 from dataset.glue import DataError
 from dataset.squad import (MODEL_KEYS, check_task, load_squad_split, make_qa_batches, prepare_eval_features,
                            sample_train_features)
@@ -92,6 +92,7 @@ def squad_metrics(task_name: str, examples: list[dict], features: list[dict], st
 
 
 def _check_lengths(max_length: int, doc_stride: int, tokenizer, config) -> None:
+    check_min_length(max_length, tokenizer, pair=True)
     if not 0 <= doc_stride < max_length:
         raise DataError(f"--doc_stride {doc_stride} must be at least 0 and below --max_seq_length {max_length}.")
     check_max_length(max_length, tokenizer, config)

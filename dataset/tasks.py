@@ -61,11 +61,33 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
     log.info("%s: %d training rows, %d sampled; %d dev rows; average dev length %.3f tokens",
              task.name, len(train_rows), len(sample), len(dev_rows), seq_len)
 
+    info = {"train": train_info, "dev": dev_info, "num_samples_used": len(sample), "warnings": []}
+    if task.name == "stsb":
+        _check_stsb_labels(train_rows, dev_rows, info)
+
     def evaluate(model, arch, head_mask=None, neuron_mask=None) -> dict:
         logits = predict_logits(model, arch, dev_batches, dev_order, head_mask, neuron_mask)
         preds = logits.squeeze(-1) if task.is_regression else logits
+        if task.is_regression and float(preds.max() - preds.min()) == 0:
+            _warn(info, f"{task.name}: the model predicts the same score ({float(preds[0]):.4g}) for every dev "
+                        f"row, so Pearson and Spearman are undefined; they are reported as 0.0")
         return compute_glue_metrics(task.name, preds.numpy(), labels)
 
     return TaskData(task.name, "classification", sample_batches, evaluate, PRIMARY_METRIC[task.name],
-                    seq_len, "classifier",
-                    {"train": train_info, "dev": dev_info, "num_samples_used": len(sample)}, gradient_batches)
+                    seq_len, "classifier", info, gradient_batches)
+
+
+def _warn(info: dict, message: str) -> None:
+    """A warning in the log and, once, in results.json (data.warnings)."""
+    if message not in info["warnings"]:
+        log.warning(message)
+        info["warnings"].append(message)
+
+
+def _check_stsb_labels(train_rows: list[dict], dev_rows: list[dict], info: dict) -> None:
+    for split, rows in (("train", train_rows), ("dev", dev_rows)):
+        outside = [r["label"] for r in rows if not 0 <= r["label"] <= 5]
+        if outside:
+            info[split]["labels_outside_0_5"] = len(outside)
+            _warn(info, f"stsb: {len(outside)} {split} label(s) outside the STS-B range [0, 5] (e.g. {outside[0]:g});"
+                        f" the scores are computed as given, but check that this is STS-B data")

@@ -200,14 +200,24 @@ def check_lut(lut, units: int, flag: str, what: str) -> torch.Tensor:
 
 def load_lut(path: str, units: int, flag: str, what: str) -> torch.Tensor:
     """torch.load a LUT file and validate it (see check_lut)."""
-    import os
-    if not os.path.isfile(path):
-        raise LutError(f"{flag} '{path}' does not exist; create it with scripts/measure_latency.py")
+    from utils.paths import file_problem
+    problem = file_problem(path)
+    if problem:
+        raise LutError(f"{flag} '{path}' {problem}; pass the table file created by scripts/measure_latency.py")
     try:
         table = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise LutError(f"{flag} '{path}' is not a saved latency table: {str(e).splitlines()[0][:200]}") from None
-    return check_lut(table, units, flag, what)
+    if not (isinstance(table, torch.Tensor) and table.dim() == 1 and table.is_floating_point()):
+        kind = f"a {table.dim()}-D {table.dtype} tensor" if isinstance(table, torch.Tensor) else type(table).__name__
+        raise LutError(f"{flag} '{path}' holds {kind}, not a 1-D float tensor of seconds; create it with "
+                       f"scripts/measure_latency.py")
+    lut = check_lut(table, units, flag, what)
+    if float(lut.max()) == 0 or float(lut.max()) == float(lut.min()):
+        raise LutError(f"{flag} '{path}' is {'all zero' if float(lut.max()) == 0 else 'flat'} ({lut[0]:.3g} s "
+                       f"for every count), so no pruning changes the latency; measure it again with "
+                       f"scripts/measure_latency.py on the target device.")
+    return lut
 
 
 def estimate_latency(mha_lut, ffn_lut, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> float:

@@ -371,10 +371,13 @@ def test_output_folder_with_a_finished_run_needs_overwrite(ckpt, sst2, tmp_path,
 
     # --overwrite replaces the run and removes what the old one wrote and the new one does not
     (out / "pruned_model.tmp-abcd1234").mkdir()                       # a pruned-model save that was killed
+    (out / "pruned_model.tmp-abcd1234" / ".tool-temp").write_text("")
+    (out / "photos.tmp-abcd1234").mkdir()                             # the same name pattern, not ours: kept
     assert run_main(_argv(ckpt, sst2, out, "--method", "kwon", "--overwrite"), capsys)[0] == 0
     assert json.loads((out / "results.json").read_text())["method"] == "kwon"
     assert not (out / "weight_updates.pt").exists()                   # lsq only: stale for a kwon run
     assert not (out / "pruned_model").exists() and not (out / "pruned_model.tmp-abcd1234").exists()
+    assert (out / "photos.tmp-abcd1234").is_dir()
 
 
 def test_output_folder_not_writable(ckpt, sst2, tmp_path, capsys):
@@ -478,7 +481,8 @@ def slow_data(tmp_path_factory):
 
 def _start_and_signal(ckpt, data, out, sig, *extra):
     """Start `python main.py`, send `sig` once the log shows the gradient stage started; (status, stderr)."""
-    argv = _argv(ckpt, data, out, "--num_samples", "720", "--batch_size", "1", "--save_pruned", *extra)
+    argv = _argv(ckpt, data, out, "--num_samples", "720", "--batch_size", "1", "--save_pruned", "--speed_seq_len", "8",
+                 *extra)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "main.py"), *argv], cwd=REPO, env=env,

@@ -37,11 +37,61 @@ def check_checkpoint_dir(ckpt_dir: str) -> None:
 def load_config(ckpt_dir: str):
     from transformers import AutoConfig
     try:
-        return AutoConfig.from_pretrained(ckpt_dir)
+        config = AutoConfig.from_pretrained(ckpt_dir)
     except Exception as e:
         hint = ("re-save it with model.save_pretrained" if os.path.isdir(ckpt_dir) else
                 "pass a local checkpoint folder, or connect to the HuggingFace hub for a hub id")
         raise CheckpointError(f"cannot read the config of '{ckpt_dir}' ({_first_line(e)}); {hint}.") from None
+    _check_heads(config, ckpt_dir)
+    _check_label_maps(config, ckpt_dir)
+    return config
+
+
+def _check_heads(config, ckpt_dir: str) -> None:
+    hidden, heads = getattr(config, "hidden_size", None), getattr(config, "num_attention_heads", None)
+    if isinstance(hidden, int) and isinstance(heads, int) and (heads <= 0 or hidden % heads):
+        raise CheckpointError(f"{ckpt_dir}/config.json: the hidden size {hidden} is not a multiple of the "
+                              f"{heads} attention heads; config.json is damaged or belongs to another model "
+                              f"(the weights are not the problem): restore the one saved with these weights.")
+
+
+def _check_label_maps(config, ckpt_dir: str) -> None:
+    """id2label and label2id must map 0..N-1 and N names one to one, or labels get silently mixed up."""
+    id2label, label2id = getattr(config, "id2label", None) or {}, getattr(config, "label2id", None) or {}
+    problem = None
+    try:
+        ids = sorted(int(k) for k in id2label)
+        values = sorted(int(v) for v in label2id.values())
+    except (TypeError, ValueError):
+        problem = "holds ids that are not integers"
+    else:
+        n = len(id2label)
+        if ids != list(range(n)):
+            problem = f"id2label keys {ids[:8]} are not 0..{n - 1}"
+        elif label2id and values != list(range(n)):
+            problem = f"label2id ids {values[:8]} are not a permutation of 0..{n - 1}"
+    if problem:
+        raise CheckpointError(f"{ckpt_dir}/config.json: its label maps are inconsistent ({problem}); fix "
+                              f"id2label/label2id in config.json so that they map 0..N-1 to N label names.")
+
+
+def check_fits(tokenizer, config, speed_seq_len: int | None = None) -> None:
+    """The tokenizer's ids must index the embeddings; --speed_seq_len must fit the position table."""
+    vocab = getattr(config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) > vocab:
+        raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary (vocab_size "
+                              f"in config.json) has {vocab}: ids above {vocab - 1} would index past the "
+                              f"embeddings. Use the tokenizer the model was trained with (--model_name), or "
+                              f"resize the embeddings (model.resize_token_embeddings) and save again.")
+    positions = getattr(config, "max_position_embeddings", None)
+    if speed_seq_len and isinstance(positions, int):
+        usable = positions - (config.pad_token_id + 1 if config.model_type in _OFFSET_POSITIONS else 0)
+        if speed_seq_len > usable:
+            raise CheckpointError(f"--speed_seq_len {speed_seq_len} is longer than the model's position table "
+                                  f"({usable} tokens); pass --speed_seq_len {usable} or less.")
+
+
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert")    # positions start after the padding id
 
 
 def _first_line(e: Exception, limit: int = 300) -> str:

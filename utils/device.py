@@ -21,6 +21,8 @@ def resolve_device(name: str) -> torch.device:
     except (RuntimeError, ValueError, TypeError):
         raise DeviceError(f"--device '{name}' is not a device name; use auto, cpu, cuda or cuda:N "
                           f"(--gpu N is the same as --device cuda:N).") from None
+    if device.type not in ("cpu", "cuda"):
+        _check_other_device(name, device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(f"--device {name} was asked for but no CUDA GPU is available "
@@ -30,6 +32,19 @@ def resolve_device(name: str) -> torch.device:
             raise DeviceError(f"--device {name} was asked for but this machine has {count} CUDA GPU(s), "
                               f"numbered 0..{count - 1}; pick one of them (or --device auto).")
     return device
+
+
+def _check_other_device(name: str, device: torch.device) -> None:
+    """Device types torch knows besides cpu/cuda: only usable ones that this machine has."""
+    if device.type == "meta":
+        raise DeviceError(f"--device {name} holds no data (torch's shape-only device); use cpu, cuda or auto.")
+    backend = {"mps": getattr(torch.backends, "mps", None), "xpu": getattr(torch, "xpu", None)}.get(device.type)
+    if backend is None:
+        raise DeviceError(f"--device {name} is a device type this tool does not support; use auto, cpu, "
+                          f"cuda[:N], mps or xpu.")
+    if not backend.is_available():
+        raise DeviceError(f"--device {name} was asked for but this machine has no {device.type} device "
+                          f"(torch {torch.__version__}); use --device cpu or --device auto.")
 
 
 def peak_rss_mb() -> float:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 from utils.errors import UserError
 
@@ -37,20 +35,22 @@ def weights_size_bytes(path: str) -> int:
     return total
 
 
-def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = True) -> dict:
+def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = True, run_id: str | None = None,
+                place: bool = True) -> dict:
     """Write the pruned model to `path` atomically; returns what pruning.json holds.
 
     Everything is written into a temporary folder next to `path` and renamed into place, so `path`
-    is either the previous content or the complete new model, never half of one.
+    is either the previous content or the complete new model, never half of one. With
+    place=False the folder is left staged (returned under "staged_dir", not part of pruning.json):
+    main.py renames it into place with utils.safety.place_dir right before results.json.
     """
     from prune.physical import count_parameters
+    from utils.safety import discard_dir, place_dir, stage_dir
 
     path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"'{path}' exists; pass overwrite=True to replace it")
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
+    tmp = stage_dir(path)
     try:
         model.save_pretrained(tmp)
         if tokenizer is not None:
@@ -64,20 +64,16 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
             **{k: shapes[k] for k in ("num_layers", "num_heads", "heads_per_unit", "head_dim", "ffn_dim",
                                       "hidden_size", "heads_per_layer", "neurons_per_layer", "kept_heads",
                                       "kept_neurons", "biased")},
+            **({"run_id": run_id} if run_id else {}),
         }
         with open(os.path.join(tmp, PRUNING_FILE), "w") as f:
             json.dump(info, f, indent=1)
             f.write("\n")
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=os.path.basename(path) + ".old-", dir=parent)
-            os.rmdir(old)
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
+        if not place:
+            return {**info, "staged_dir": tmp}
+        place_dir(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        discard_dir(tmp)
         raise
     return info
 
@@ -87,12 +83,104 @@ def read_pruning_info(path: str) -> dict:
     if not os.path.isfile(file):
         raise PrunedModelError(f"'{path}' has no {PRUNING_FILE}; it is not a folder written by save_pruned "
                                f"(an unpruned checkpoint loads with from_pretrained)")
-    with open(file) as f:
-        info = json.load(f)
+    try:
+        with open(file, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise PrunedModelError(f"{file} is not readable JSON ({e}); save the model again") from None
+    if not isinstance(info, dict):
+        raise PrunedModelError(f"{file} holds a {type(info).__name__}, not a JSON object; save the model again")
     if info.get("format") != FORMAT or info.get("format_version") != FORMAT_VERSION:
         raise PrunedModelError(f"{file} has format {info.get('format')!r} version {info.get('format_version')!r}; "
                                f"this tool reads {FORMAT!r} version {FORMAT_VERSION}")
+    try:
+        return validate_pruning_info(info)
+    except PrunedModelError as e:
+        raise PrunedModelError(f"{file}: {e}; it was edited or damaged: save the model again") from None
+
+
+# Field -> check. Each check gets (value, info) and returns an error text or None; add new fields here.
+def _positive_int(value, info):
+    return None if _is_int(value) and value > 0 else "must be a positive integer"
+
+
+def _count(value, info):
+    return None if _is_int(value) and value >= 0 else "must be a non-negative integer"
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _per_layer(bound):
+    def check(value, info):
+        if not isinstance(value, list) or len(value) != info.get("num_layers"):
+            return f"must be a list of num_layers ({info.get('num_layers')}) counts"
+        if not all(_is_int(v) and 0 <= v <= info.get(bound, -1) for v in value):
+            return f"must hold counts between 0 and {bound} ({info.get(bound)})"
+        return None
+    return check
+
+
+def _kept(bound, counts):
+    def check(value, info):
+        if not isinstance(value, list) or len(value) != info.get("num_layers"):
+            return f"must be a list of num_layers ({info.get('num_layers')}) index lists"
+        for layer, kept in enumerate(value):
+            if not isinstance(kept, list) or not all(_is_int(i) for i in kept):
+                return f"layer {layer} must be a list of integer indices"
+            if kept != sorted(set(kept)) or any(not 0 <= i < info.get(bound, 0) for i in kept):
+                return f"layer {layer} must hold sorted, unique indices in 0..{info.get(bound, 0) - 1}"
+            if isinstance(info.get(counts), list) and layer < len(info[counts]) and len(kept) != info[counts][layer]:
+                return f"layer {layer} keeps {len(kept)} but {counts} says {info[counts][layer]}"
+        return None
+    return check
+
+
+def _text(value, info):
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+PRUNING_FIELDS = {     # required fields, checked in this order (later checks rely on earlier ones)
+    "num_layers": _positive_int, "num_heads": _positive_int, "head_dim": _positive_int,
+    "ffn_dim": _positive_int, "hidden_size": _positive_int, "architecture": _text, "model_type": _text,
+    "parameters": _count,
+    "heads_per_layer": _per_layer("num_heads"), "neurons_per_layer": _per_layer("ffn_dim"),
+    "kept_heads": _kept("num_heads", "heads_per_layer"), "kept_neurons": _kept("ffn_dim", "neurons_per_layer"),
+}
+def _biased(value, info):
+    if not isinstance(value, list):
+        return "must be a list of [layer, role] pairs"
+    for entry in value:
+        if (not isinstance(entry, list) or len(entry) != 2 or not _is_int(entry[0])
+                or not 0 <= entry[0] < info.get("num_layers", 0) or entry[1] not in ("attn_out", "ffn_out")):
+            return "must hold [layer, 'attn_out' | 'ffn_out'] pairs with layer in 0..num_layers-1"
+    return None
+
+
+OPTIONAL_FIELDS = {"run_id": _text, "heads_per_unit": _positive_int, "biased": _biased}
+
+
+def validate_pruning_info(info: dict) -> dict:
+    """Check every field of a pruning.json; the first malformed one is a PrunedModelError naming it."""
+    if not isinstance(info, dict):
+        raise PrunedModelError(f"pruning.json must hold a JSON object, not {type(info).__name__}")
+    for name, check in PRUNING_FIELDS.items():
+        if name not in info:
+            raise PrunedModelError(f"field '{name}' is missing")
+        problem = check(info[name], info)
+        if problem:
+            raise PrunedModelError(f"field '{name}' {problem} (found {_short(info[name])})")
+    for name, check in OPTIONAL_FIELDS.items():
+        problem = check(info[name], info) if name in info else None
+        if problem:
+            raise PrunedModelError(f"field '{name}' {problem} (found {_short(info[name])})")
     return info
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _model_class(config):

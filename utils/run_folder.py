@@ -2,30 +2,38 @@
 never leaves a results.json that looks complete."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
 import re
 import shutil
+import socket
 import sys
 import tempfile
+import time
+import uuid
 
 from utils.errors import UserError
 
 
 class OutputError(UserError):
-    """A user-fixable problem with --output_dir."""
+    """A user-fixable problem with --output_dir or --save_pruned."""
 
 
 # Files of a run that a new run in the same folder must not leave behind: on their own they would
 # look like the new run's output (results.json is the "finished" marker and is written last).
 RUN_OUTPUTS = ("results.json", "head_mask.pt", "neuron_mask.pt", "weight_updates.pt")
-PRUNED_MODEL_MARKER = "pruning.json"      # utils/pruned_io.PRUNING_FILE: a saved pruned model folder
+RUN_FILES = RUN_OUTPUTS + ("args.json", "versions.json", "log.txt")   # what a run writes in its folder
+LOCK_FILE = "run.lock"
+TEMP_MARKER = ".tool-temp"                 # inside every temporary folder this tool creates
 
 
-def prepare_run_folder(path: str, overwrite: bool) -> None:
-    if os.path.isfile(os.path.join(path, "results.json")) and not overwrite:
+def prepare_run_folder(path: str, overwrite: bool, save_target: str | None = None) -> None:
+    """Check the folder, take its lock (one run at a time), then remove what earlier runs of this
+    tool left that would look current. Only files this tool recognises as its own are removed."""
+    if os.path.isfile(os.path.join(path, "results.json")) and not overwrite and not _locked_by_other(path):
         raise OutputError(f"--output_dir '{path}' already holds a finished run (results.json). "
                           f"Pass --overwrite to replace it, or choose another --output_dir.")
     if os.path.exists(path) and not os.path.isdir(path):
@@ -38,45 +46,226 @@ def prepare_run_folder(path: str, overwrite: bool) -> None:
     except OSError as e:
         raise OutputError(f"--output_dir '{path}' is not writable ({e.strerror or e}); choose a folder you "
                           f"can write to.") from None
-    # A previous, unfinished or overwritten run must not leave files that look current:
+    _refuse_foreign_files(path)
+    stale = acquire_lock(path, save_target)
+    if os.path.isfile(os.path.join(path, "results.json")) and not overwrite:   # finished while we waited
+        release_locks()
+        raise OutputError(f"--output_dir '{path}' already holds a finished run (results.json). "
+                          f"Pass --overwrite to replace it, or choose another --output_dir.")
+    _remove_old_outputs(path, stale)
+
+
+def _refuse_foreign_files(path: str) -> None:
+    """A folder that is not a run folder of this tool but holds files a run would replace."""
+    if _is_run_folder(path):
+        return
+    taken = [n for n in RUN_FILES if os.path.lexists(os.path.join(path, n))]
+    if taken:
+        raise OutputError(f"--output_dir '{path}' holds files that this tool did not write ({', '.join(taken)}) "
+                          f"and a run would replace them; choose a new or empty --output_dir.")
+
+
+def _is_run_folder(path: str) -> bool:
+    args = _read_json(os.path.join(path, "args.json"))
+    return isinstance(args, dict) and {"task_name", "ckpt_dir", "output_dir"} <= set(args)
+
+
+def _read_json(file: str):
+    try:
+        with open(file) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_old_outputs(path: str, stale: dict | None) -> None:
     # results.json goes first, so that a run killed during this cleanup still has none.
-    old_pruned = _previous_pruned_model(path)
-    for name in RUN_OUTPUTS + tuple(n + ".tmp" for n in RUN_OUTPUTS):
+    old_models = [m for m in (_previous_pruned_model(path), _unfinished_pruned_model(path, stale)) if m]
+    partial = RUN_OUTPUTS + ("args.json", "versions.json", "results.json.pending")
+    for name in RUN_OUTPUTS + ("results.json.pending",) + tuple(n + ".tmp" for n in partial):
         target = os.path.join(path, name)
         if os.path.isfile(target):
             os.remove(target)
-    if old_pruned:
-        shutil.rmtree(old_pruned, ignore_errors=True)
-    for entry in os.scandir(path):   # temporary folders of a pruned-model save that was killed
-        if entry.is_dir(follow_symlinks=False) and _SAVE_TMP.fullmatch(entry.name):
-            shutil.rmtree(entry.path, ignore_errors=True)
+    for model in old_models:
+        shutil.rmtree(model, ignore_errors=True)
+    parents = {path} | {os.path.dirname(os.path.abspath(m)) for m in old_models}
+    if stale and isinstance(stale.get("save_pruned"), str):
+        parents.add(os.path.dirname(os.path.abspath(stale["save_pruned"])))
+    for parent in parents:          # temporary folders of a pruned-model save that was killed
+        for entry in _scandir(parent):
+            if entry.is_dir(follow_symlinks=False) and _SAVE_TMP.fullmatch(entry.name) \
+                    and is_tool_temp_dir(entry.path):
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
-# utils/pruned_io.save_pruned writes into tempfile.mkdtemp(prefix=NAME + ".tmp-") next to the target
+def _scandir(path: str) -> list:
+    try:
+        return list(os.scandir(path))
+    except OSError:
+        return []
+
+
+# utils/safety.stage_dir writes into tempfile.mkdtemp(prefix=NAME + ".tmp-") next to the target
 _SAVE_TMP = re.compile(r".+\.(tmp|old)-[A-Za-z0-9_]{8}")
+
+
+def mark_tool_temp_dir(folder: str) -> None:
+    with open(os.path.join(folder, TEMP_MARKER), "w") as f:
+        f.write("a temporary folder of main.py; safe to delete when no run is going on\n")
+
+
+def is_tool_temp_dir(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, TEMP_MARKER))
+
+
+def pruned_model_run_id(folder: str) -> str | None:
+    """The run id recorded in a pruned model saved by this tool ('' for one saved without);
+    None when `folder` is not such a model."""
+    from utils.pruned_io import FORMAT, PRUNING_FILE
+    info = _read_json(os.path.join(folder, PRUNING_FILE))
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        return None
+    run_id = info.get("run_id")
+    return run_id if isinstance(run_id, str) else ""
 
 
 def _previous_pruned_model(path: str) -> str | None:
     """The pruned model folder that the finished run being replaced saved inside `path` (--save_pruned)."""
-    try:
-        with open(os.path.join(path, "results.json")) as f:
-            saved = json.load(f).get("pruned_model", {}).get("path")
-    except (OSError, ValueError, AttributeError):
-        return None
+    results = _read_json(os.path.join(path, "results.json"))
+    saved = results.get("pruned_model") if isinstance(results, dict) else None
+    saved = saved.get("path") if isinstance(saved, dict) else None
     if not isinstance(saved, str):
         return None
     saved, root = os.path.realpath(saved), os.path.realpath(path)
     inside = saved != root and os.path.commonpath([saved, root]) == root
-    return saved if inside and os.path.isfile(os.path.join(saved, PRUNED_MODEL_MARKER)) else None
+    return saved if inside and pruned_model_run_id(saved) is not None else None
+
+
+def _unfinished_pruned_model(path: str, stale: dict | None) -> str | None:
+    """The model a killed run of this folder put in place without its results.json (same run id)."""
+    if not stale or not isinstance(stale.get("save_pruned"), str) or not stale.get("run_id"):
+        return None
+    target = stale["save_pruned"]
+    return target if pruned_model_run_id(target) == stale["run_id"] else None
+
+
+# ----------------------------------------------------------------------------- the lock
+
+_held: list[tuple[str, str]] = []          # (lock file, run id) taken by this process
+_pending_warnings: list[str] = []          # logged once setup_logging has opened log.txt
+
+
+def current_run_id() -> str | None:
+    return _held[-1][1] if _held else None
+
+
+def _lock_owner_alive(owner: dict) -> bool | None:
+    """True/False for a lock of this host; None when it cannot be told (another host)."""
+    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+        return None
+    if owner["pid"] == os.getpid():
+        return False       # runs of one process are sequential: an earlier run() that did not release it
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _locked_by_other(path: str) -> bool:
+    owner = _read_json(os.path.join(path, LOCK_FILE))
+    return isinstance(owner, dict) and _lock_owner_alive({**owner, "_file": os.path.join(path, LOCK_FILE)}) is True
+
+
+def acquire_lock(path: str, save_target: str | None = None) -> dict | None:
+    """Create `path`/run.lock (pid, host, start time, run id); returns the stale lock it took over.
+
+    A lock whose process is gone (same host) is taken over with a warning: it is what kill -9
+    leaves, and it tells which pruned model that run may have put in place without its results.
+    """
+    file = os.path.join(path, LOCK_FILE)
+    run_id = uuid.uuid4().hex[:16]
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "run_id": run_id, "save_pruned": os.path.abspath(save_target) if save_target else None}
+    stale = None
+    for _ in range(3):
+        try:
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            stale = _take_over(file)
+            continue
+        except OSError as e:
+            raise OutputError(f"cannot create the lock {file} ({e.strerror or e}); choose a folder you can "
+                              f"write to.") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(mine, f)
+        _held.append((file, run_id))
+        return stale
+    raise OutputError(f"another run keeps taking the lock {file}; wait for it to finish.")
+
+
+def _take_over(file: str) -> dict | None:
+    owner = _read_json(file)
+    if not isinstance(owner, dict):          # being written right now, or damaged
+        time.sleep(0.2)
+        owner = _read_json(file)
+    if not isinstance(owner, dict):
+        raise OutputError(f"--output_dir has a damaged lock file {file}; if no run is using this folder, "
+                          f"delete it and run again.")
+    alive = _lock_owner_alive({**owner, "_file": file})
+    who = f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
+    if alive:
+        raise OutputError(f"--output_dir '{os.path.dirname(file)}' is in use by another run ({who}); wait "
+                          f"for it to finish or choose another --output_dir.")
+    if alive is None:
+        raise OutputError(f"--output_dir '{os.path.dirname(file)}' is locked by a run on another machine "
+                          f"({who}); if that run has ended, delete {file} and run again.")
+    if owner.get("pid") == os.getpid():
+        _held[:] = [h for h in _held if h[0] != file]
+    aside = f"{file}.stale-{os.getpid()}"
+    try:
+        os.rename(file, aside)               # atomic: of two runs taking over, one wins
+    except FileNotFoundError:
+        return None
+    moved = _read_json(aside)
+    if not isinstance(moved, dict) or moved.get("run_id") != owner.get("run_id"):
+        with contextlib.suppress(OSError):    # another run took it over first: give its lock back
+            os.link(aside, file)
+        os.remove(aside)
+        raise OutputError(f"--output_dir '{os.path.dirname(file)}' is in use by another run that just "
+                          f"started; wait for it to finish or choose another --output_dir.")
+    os.remove(aside)
+    if owner.get("pid") != os.getpid():
+        _pending_warnings.append(f"took over the stale lock {file} of a run that is gone ({who}); "
+                                 f"its unfinished outputs are removed")
+    return owner
+
+
+def release_locks() -> None:
+    while _held:
+        file, run_id = _held.pop()
+        owner = _read_json(file)
+        if isinstance(owner, dict) and owner.get("run_id") == run_id:
+            with contextlib.suppress(OSError):
+                os.remove(file)
 
 
 def write_json(path: str, data) -> None:
-    """Atomic: write to a temporary name in the same folder, then rename."""
+    """Atomic: write to a temporary name in the same folder, then rename. A failed write (disk full,
+    read-only) is one OutputError line and leaves neither file half written."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise OutputError(f"cannot write {path} ({e.strerror or e}); free some space, fix the permissions "
+                          f"or choose another --output_dir, then run again.") from None
 
 
 def package_versions() -> dict:
@@ -104,5 +293,7 @@ def setup_logging(folder: str | None, verbose: bool = True) -> None:
         file_handler = logging.FileHandler(os.path.join(folder, "log.txt"), mode="w")
         file_handler.setFormatter(fmt)
         root.addHandler(file_handler)
+    while _pending_warnings:
+        logging.getLogger(__name__).warning(_pending_warnings.pop(0))
     for noisy in ("transformers", "datasets", "urllib3", "filelock", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
