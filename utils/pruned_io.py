@@ -1,10 +1,14 @@
 """Saving and loading physically pruned models.
 
 The folder has the HuggingFace layout (config.json, model.safetensors, tokenizer files) plus
-pruning.json, which records which original heads and neurons every layer kept. A plain
-`from_pretrained` cannot load it (the layers have uneven widths); `load_pruned` builds the model
-from config.json, shrinks each layer to the recorded shapes with the same code that pruned it
-(prune/physical.py), and loads the weights strictly. The original checkpoint is not needed.
+pruning.json, which records which original heads and neurons every layer kept. The layers have
+uneven widths, so config.json also carries `pruned_shapes` (the sizes that differ from what the
+config builds) and an `auto_map` to modeling_pruned.py, a subclass of the library's model that
+applies them (utils/hf_native.py): `AutoModelFor...from_pretrained(path, trust_remote_code=True)`
+and `pipeline(..., trust_remote_code=True)` load it. `load_pruned` applies the same record with
+the same code (utils/pruned_modeling.py) without running code from the folder; for folders saved
+before the record existed it shrinks each layer from pruning.json's kept units with the code that
+pruned it (prune/physical.py). Weights load strictly. The original checkpoint is not needed.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
     is either the previous content or the complete new model, never half of one.
     """
     from prune.physical import count_parameters
+    from utils.hf_native import make_native
 
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
@@ -51,6 +56,7 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
     tmp = tempfile.mkdtemp(prefix=os.path.basename(path) + ".tmp-", dir=parent)
     try:
         model.save_pretrained(tmp)
+        make_native(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         info = {
@@ -130,11 +136,48 @@ def load_pruned(path: str, device="cpu"):
     """Rebuild a model saved by `save_pruned`: config -> model -> same shrinking -> strict weights."""
     from transformers import AutoConfig
 
-    from prune.physical import masks_from_shapes, physically_prune
-    from utils.arch import bind
+    from utils.hf_native import SHAPES_KEY
 
     info = read_pruning_info(path)
     config = AutoConfig.from_pretrained(path)
+    if getattr(config, SHAPES_KEY, None) is not None:
+        model = _build_from_record(config, info)
+    else:
+        model = _build_from_masks(config, info)
+    model.to(device)
+    state = _load_weights(path, device)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # save_pretrained leaves out the second name of a tied (shared) tensor; nothing else may be absent
+    shared = _tied_names(model)
+    missing = [k for k in missing if k not in shared]
+    if missing or unexpected:
+        raise PrunedModelError(f"the weights in '{path}' do not match the pruned shapes: missing {missing[:5]}, "
+                               f"unexpected {list(unexpected)[:5]}")
+    model.eval()
+    return model
+
+
+def _build_from_record(config, info: dict):
+    from utils.arch import bind
+    from utils.pruned_modeling import apply_pruned_shapes
+
+    model = _build(_model_class(config), config)
+    apply_pruned_shapes(model, config.pruned_shapes)
+    arch = bind(model)
+    built = ([arch.heads_in_layer(i) for i in range(arch.num_layers)],
+             [arch.neurons_in_layer(i) for i in range(arch.num_layers)])
+    if built != (info["heads_per_layer"], info["neurons_per_layer"]):
+        raise PrunedModelError(f"config.json's pruned_shapes build (heads, neurons) per layer {built}, but "
+                               f"{PRUNING_FILE} records {(info['heads_per_layer'], info['neurons_per_layer'])}: "
+                               f"the folder's files do not match")
+    return model
+
+
+def _build_from_masks(config, info: dict):
+    """Folders saved before config.json carried pruned_shapes: prune again from the kept units."""
+    from prune.physical import masks_from_shapes, physically_prune
+    from utils.arch import bind
+
     for key in ("heads_per_layer", "ffn_dims_per_layer"):
         if hasattr(config, key):
             delattr(config, key)
@@ -146,16 +189,6 @@ def load_pruned(path: str, device="cpu"):
         raise PrunedModelError(f"{PRUNING_FILE} describes (layers, heads, head size, ffn) = {recorded} but "
                                f"config.json builds {expected}")
     physically_prune(model, arch, *masks_from_shapes(info))
-    model.to(device)
-    state = _load_weights(path, device)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # save_pretrained leaves out the second name of a tied (shared) tensor; nothing else may be absent
-    shared = _tied_names(model)
-    missing = [k for k in missing if k not in shared]
-    if missing or unexpected:
-        raise PrunedModelError(f"the weights in '{path}' do not match the pruned shapes: missing {missing[:5]}, "
-                               f"unexpected {list(unexpected)[:5]}")
-    model.eval()
     return model
 
 
