@@ -49,6 +49,7 @@ class RunConfig:
     save_pruned: str | None = None
     speed_batch_size: int = 32
     speed_seq_len: int = 128
+    export: str | None = None
 
 
 def _fraction(text: str) -> float:
@@ -129,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default DIR: pruned_model)")
     p.add_argument("--speed_batch_size", default=32, type=_positive_int, help="--save_pruned: batch size of the timing")
     p.add_argument("--speed_seq_len", default=128, type=_positive_int, help="--save_pruned: sequence length of the timing")
+    p.add_argument("--export", default=None, choices=["onnx"],
+                   help="--save_pruned: also write model.onnx into the saved folder (dynamic batch and sequence "
+                        "axes), checked against PyTorch on the dev batches; needs the onnx, onnxscript and "
+                        "onnxruntime packages")
     return p
 
 
@@ -138,6 +143,13 @@ def config_from_args(argv=None) -> RunConfig:
     if args.metric == "latency" and not (args.mha_lut and args.ffn_lut):
         parser.error("--metric latency needs --mha_lut and --ffn_lut (measure them on the target device with "
                      "scripts/measure_latency.py)")
+    if args.export and not args.save_pruned:
+        parser.error("--export onnx exports the saved pruned model: add --save_pruned")
+    if args.export:
+        import importlib.util
+        missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            parser.error(f"--export onnx needs {', '.join(missing)}: pip install {' '.join(missing)}")
     device = f"cuda:{args.gpu}" if args.gpu is not None else args.device
     max_seq_length = args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH["qa" if args.task_name in QA_TASKS else "glue"]
     output_dir = args.output_dir or os.path.join(
@@ -152,7 +164,8 @@ def config_from_args(argv=None) -> RunConfig:
         method=args.method, teacher=args.teacher or "schedule", ridge=args.ridge,
         gradient_batches=args.gradient_batches, teacher_exponent=args.teacher_exponent,
         eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
-        save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len)
+        save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len,
+        export=args.export)
 
 
 def run(cfg: RunConfig) -> dict:
@@ -283,6 +296,9 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -
         "measured_speedup": speed["speedup"],
         "speed": {k: v for k, v in speed.items() if k != "timings"},
     }
+    if cfg.export == "onnx":
+        from utils.onnx_export import export_and_check
+        info["onnx"] = export_and_check(pruned, path, task.dev_batches)
     log.info("pruned model saved to %s: %s %s, %d -> %d parameters, %.2fx faster (batch %d x %d tokens, %s)",
              path, task.primary_metric, metric, info["parameters_before"], info["parameters_after"],
              speed["speedup"], cfg.speed_batch_size, cfg.speed_seq_len, device)

@@ -22,6 +22,7 @@ class TaskData:
     last_ffn_cls_only: bool           # the head reads only the first token
     info: dict
     gradient_batches: list[dict] | None = None   # the same sample in random batches (None: sample_batches)
+    dev_batches: list[dict] | None = None        # what `evaluate` runs the model on (the ONNX check reuses it)
 
 
 def check_label_count(task_name: str, num_labels: int, model_num_labels: int) -> None:
@@ -68,4 +69,5 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
 
     return TaskData(task.name, "classification", sample_batches, evaluate, PRIMARY_METRIC[task.name],
                     seq_len, True,
-                    {"train": train_info, "dev": dev_info, "num_samples_used": len(sample)}, gradient_batches)
+                    {"train": train_info, "dev": dev_info, "num_samples_used": len(sample)}, gradient_batches,
+                    dev_batches)
