@@ -111,3 +111,24 @@ def test_export_needs_save_pruned(capsys):
     from tests.test_errors import run_main
     code, err = run_main(["--task_name", "sst2", "--ckpt_dir", "x", "--constraint", "0.5", "--export", "onnx"], capsys)
     assert code == 2 and "add --save_pruned" in err
+
+
+@pytest.mark.slow
+def test_benchmark_times_both_backends(tmp_path):
+    model, shapes = _pruned("bert")
+    save_pruned(model, None, str(tmp_path / "pruned"), shapes)
+    _model("bert").save_pretrained(tmp_path / "ckpt")
+    bench = _load_script(os.path.join(ROOT, "benchmarks", "latency.py"))
+    out = tmp_path / "bench.json"
+    assert bench.main(["--ckpt_dir", str(tmp_path / "ckpt"), "--pruned_dir", str(tmp_path / "pruned"),
+                       "--backend", "eager", "onnx", "--batch_sizes", "1", "2", "--seq_lens", "8",
+                       "--repeats", "2", "--warmup", "1", "--threads", "1", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["backend"], r["batch_size"]) for r in report["results"]] == [
+        ("eager", 1), ("eager", 2), ("onnx", 1), ("onnx", 2)]
+    assert all(d <= TOLERANCE for d in report["onnx"]["max_abs_output_diff_vs_eager"].values())
+    assert report["onnx"]["providers"] == ["CPUExecutionProvider"]
+    onnx_rows = report["results"][2:]
+    assert onnx_rows[0]["ideal_mac_speedup"] == report["results"][0]["ideal_mac_speedup"] > 1
+    assert all(r["speedup"] > 0 and r["fraction_of_ideal"] == pytest.approx(r["speedup"] / r["ideal_mac_speedup"])
+               for r in onnx_rows)
