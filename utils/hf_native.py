@@ -13,6 +13,7 @@ the record after building) and points config.json's `auto_map` at it.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import logging
 import os
@@ -119,9 +120,7 @@ def auto_classes(model: nn.Module) -> list[str]:
 def modeling_source(base: str) -> tuple[str, str]:
     """(class name, text of modeling_pruned.py) for a subclass of transformers.<base>."""
     name = "Pruned" + base
-    with open(pruned_modeling.__file__.removesuffix("c")) as f:   # the .py, even if run from a .pyc
-        template = f.read()
-    return name, template + _CLASS_TEMPLATE.format(base=base, name=name)
+    return name, inspect.getsource(pruned_modeling) + _CLASS_TEMPLATE.format(base=base, name=name)
 
 
 def make_native(model: nn.Module, folder: str) -> dict:
