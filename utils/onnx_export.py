@@ -26,6 +26,9 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits", "start_logits", "end_logits")
 TOLERANCE = 1e-4                 # max abs difference of the outputs accepted as "the same model"
 _SINGLE_FILE_LIMIT = 1.8e9       # ONNX protobufs stop at 2 GB; larger models keep weights in a .data file
+# the exporter's libraries log every optimisation pass at INFO, and torch warns that torchvision is absent
+_CHATTY_LOGGERS = {"onnx_ir": logging.WARNING, "onnxscript": logging.WARNING,
+                   "torch.onnx._internal.exporter._registration": logging.ERROR}
 
 
 class _TensorsOut(nn.Module):
@@ -89,15 +92,28 @@ def export_onnx(model: nn.Module, path: str, example: dict | None = None) -> dic
     dims = {n: axes for n in names}
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > _SINGLE_FILE_LIMIT
     start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()) as printed, warnings.catch_warnings():
+    with contextlib.redirect_stdout(io.StringIO()) as printed, warnings.catch_warnings(), _quiet_loggers():
         # it prints its progress, and warns that the inputs' shared axes are named once (as intended)
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)   # torch-internal
         torch.onnx.export(_TensorsOut(model, outputs).eval(), (), path, kwargs=example, dynamo=True,
                           input_names=names, output_names=outputs, dynamic_shapes=dims, external_data=big)
     log.debug("%s", printed.getvalue())
     seconds = time.perf_counter() - start
     log.info("exported %s (%.1f s, inputs %s, outputs %s)", path, seconds, names, outputs)
     return {"inputs": names, "outputs": outputs, "seconds": round(seconds, 3)}
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
+    saved = {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS}
+    try:
+        for name, level in _CHATTY_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def providers(device: str = "cpu") -> list[str]:
