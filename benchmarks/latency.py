@@ -160,6 +160,7 @@ def main(argv=None) -> int:
 
 def _onnx_models(args, original, pruned, report: dict) -> dict:
     """ONNX Runtime sessions of both models, exported (or the pruned folder's model.onnx), checked."""
+    import shutil
     import tempfile
 
     from prune.latency import random_inputs
@@ -174,6 +175,9 @@ def _onnx_models(args, original, pruned, report: dict) -> dict:
     if paths["pruned"].startswith(folder):
         export_onnx(pruned, paths["pruned"])
     sessions = {name: OrtModel(path, args.device, args.threads) for name, path in paths.items()}
+    if not args.onnx_dir:   # the sessions hold the graphs in memory
+        shutil.rmtree(folder, ignore_errors=True)
+        paths = {name: None if path.startswith(folder) else path for name, path in paths.items()}
     check = [random_inputs(original.config, 2, 32, "cpu", seed=2)]
     diffs = {name: max_abs_difference(model, sessions[name], check)
              for name, model in (("original", original), ("pruned", pruned))}
