@@ -59,6 +59,7 @@ class RunConfig:
     save_pruned: str | None = None
     speed_batch_size: int = 32
     speed_seq_len: int = 128
+    export: str | None = None
 
 
 def _fraction(text: str) -> float:
@@ -165,10 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ffn_lut", default=None, help="--metric latency: FFN latency table (ffn_lut.pt)")
     p.add_argument("--save_pruned", nargs="?", const="pruned_model", default=None, metavar="DIR",
                    help="also save the physically pruned model (HF files + pruning.json; load it with "
-                        "utils.pruned_io.load_pruned) and time it; a relative DIR is inside --output_dir "
+                        "prune.pruned_model.load_pruned) and time it; a relative DIR is inside --output_dir "
                         "(default DIR: pruned_model)")
     p.add_argument("--speed_batch_size", default=32, type=_positive_int, help="--save_pruned: batch size of the timing")
     p.add_argument("--speed_seq_len", default=128, type=_positive_int, help="--save_pruned: sequence length of the timing")
+    p.add_argument("--export", default=None, choices=["onnx"],
+                   help="--save_pruned: also write model.onnx into the saved folder (dynamic batch and sequence "
+                        "axes), checked against PyTorch on the dev batches; needs the onnx, onnxscript and "
+                        "onnxruntime packages")
     return p
 
 
@@ -182,6 +187,13 @@ def config_from_args(argv=None) -> RunConfig:
     if kind == "lm" and not (args.calib_file and args.eval_file):
         parser.error("--task_name causal_lm needs --calib_file and --eval_file (text files or folders; "
                      "wikitext2 or c4 from the hub when online)")
+    if args.export and not args.save_pruned:
+        parser.error("--export onnx exports the saved pruned model: add --save_pruned")
+    if args.export:
+        import importlib.util
+        missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            parser.error(f"--export onnx needs {', '.join(missing)}: pip install {' '.join(missing)}")
     device = f"cuda:{args.gpu}" if args.gpu is not None else args.device
     max_seq_length = args.max_seq_length or DEFAULT_MAX_SEQ_LENGTH[kind]
     output_dir = args.output_dir or os.path.join(
@@ -199,7 +211,8 @@ def config_from_args(argv=None) -> RunConfig:
         gradient_batches=args.gradient_batches, teacher_exponent=args.teacher_exponent,
         eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
         calib_file=args.calib_file, eval_file=args.eval_file, eval_sequences=args.eval_sequences,
-        save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len)
+        save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len,
+        export=args.export)
 
 
 def run(cfg: RunConfig) -> dict:
@@ -350,6 +363,10 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -
         "measured_speedup": speed["speedup"],
         "speed": {k: v for k, v in speed.items() if k != "timings"},
     }
+    if cfg.export == "onnx":
+        from utils.onnx_export import export_and_check
+        info["onnx"] = export_and_check(pruned, staged, task.dev_batches)     # placed with the model folder
+        info["onnx"]["path"] = os.path.join(path, os.path.basename(info["onnx"]["path"]))
     log.info("pruned model saved to %s: %s %s, %d -> %d parameters, %.2fx faster (batch %d x %d tokens, %s)",
              path, task.primary_metric, metric, info["parameters_before"], info["parameters_after"],
              speed["speedup"], cfg.speed_batch_size, cfg.speed_seq_len, device)

@@ -3,10 +3,15 @@
     python benchmarks/latency.py --ckpt_dir CKPT --pruned_dir PRUNED --batch_sizes 1 32 --seq_lens 128 \
         --threads 2 --output bench.json
     python benchmarks/latency.py --ckpt_dir CKPT --mask_dir RUN_FOLDER ...   # prune in memory from masks
+    python benchmarks/latency.py ... --backend eager onnx                   # and in ONNX Runtime
 
-For every (batch size, sequence length) the two models are timed alternately (one call each per
-round, so load changes on a shared machine hit both alike) on random token ids with no padding;
-the median of the rounds is reported with the speedup. The JSON also holds parameter counts,
+For every backend and (batch size, sequence length) the two models are timed alternately (one
+call each per round, so load changes on a shared machine hit both alike) on random token ids with
+no padding; the median of the rounds is reported with the speedup and its fraction of the ideal.
+Backends: eager PyTorch, and ONNX Runtime (CPUExecutionProvider; CUDAExecutionProvider with
+--device cuda when onnxruntime has it) on graphs exported by utils/onnx_export.py: the pruned
+folder's model.onnx when it has one, else both models are exported into --onnx_dir (default: a
+temporary folder). ONNX Runtime is fed host tensors, so on CUDA its times include the copies. The JSON also holds parameter counts,
 on-disk weight sizes and the ideal (MAC-count) speedup at each sequence length:
 
   MACs(s) = sum over layers [ heads_l * (4 s h d + 2 s^2 d) + neurons_l * 2 s h + fixed_l ]
@@ -71,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", nargs="+", default=["eager"], choices=["eager", "onnx"],
+                   help="eager PyTorch and/or ONNX Runtime (needs onnx, onnxscript, onnxruntime)")
+    p.add_argument("--onnx_dir", default=None, help="--backend onnx: keep the exported graphs here")
     p.add_argument("--output", required=True, help="JSON file to write")
     return p
 
@@ -80,15 +88,22 @@ def main(argv=None) -> int:
     if not args.pruned_dir and not args.mask_dir:
         print("error: give --pruned_dir (a saved pruned model) or --mask_dir (masks to prune with)", file=sys.stderr)
         return 2
+    if "onnx" in args.backend:
+        from utils.onnx_export import missing_packages
+        if missing_packages():
+            print(f"error: --backend onnx needs {', '.join(missing_packages())}: pip install "
+                  f"{' '.join(missing_packages())}", file=sys.stderr)
+            return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    from prune.latency import random_inputs, time_models
+    from prune.latency import random_inputs
     from prune.masks import load_masks
     from prune.physical import count_parameters, physically_prune
     from utils.arch import bind
     from utils.checkpoint import load_model
     from utils.hooks import apply_masks
-    from utils.pruned_io import load_pruned, weights_size_bytes
+    from prune.pruned_model import load_pruned
+    from utils.pruned_io import weights_size_bytes
 
     device = torch.device(args.device)
     original = load_model(args.ckpt_dir, args.head).to(device).eval()
@@ -114,6 +129,11 @@ def main(argv=None) -> int:
                    "neurons_per_layer": [pruned_arch.neurons_in_layer(i) for i in range(pruned_arch.num_layers)]},
         "results": [],
     }
+    backends = {"eager": {"original": original, "pruned": pruned}}
+    if "onnx" in args.backend:
+        backends["onnx"] = _onnx_models(args, original, pruned, report)
+    backends = {name: backends[name] for name in args.backend}
+
     if masks is not None:  # the pruned model must compute what the masked original computes
         inputs = random_inputs(original.config, 4, 32, device, seed=1)
         with torch.inference_mode():
@@ -122,25 +142,14 @@ def main(argv=None) -> int:
             got = pruned(**inputs)[0]
         report["max_abs_output_diff_vs_masked"] = float((ref - got).abs().max())
 
-    for seq_len in args.seq_lens:
-        macs_o, macs_p = model_macs(original, orig_arch, seq_len), model_macs(pruned, pruned_arch, seq_len)
-        for batch_size in args.batch_sizes:
-            inputs = random_inputs(original.config, batch_size, seq_len, device)
-            t = time_models({"original": original, "pruned": pruned}, inputs, device, args.warmup, args.repeats)
-            row = {
-                "batch_size": batch_size, "seq_len": seq_len,
-                "original_s": t["original"]["median_s"], "pruned_s": t["pruned"]["median_s"],
-                "speedup": t["original"]["median_s"] / t["pruned"]["median_s"],
-                "speedup_of_min": t["original"]["min_s"] / t["pruned"]["min_s"],
-                "timings": t,
-                "original_macs": macs_o["total_macs"], "pruned_macs": macs_p["total_macs"],
-                "ideal_mac_speedup": macs_o["total_macs"] / macs_p["total_macs"],
-                "ideal_speedup_with_fixed": macs_o["total_with_fixed"] / macs_p["total_with_fixed"],
-            }
-            report["results"].append(row)
-            print(f"batch {batch_size:3d} seq {seq_len:4d}: original {row['original_s'] * 1e3:8.1f} ms, "
-                  f"pruned {row['pruned_s'] * 1e3:8.1f} ms, speedup {row['speedup']:.2f}x "
-                  f"(ideal {row['ideal_mac_speedup']:.2f}x)", file=sys.stderr, flush=True)
+    for backend, models in backends.items():
+        for seq_len in args.seq_lens:
+            for batch_size in args.batch_sizes:
+                row = _time_row(args, backend, models, batch_size, seq_len, device, original, pruned)
+                report["results"].append(row)
+                print(f"{backend:5s} batch {batch_size:3d} seq {seq_len:4d}: original {row['original_s'] * 1e3:8.1f} "
+                      f"ms, pruned {row['pruned_s'] * 1e3:8.1f} ms, speedup {row['speedup']:.2f}x "
+                      f"(ideal {row['ideal_mac_speedup']:.2f}x)", file=sys.stderr, flush=True)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output + ".tmp", "w") as f:
@@ -148,6 +157,55 @@ def main(argv=None) -> int:
         f.write("\n")
     os.replace(args.output + ".tmp", args.output)
     return 0
+
+
+def _onnx_models(args, original, pruned, report: dict) -> dict:
+    """ONNX Runtime sessions of both models, exported (or the pruned folder's model.onnx), checked."""
+    import shutil
+    import tempfile
+
+    from prune.latency import random_inputs
+    from utils.onnx_export import ONNX_FILE, OrtModel, export_onnx, max_abs_difference, providers
+
+    folder = args.onnx_dir or tempfile.mkdtemp(prefix="latency-onnx-")
+    os.makedirs(folder, exist_ok=True)
+    paths = {"original": os.path.join(folder, "original.onnx"), "pruned": os.path.join(folder, "pruned.onnx")}
+    if args.pruned_dir and os.path.isfile(os.path.join(args.pruned_dir, ONNX_FILE)):
+        paths["pruned"] = os.path.join(args.pruned_dir, ONNX_FILE)
+    export_onnx(original, paths["original"])
+    if paths["pruned"].startswith(folder):
+        export_onnx(pruned, paths["pruned"])
+    sessions = {name: OrtModel(path, args.device, args.threads) for name, path in paths.items()}
+    if not args.onnx_dir:   # the sessions hold the graphs in memory
+        shutil.rmtree(folder, ignore_errors=True)
+        paths = {name: None if path.startswith(folder) else path for name, path in paths.items()}
+    check = [random_inputs(original.config, 2, 32, "cpu", seed=2)]
+    diffs = {name: max_abs_difference(model, sessions[name], check)
+             for name, model in (("original", original), ("pruned", pruned))}
+    report["onnx"] = {"paths": paths, "providers": providers(args.device), "max_abs_output_diff_vs_eager": diffs}
+    return sessions
+
+
+def _time_row(args, backend, models, batch_size, seq_len, device, original, pruned) -> dict:
+    from prune.latency import random_inputs, time_models
+    from utils.arch import bind
+
+    macs_o, macs_p = model_macs(original, bind(original), seq_len), model_macs(pruned, bind(pruned), seq_len)
+    inputs = random_inputs(original.config, batch_size, seq_len, "cpu" if backend == "onnx" else device)
+    t = time_models(models, inputs, device, args.warmup, args.repeats)
+    ideal = macs_o["total_macs"] / macs_p["total_macs"]
+    speedup = t["original"]["median_s"] / t["pruned"]["median_s"]
+    return {
+        "backend": backend, "batch_size": batch_size, "seq_len": seq_len,
+        "original_s": t["original"]["median_s"], "pruned_s": t["pruned"]["median_s"],
+        "speedup": speedup,
+        "speedup_of_min": t["original"]["min_s"] / t["pruned"]["min_s"],
+        "timings": t,
+        "original_macs": macs_o["total_macs"], "pruned_macs": macs_p["total_macs"],
+        "ideal_mac_speedup": ideal,
+        "ideal_speedup_with_fixed": macs_o["total_with_fixed"] / macs_p["total_with_fixed"],
+        "fraction_of_ideal": speedup / ideal,
+    }
 
 
 if __name__ == "__main__":

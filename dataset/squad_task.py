@@ -148,4 +148,5 @@ def prepare_squad(task_name: str, data_dir: str | None, tokenizer, config, num_s
             "max_seq_length": max_length, "doc_stride": doc_stride,
             "seq_len_for_macs": {"value": seq_len, "convention": "average non-padding tokens per dev feature",
                                  "reference_fixed_value": REFERENCE_SQUAD_SEQ_LEN}}
-    return TaskData(task, "qa", sample_batches, evaluate, PRIMARY_METRIC, seq_len, "all", info)
+    return TaskData(task, "qa", sample_batches, evaluate, PRIMARY_METRIC, seq_len, "all", info,
+                    dev_batches=dev_batches)

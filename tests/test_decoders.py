@@ -11,7 +11,8 @@ from prune.reconstruct import reconstruct_weights, swapped_weights
 from tests.tiny import DECODER_FAMILIES, lm_batch, tiny_decoder
 from utils.arch import bind
 from utils.hooks import apply_masks
-from utils.pruned_io import load_pruned, save_pruned
+from prune.pruned_model import load_pruned
+from utils.pruned_io import save_pruned
 
 L, U, F = 3, 2, 37
 
@@ -154,3 +155,24 @@ def test_physically_prune_in_place_matches_masked_with_padding():
     got = _logits(model, batch)
     keep = batch["attention_mask"].bool()
     assert torch.allclose(got[keep], expected[keep], atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_pruned_decoder_loads_with_one_huggingface_call(family, tmp_path):
+    from transformers import AutoModelForCausalLM
+    model = tiny_decoder(family, tied=family == "qwen2")
+    arch = bind(model)
+    batches = [lm_batch(model, seed=s) for s in range(2)]
+    head, neuron = _masks()
+    updates, _ = reconstruct_weights(arch, *full_masks(L, U, F), head, neuron, first_layer_inputs(model, arch, batches),
+                                     "all", 0.1)
+    with swapped_weights(arch, updates):
+        expected = _logits(model, batches[0], head, neuron)
+    pruned, shapes = physically_pruned_copy(model, head, neuron, updates)
+    folder = tmp_path / f"native-{family}"
+    save_pruned(pruned, None, str(folder), shapes)
+    native = AutoModelForCausalLM.from_pretrained(str(folder), trust_remote_code=True).eval()
+    assert torch.allclose(_logits(native, batches[0]), expected, atol=1e-4)
+    ids = batches[0]["input_ids"][:1, :4]
+    assert torch.equal(native.generate(ids, max_new_tokens=4, do_sample=False),
+                       pruned.generate(ids, max_new_tokens=4, do_sample=False))

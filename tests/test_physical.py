@@ -10,7 +10,8 @@ from transformers import (BertConfig, BertForSequenceClassification, DistilBertC
 from prune.physical import NoHeadsAttention, count_parameters, kept_indices, physically_prune
 from utils.arch import bind
 from utils.hooks import apply_masks
-from utils.pruned_io import PrunedModelError, load_pruned, save_pruned
+from prune.pruned_model import load_pruned
+from utils.pruned_io import PrunedModelError, save_pruned
 
 L, H, F = 3, 4, 37
 

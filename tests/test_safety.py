@@ -370,7 +370,8 @@ def test_second_ctrl_c_during_clean_up_still_exits_130(ckpt, sst2, tmp_path):
 # ----------------------------------------------------------------------------- pruning.json
 
 def test_edited_pruning_json_names_the_field(ckpt, sst2, tmp_path, capsys):
-    from utils.pruned_io import PrunedModelError, load_pruned, validate_pruning_info
+    from prune.pruned_model import load_pruned
+    from utils.pruned_io import PrunedModelError, validate_pruning_info
     out = tmp_path / "out"
     assert run_main(_argv(ckpt, sst2, out, *SAVE), capsys)[0] == 0
     good = json.loads((out / "pruned_model" / "pruning.json").read_text())

@@ -1,10 +1,12 @@
-"""Saving and loading physically pruned models.
+"""The folder format of physically pruned models: saving, reading and checking pruning.json.
 
 The folder has the HuggingFace layout (config.json, model.safetensors, tokenizer files) plus
-pruning.json, which records which original heads and neurons every layer kept. A plain
-`from_pretrained` cannot load it (the layers have uneven widths); `load_pruned` builds the model
-from config.json, shrinks each layer to the recorded shapes with the same code that pruned it
-(prune/physical.py), and loads the weights strictly. The original checkpoint is not needed.
+pruning.json, which records which original heads and neurons every layer kept. The layers have
+uneven widths, so config.json also carries `pruned_shapes` (the sizes that differ from what the
+config builds) and an `auto_map` to modeling_pruned.py, a subclass of the library's model that
+applies them (utils/hf_native.py): `AutoModelFor...from_pretrained(path, trust_remote_code=True)`
+and `pipeline(..., trust_remote_code=True)` load it; `prune.pruned_model.load_pruned` applies the same
+record with the same code (utils/pruned_modeling.py) without running code from the folder.
 """
 from __future__ import annotations
 
@@ -20,6 +22,17 @@ FORMAT_VERSION = 1
 
 class PrunedModelError(UserError):
     """A folder that is not a usable pruned model."""
+
+
+def count_parameters(model) -> int:
+    """Parameters, counting shared tensors once."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() in seen and p.numel() > 0:
+            continue
+        seen.add(p.data_ptr())
+        total += p.numel()
+    return total
 
 
 def _dir_size(path: str) -> int:
@@ -44,8 +57,8 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
     place=False the folder is left staged (returned under "staged_dir", not part of pruning.json):
     main.py renames it into place with utils.safety.place_dir right before results.json.
     """
-    from prune.physical import count_parameters
     from utils.safety import discard_dir, place_dir, stage_dir
+    from utils.hf_native import make_native
 
     path = os.path.abspath(path)
     if os.path.exists(path) and not overwrite:
@@ -53,6 +66,7 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
     tmp = stage_dir(path)
     try:
         model.save_pretrained(tmp)
+        make_native(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         info = {
@@ -183,86 +197,8 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _model_class(config):
-    import transformers
-    names = config.architectures or []
-    if not names or not hasattr(transformers, names[0]):
-        raise PrunedModelError(f"config.json names no model class transformers {transformers.__version__} knows "
-                               f"(architectures: {names})")
-    return getattr(transformers, names[0])
-
-
-def _build(cls, config):
-    try:
-        from transformers.initialization import no_init_weights  # transformers 5
-    except ImportError:  # pragma: no cover
-        try:
-            from transformers.modeling_utils import no_init_weights
-        except ImportError:
-            no_init_weights = None
-    if no_init_weights is None:  # pragma: no cover
-        return cls._from_config(config)
-    with no_init_weights():
-        return cls._from_config(config)
-
-
-def _load_weights(path: str, device) -> dict:
-    from safetensors.torch import load_file
-    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
-    if not files:
-        raise PrunedModelError(f"'{path}' holds no .safetensors weights")
-    state = {}
-    for name in files:
-        state.update(load_file(os.path.join(path, name), device=str(device)))
-    return state
-
-
-def load_pruned(path: str, device="cpu"):
-    """Rebuild a model saved by `save_pruned`: config -> model -> same shrinking -> strict weights."""
-    from transformers import AutoConfig
-
-    from prune.physical import add_biases, masks_from_shapes, physically_prune
-    from utils.arch import bind
-
-    info = read_pruning_info(path)
-    config = AutoConfig.from_pretrained(path)
-    for key in ("heads_per_layer", "ffn_dims_per_layer"):
-        if hasattr(config, key):
-            delattr(config, key)
-    model = _build(_model_class(config), config)
-    model.tie_weights()      # tied input/output embeddings share one tensor, saved once
-    arch = bind(model)
-    expected = (arch.num_layers, arch.num_head_units, arch.head_dim, arch.ffn_dim)
-    recorded = (info["num_layers"], info["num_heads"], info["head_dim"], info["ffn_dim"])
-    if expected != recorded:
-        raise PrunedModelError(f"{PRUNING_FILE} describes (layers, head units, head size, ffn) = {recorded} but "
-                               f"config.json builds {expected}")
-    add_biases(arch, info.get("biased", []))
-    physically_prune(model, arch, *masks_from_shapes(info))
-    model.to(device)
-    state = _load_weights(path, device)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # save_pretrained leaves out the second name of a tied (shared) tensor; nothing else may be absent
-    shared = _tied_names(model)
-    missing = [k for k in missing if k not in shared]
-    if missing or unexpected:
-        raise PrunedModelError(f"the weights in '{path}' do not match the pruned shapes: missing {missing[:5]}, "
-                               f"unexpected {list(unexpected)[:5]}")
-    model.eval()
-    return model
-
-
-def _tied_names(model) -> set:
-    by_ptr: dict = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if p.numel():
-            by_ptr.setdefault(p.data_ptr(), []).append(name)
-    return {n for names in by_ptr.values() if len(names) > 1 for n in names}
-
-
 def checkpoint_summary(model, path: str | None = None) -> dict:
     """Parameter count and (when `path` is a saved folder) bytes of its weight files."""
-    from prune.physical import count_parameters
     out = {"parameters": count_parameters(model)}
     if path is not None:
         out["weights_bytes"] = weights_size_bytes(path)

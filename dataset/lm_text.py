@@ -1,0 +1,186 @@
+"""Text for the causal-LM task: loading, calibration windows, evaluation windows, batches.
+
+Offline (the default, and all that CI uses): a plain UTF-8 text file, or a folder of ``.txt`` files, e.g.
+``data/lm/calib.txt`` and ``data/lm/eval.txt`` built by ``scripts/make_lm_text.py`` from the Python 3.11
+documentation (PSF licence; provenance in ``data/lm/PROVENANCE.json``).
+
+Online (kept for users with hub access; never exercised offline): ``wikitext2`` (datasets ``wikitext`` /
+``wikitext-2-raw-v1``, documents joined with blank lines, the SparseGPT/Wanda/FLAP protocol) and ``c4``
+(``allenai/c4``: the first train shard for calibration, the first validation shard for evaluation, first 1,100
+documents, as in SparseGPT and Wanda).
+
+Protocols
+- calibration: ``calibration_sequences`` draws ``num_sequences`` windows of ``seq_len`` tokens at uniformly random
+  start offsets of the whole tokenized text (``torch.Generator().manual_seed(seed)``: the same windows for the same
+  text, tokenizer and seed on any machine); windows may overlap, as in Wanda/FLAP's ``get_loaders``.
+- evaluation: ``evaluation_sequences`` cuts the tokenized text into consecutive, non-overlapping windows of
+  ``seq_len`` tokens and drops the incomplete tail (``n = tokens // seq_len``), the standard WikiText-2
+  perplexity protocol. Text is tokenized with ``add_special_tokens=False`` (no BOS per window).
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import torch
+
+HUB_SOURCES = ("wikitext2", "c4")
+_BINARY_SNIFF_BYTES = 8192
+
+
+class TextDataError(ValueError):
+    """A user-fixable problem with causal-LM text: names the path and how to fix it."""
+
+
+_FIX = ("build the offline text with `python scripts/make_lm_text.py` (writes data/lm/calib.txt and "
+        "data/lm/eval.txt), or pass a UTF-8 .txt file / a folder of .txt files, or `wikitext2` / `c4` when online")
+
+
+def _read_text_file(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise TextDataError(f"cannot read {path}: {e.strerror}; {_FIX}") from e
+    if b"\x00" in raw[:_BINARY_SNIFF_BYTES]:
+        raise TextDataError(f"{path} looks binary (NUL bytes), not plain text; {_FIX}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TextDataError(f"{path} is not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); "
+                            f"re-encode it, e.g. `iconv -f latin1 -t utf-8`, or {_FIX}") from e
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def load_text(path: str, split: str = "validation", max_documents: int | None = None) -> str:
+    """Text of a UTF-8 file, of all ``*.txt`` in a folder (sorted by name, joined by a blank line), or of a hub set.
+
+    path: a file, a folder, or one of ``HUB_SOURCES`` (``wikitext2``/``c4``; needs network and ``datasets``;
+    ``split``: ``train`` for calibration, ``validation``/``test`` for evaluation; ``max_documents`` caps c4).
+    Raises TextDataError (a ValueError) naming the path when it is missing, empty, binary or not UTF-8.
+    """
+    path = os.fspath(path)
+    if path in HUB_SOURCES and not os.path.exists(path):
+        return load_hub_text(path, split=split, max_documents=max_documents)
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.endswith(".txt") and os.path.isfile(os.path.join(path, n)))
+        if not names:
+            raise TextDataError(f"the folder {path} holds no .txt files; {_FIX}")
+        parts = [_read_text_file(os.path.join(path, n)).strip("\n") for n in names]
+        text = "\n\n".join(p for p in parts if p.strip())
+    elif os.path.isfile(path):
+        text = _read_text_file(path)
+    else:
+        raise TextDataError(f"no such file or folder: {path}; {_FIX}")
+    if not text.strip():
+        raise TextDataError(f"{path} is empty (no text); {_FIX}")
+    return text
+
+
+def load_hub_text(name: str, split: str = "validation", max_documents: int | None = None) -> str:
+    """WikiText-2 raw or C4 from the hub (online only). Not used offline or in CI."""
+    try:
+        from datasets import load_dataset
+    except ImportError as e:  # pragma: no cover - datasets is in requirements
+        raise TextDataError(f"{name}: the `datasets` package is needed for hub text ({e})") from e
+    try:
+        if name == "wikitext2":
+            hub_split = "validation" if split == "validation" else split
+            ds = load_dataset("wikitext", "wikitext-2-raw-v1", split=hub_split)
+            texts = ds["text"]
+            if max_documents is not None:
+                texts = texts[:max_documents]
+            return "\n\n".join(texts)
+        if name == "c4":
+            if split == "train":
+                files = {"train": "en/c4-train.00000-of-01024.json.gz"}
+            else:
+                files, split = {"validation": "en/c4-validation.00000-of-00008.json.gz"}, "validation"
+            ds = load_dataset("allenai/c4", data_files=files, split=split)
+            n = len(ds) if max_documents is None else min(max_documents, len(ds))
+            if split == "validation" and max_documents is None:
+                n = min(1100, len(ds))
+            return " ".join(ds.select(range(n))["text"])
+    except TextDataError:
+        raise
+    except Exception as e:  # network / hub errors: say what to do offline
+        raise TextDataError(f"could not load {name!r} ({split}) from the hub ({type(e).__name__}: {e}); "
+                            f"offline, {_FIX}") from e
+    raise TextDataError(f"unknown hub text {name!r}: use one of {HUB_SOURCES}")
+
+
+def tokenize_text(text, tokenizer) -> torch.Tensor:
+    """1-D LongTensor of the token ids of ``text`` (no special tokens). A 1-D tensor/list of ids passes through."""
+    if isinstance(text, torch.Tensor):
+        ids = text.reshape(-1).long()
+    elif isinstance(text, (list, tuple)):
+        ids = torch.tensor(text, dtype=torch.long)
+    else:
+        if not isinstance(text, str) or not text.strip():
+            raise TextDataError("the text is empty: nothing to tokenize; " + _FIX)
+        enc = tokenizer(text, add_special_tokens=False, verbose=False)
+        ids = torch.tensor(enc["input_ids"], dtype=torch.long)
+    return ids
+
+
+def calibration_sequences(text, tokenizer, num_sequences: int, seq_len: int, seed: int = 0) -> torch.Tensor:
+    """LongTensor [num_sequences, seq_len] of random windows of the tokenized text, deterministic per seed.
+
+    ``text``: a string (tokenized here) or a 1-D tensor of ids. Raises TextDataError when the text has fewer
+    than ``seq_len`` tokens (one window), saying how many are needed.
+    """
+    if num_sequences < 1 or seq_len < 1:
+        raise ValueError(f"num_sequences and seq_len must be >= 1 (got {num_sequences}, {seq_len})")
+    ids = tokenize_text(text, tokenizer)
+    n = ids.numel()
+    if n < seq_len:
+        raise TextDataError(f"the calibration text has {n:,} tokens, fewer than one window of seq_len={seq_len} "
+                            f"(need at least {seq_len:,}; {num_sequences * seq_len:,} for {num_sequences} "
+                            f"non-overlapping windows); use more text or a smaller --seq_len")
+    gen = torch.Generator().manual_seed(int(seed))
+    starts = torch.randint(0, n - seq_len + 1, (num_sequences,), generator=gen)
+    offsets = starts[:, None] + torch.arange(seq_len)[None, :]
+    return ids[offsets].contiguous()
+
+
+def evaluation_sequences(text, tokenizer, seq_len: int, max_sequences: int | None = None) -> torch.Tensor:
+    """LongTensor [n, seq_len] of consecutive non-overlapping windows (tail dropped), first ``max_sequences`` only."""
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1 (got {seq_len})")
+    ids = tokenize_text(text, tokenizer)
+    n = ids.numel() // seq_len
+    if n == 0:
+        raise TextDataError(f"the evaluation text has {ids.numel():,} tokens, fewer than one window of "
+                            f"seq_len={seq_len}; use more text or a smaller --seq_len")
+    if max_sequences is not None:
+        if max_sequences < 1:
+            raise ValueError(f"max_sequences must be >= 1 or None (got {max_sequences})")
+        n = min(n, int(max_sequences))
+    return ids[: n * seq_len].view(n, seq_len).clone()
+
+
+def lm_batches(seqs: torch.Tensor | Sequence[torch.Tensor], batch_size: int) -> list[dict]:
+    """Split [n, seq_len] windows into batches {input_ids, attention_mask, labels}; labels = input_ids (HF shifts)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+    if not isinstance(seqs, torch.Tensor):
+        seqs = torch.stack(list(seqs))
+    if seqs.dim() != 2:
+        raise ValueError(f"expected windows of shape [n, seq_len], got {tuple(seqs.shape)}")
+    batches = []
+    for i in range(0, seqs.shape[0], batch_size):
+        ids = seqs[i:i + batch_size].long()
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()})
+    return batches
+
+
+def token_count(batches: Iterable[dict]) -> int:
+    """Number of predicted tokens in the batches (seq_len - 1 per window, masked positions excluded)."""
+    total = 0
+    for b in batches:
+        labels = b["labels"][:, 1:]
+        keep = labels != -100
+        if "attention_mask" in b:
+            keep = keep & b["attention_mask"][:, 1:].bool()
+        total += int(keep.sum())
+    return total

@@ -1,0 +1,117 @@
+"""Loading physically pruned models saved by `utils.pruned_io.save_pruned`.
+
+The folder records, in config.json's `pruned_shapes`, every module whose size differs from what the
+config builds; `load_pruned` builds the library class, applies that record and loads the weights
+strictly (what `AutoModel*.from_pretrained(path, trust_remote_code=True)` does through the folder's
+modeling_pruned.py). Folders saved before the record existed are rebuilt by pruning again from the
+kept units in pruning.json.
+"""
+from __future__ import annotations
+
+import os
+
+from prune.physical import add_biases, masks_from_shapes, physically_prune
+from utils.arch import bind
+from utils.hf_native import SHAPES_KEY
+from utils.pruned_io import PRUNING_FILE, PrunedModelError, read_pruning_info
+from utils.pruned_modeling import apply_pruned_shapes
+
+
+def load_pruned(path: str, device="cpu"):
+    """Rebuild a model saved by `save_pruned`: config -> model -> same shrinking -> strict weights."""
+    from transformers import AutoConfig
+
+    info = read_pruning_info(path)
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, SHAPES_KEY, None) is not None:
+        model = _build_from_record(config, info)
+    else:
+        model = _build_from_masks(config, info)
+    model.to(device)
+    state = _load_weights(path, device)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # save_pretrained leaves out the second name of a tied (shared) tensor; nothing else may be absent
+    shared = _tied_names(model)
+    missing = [k for k in missing if k not in shared]
+    if missing or unexpected:
+        raise PrunedModelError(f"the weights in '{path}' do not match the pruned shapes: missing {missing[:5]}, "
+                               f"unexpected {list(unexpected)[:5]}")
+    model.eval()
+    return model
+
+
+def _build_from_record(config, info: dict):
+    model = _build(_model_class(config), config)
+    model.tie_weights()      # tied input/output embeddings share one tensor, saved once
+    apply_pruned_shapes(model, config.pruned_shapes)
+    arch = bind(model)
+    built = ([arch.head_units_in_layer(i) for i in range(arch.num_layers)],
+             [arch.neurons_in_layer(i) for i in range(arch.num_layers)])
+    if built != (info["heads_per_layer"], info["neurons_per_layer"]):
+        raise PrunedModelError(f"config.json's pruned_shapes build (heads, neurons) per layer {built}, but "
+                               f"{PRUNING_FILE} records {(info['heads_per_layer'], info['neurons_per_layer'])}: "
+                               f"the folder's files do not match")
+    return model
+
+
+def _build_from_masks(config, info: dict):
+    """Folders saved before config.json carried pruned_shapes: prune again from the kept units."""
+
+    for key in ("heads_per_layer", "ffn_dims_per_layer"):
+        if hasattr(config, key):
+            delattr(config, key)
+    model = _build(_model_class(config), config)
+    model.tie_weights()      # tied input/output embeddings share one tensor, saved once
+    arch = bind(model)
+    expected = (arch.num_layers, arch.num_head_units, arch.head_dim, arch.ffn_dim)
+    recorded = (info["num_layers"], info["num_heads"], info["head_dim"], info["ffn_dim"])
+    if expected != recorded:
+        raise PrunedModelError(f"{PRUNING_FILE} describes (layers, head units, head size, ffn) = {recorded} but "
+                               f"config.json builds {expected}")
+    add_biases(arch, info.get("biased", []))
+    physically_prune(model, arch, *masks_from_shapes(info))
+    return model
+
+
+def _tied_names(model) -> set:
+    by_ptr: dict = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if p.numel():
+            by_ptr.setdefault(p.data_ptr(), []).append(name)
+    return {n for names in by_ptr.values() if len(names) > 1 for n in names}
+
+
+def _model_class(config):
+    import transformers
+    names = config.architectures or []
+    if not names or not hasattr(transformers, names[0]):
+        raise PrunedModelError(f"config.json names no model class transformers {transformers.__version__} knows "
+                               f"(architectures: {names})")
+    return getattr(transformers, names[0])
+
+
+
+def _build(cls, config):
+    try:
+        from transformers.initialization import no_init_weights  # transformers 5
+    except ImportError:  # pragma: no cover
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            no_init_weights = None
+    if no_init_weights is None:  # pragma: no cover
+        return cls._from_config(config)
+    with no_init_weights():
+        return cls._from_config(config)
+
+
+
+def _load_weights(path: str, device) -> dict:
+    from safetensors.torch import load_file
+    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not files:
+        raise PrunedModelError(f"'{path}' holds no .safetensors weights")
+    state = {}
+    for name in files:
+        state.update(load_file(os.path.join(path, name), device=str(device)))
+    return state

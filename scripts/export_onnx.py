@@ -1,0 +1,59 @@
+"""Write model.onnx into a folder saved by save_pruned (main.py --save_pruned), checked against PyTorch.
+
+    python scripts/export_onnx.py --pruned_dir outputs/.../pruned_model
+
+The graph has dynamic batch and sequence axes (inputs input_ids, attention_mask and, where the
+model takes them, token_type_ids; outputs logits, or start_logits and end_logits). It is run in
+ONNX Runtime on random batches of the --batch_sizes x --seq_lens shapes (one row half padding)
+and compared with the PyTorch model; the report (max abs difference, tolerance 1e-4) is printed
+as JSON. Exit status 0: within tolerance; 1: not; 2: a bad folder or missing package.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+log = logging.getLogger("export_onnx")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pruned_dir", required=True, help="a folder written by save_pruned")
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--seq_lens", type=int, nargs="+", default=[8, 128])
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from utils.onnx_export import example_inputs, export_and_check, missing_packages
+    from prune.pruned_model import load_pruned
+    from utils.pruned_io import PrunedModelError
+
+    if missing_packages():
+        print(f"error: the ONNX export needs {', '.join(missing_packages())}: "
+              f"pip install {' '.join(missing_packages())}", file=sys.stderr)
+        return 2
+    try:
+        model = load_pruned(args.pruned_dir)
+    except (PrunedModelError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # RoBERTa-like position ids start after the padding index, so leave two positions spare
+    longest = (getattr(model.config, "max_position_embeddings", None) or max(args.seq_lens) + 2) - 2
+    shapes = [(b, min(s, longest)) for b in args.batch_sizes for s in args.seq_lens]
+    batches = [example_inputs(model, b, s, seed=i + 1) for i, (b, s) in enumerate(shapes)]
+    report = export_and_check(model, args.pruned_dir, batches)
+    report["checked_shapes"] = shapes
+    print(json.dumps(report, indent=1))
+    return 0 if report["within_tolerance"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

