@@ -24,11 +24,13 @@ from typing import Iterable, Sequence
 
 import torch
 
+from utils.errors import UserError
+
 HUB_SOURCES = ("wikitext2", "c4")
 _BINARY_SNIFF_BYTES = 8192
 
 
-class TextDataError(ValueError):
+class TextDataError(UserError):
     """A user-fixable problem with causal-LM text: names the path and how to fix it."""
 
 

@@ -1,0 +1,166 @@
+"""Causal-LM metrics: token-weighted perplexity, greedy generations, decode tokens/s, prefill latency.
+
+``perplexity`` computes ``exp(sum of next-token NLL / number of predicted tokens)`` over all batches (token-
+weighted, not a mean of per-batch means), the standard WikiText-2 protocol when the batches are consecutive
+non-overlapping windows (``dataset.lm_text.evaluation_sequences``). The NLL is computed here from the logits in
+float32 (the model's own ``loss`` is a per-batch mean, so it is not used), one sequence at a time so that only one
+``[seq_len, vocab]`` log-softmax is alive at once.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import statistics
+import time
+from typing import Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _context(context: Callable[[], contextlib.AbstractContextManager] | None):
+    return context() if context is not None else contextlib.nullcontext()
+
+
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None):
+    """(sum of next-token NLL, predicted-token count) for logits [B, T, V] and labels [B, T] (HF shift: t predicts t+1).
+
+    Positions whose label is -100 or whose attention mask is 0 are excluded.
+    """
+    total, count = 0.0, 0
+    for b in range(logits.shape[0]):
+        target = labels[b, 1:]
+        keep = target != -100
+        if attention_mask is not None:
+            keep = keep & attention_mask[b, 1:].bool()
+        if not bool(keep.any()):
+            continue
+        logp = F.log_softmax(logits[b, :-1][keep].float(), dim=-1)
+        total += float(-logp.gather(1, target[keep].unsqueeze(1)).sum())
+        count += int(keep.sum())
+    return total, count
+
+
+def perplexity(model: torch.nn.Module, batches: Iterable[dict], context: Callable | None = None) -> dict:
+    """Token-weighted perplexity of ``model`` over ``batches`` of {input_ids, attention_mask?, labels?}.
+
+    context: optional zero-argument factory of a context manager entered once around the whole evaluation, e.g.
+    ``lambda: apply_masks(model, head_mask, ffn_mask)``. Runs under ``torch.inference_mode`` in eval mode (the
+    previous train/eval mode is restored), on the model's device.
+    Returns {"perplexity", "nll" (mean per predicted token), "tokens", "sequences", "seconds"}.
+    """
+    device = model_device(model)
+    total, count, seqs = 0.0, 0, 0
+    t0 = time.perf_counter()
+    with _eval_mode(model), torch.inference_mode(), _context(context):
+        for batch in batches:
+            ids = batch["input_ids"].to(device)
+            mask = batch.get("attention_mask")
+            mask = mask.to(device) if mask is not None else None
+            labels = batch.get("labels")
+            labels = labels.to(device) if labels is not None else ids
+            out = model(input_ids=ids, attention_mask=mask, use_cache=False)
+            s, c = sequence_nll(out.logits, labels, mask)
+            total += s
+            count += c
+            seqs += ids.shape[0]
+    if count == 0:
+        raise ValueError("no predicted tokens in the batches (each window needs at least 2 tokens)")
+    nll = total / count
+    return {"perplexity": math.exp(nll) if nll < 700 else float("inf"), "nll": nll, "tokens": count,
+            "sequences": seqs, "seconds": time.perf_counter() - t0}
+
+
+def _prompt_ids(tokenizer, prompt: str, chat: bool) -> torch.Tensor:
+    if chat and getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)["input_ids"]
+    else:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    return ids
+
+
+def greedy_generations(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 32,
+                       context: Callable | None = None, chat: bool = False) -> list[str]:
+    """Greedy continuations (do_sample=False, use_cache=True), one prompt at a time (no padding); new text only.
+
+    chat=True wraps each prompt in the tokenizer's chat template (useful for an instruct model).
+    """
+    device = model_device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    outs = []
+    with _eval_mode(model), torch.inference_mode(), _context(context):
+        for prompt in prompts:
+            ids = _prompt_ids(tokenizer, prompt, chat).to(device)
+            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                 do_sample=False, use_cache=True, pad_token_id=pad, temperature=None, top_p=None,
+                                 top_k=None)
+            outs.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
+    return outs
+
+
+def _synthetic_ids(model, batch: int, length: int, seed: int = 0) -> torch.Tensor:
+    vocab = int(getattr(model.config, "vocab_size", 1000))
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(3, max(vocab, 4), (batch, length), generator=gen)
+
+
+def decode_speed(model, tokenizer=None, prompt_len: int = 64, new_tokens: int = 32, device=None,
+                 warmup: int = 1, batch: int = 1) -> float:
+    """Decode throughput in new tokens/s (batch x steps / seconds), greedy with the KV cache, prefill excluded.
+
+    The prompt is ``prompt_len`` synthetic token ids (deterministic; ``tokenizer`` is accepted for symmetry and
+    unused); every step feeds the argmax token back with ``past_key_values``, so no EOS stops it early.
+    """
+    device = torch.device(device) if device is not None else model_device(model)
+    ids = _synthetic_ids(model, batch, prompt_len).to(device)
+
+    def run(steps: int) -> float:
+        out = model(input_ids=ids, use_cache=True)
+        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+        return time.perf_counter() - t0
+
+    with _eval_mode(model), torch.inference_mode():
+        for _ in range(warmup):
+            run(min(4, new_tokens))
+        seconds = run(new_tokens)
+    return batch * new_tokens / seconds
+
+
+def prefill_latency(model, batch: int = 1, seq_len: int = 256, repeats: int = 3, warmup: int = 1,
+                    device=None) -> float:
+    """Median seconds of one forward pass (no cache) on a [batch, seq_len] prompt of synthetic ids."""
+    device = torch.device(device) if device is not None else model_device(model)
+    ids = _synthetic_ids(model, batch, seq_len).to(device)
+    times = []
+    with _eval_mode(model), torch.inference_mode():
+        for i in range(warmup + repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            model(input_ids=ids, use_cache=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return statistics.median(times)

