@@ -284,6 +284,7 @@ def run(cfg: RunConfig) -> dict:
     with swapped_weights(arch, result.weight_updates):
         after = task.evaluate(model, arch, head_mask, neuron_mask)
     log.info("pruned %s: %s (MAC ratio %.4f, pruning %.1f s)", task.primary_metric, after, result.mac_ratio, prune_seconds)
+    generations = _generations(model, arch, tokenizer, result) if kind == "lm" else None
 
     stages = {}
     if cfg.eval_stages:
@@ -323,6 +324,8 @@ def run(cfg: RunConfig) -> dict:
         "device": str(device),
         "data": task.info,
     }
+    if generations:
+        results["generations"] = generations
     if cfg.metric == "latency":
         results["latency_ratio"] = result.budget_ratio
     staged = None
@@ -331,6 +334,34 @@ def run(cfg: RunConfig) -> dict:
     finish_run(cfg.output_dir, results, staged, save_target)   # the model and results.json, last
     log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
     return results
+
+
+def _generations(model, arch, tokenizer, result) -> dict:
+    """Greedy continuations of a few fixed prompts by the unpruned and the pruned model, for a person to read."""
+    from dataset.lm_task import PROMPTS
+    from evaluate.perplexity import greedy_generations
+    from prune.reconstruct import swapped_weights
+    from utils.hooks import apply_masks
+
+    before = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24)
+    with swapped_weights(arch, result.weight_updates):
+        after = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24,
+                                   context=lambda: apply_masks(arch, *result.final))
+    for prompt, old, new in zip(PROMPTS, before, after):
+        log.info("prompt %r\n  unpruned: %r\n  pruned:   %r", prompt, old, new)
+    return {"prompts": PROMPTS, "before": before, "after": after}
+
+
+def _decoder_speed(original, pruned, seq_len: int) -> dict:
+    """Prefill latency (batch 1 x seq_len) and greedy decode tokens/s of both models."""
+    from evaluate.perplexity import decode_speed, prefill_latency
+    out = {}
+    for name, model in (("original", original), ("pruned", pruned)):
+        out[f"prefill_s_{name}"] = prefill_latency(model, 1, seq_len)
+        out[f"decode_tokens_per_s_{name}"] = decode_speed(model, prompt_len=min(64, seq_len), new_tokens=32)
+    out["prefill_speedup"] = out["prefill_s_original"] / out["prefill_s_pruned"]
+    out["decode_speedup"] = out["decode_tokens_per_s_pruned"] / out["decode_tokens_per_s_original"]
+    return out
 
 
 def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -> tuple[dict, str]:
@@ -363,6 +394,8 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -
         "measured_speedup": speed["speedup"],
         "speed": {k: v for k, v in speed.items() if k != "timings"},
     }
+    if task.head == "causal_lm":
+        info["decoder_speed"] = _decoder_speed(model, pruned, cfg.speed_seq_len)
     if cfg.export == "onnx":
         from utils.onnx_export import export_and_check
         info["onnx"] = export_and_check(pruned, staged, task.dev_batches)     # placed with the model folder

@@ -8,6 +8,9 @@ from dataset.tasks import TaskData
 
 log = logging.getLogger(__name__)
 
+# Greedy continuations of these are printed before and after pruning, for a person to read.
+PROMPTS = ["The Python tutorial explains that", "A list comprehension is", "Once upon a time"]
+
 
 def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, num_sequences: int, seed: int,
                       seq_len: int, batch_size: int, eval_sequences: int | None = None) -> TaskData:

@@ -52,7 +52,9 @@ def test_causal_lm_prunes_saves_and_reloads(tiny_llama, tmp_path):
     assert results["metric_before"]["perplexity"] > 1 and results["metric_after"]["perplexity"] > 1
     assert results["mac_ratio"] <= 0.5 + 1e-9
     assert results["data"]["calibration"]["sequences"] == 8
+    assert len(results["generations"]["before"]) == len(results["generations"]["after"]) == 3
     saved = results["pruned_model"]
+    assert saved["decoder_speed"]["decode_tokens_per_s_pruned"] > 0 and saved["decoder_speed"]["prefill_speedup"] > 0
     assert saved["metric"]["perplexity"] == pytest.approx(results["metric_after"]["perplexity"], rel=1e-4)
     from prune.pruned_model import load_pruned
     model = load_pruned(saved["path"])
