@@ -81,17 +81,26 @@ def global_search(head_importance, neuron_importance, cost: UnitCost, constraint
 
 @register("search", "uniform")
 def uniform_search(head_importance, neuron_importance, cost: UnitCost, constraint: float):
-    """Every layer keeps the same number of head units and of neurons, its most important ones (Wanda-sp's and
-    magnitude-sp's allocation): the largest common fraction of both that fits the budget."""
+    """Every layer keeps the same number of head units and the same number of neurons, its most important ones
+    (the per-layer allocation of Wanda-sp and magnitude-sp). With few head units per layer one common fraction
+    would waste the budget, so for every head count the neuron count is the largest that fits, and the pair
+    keeping the most importance wins."""
     layers, units = head_importance.shape
     ffn = neuron_importance.shape[1]
     budget = constraint * cost.of_counts(layers * units, layers * ffn)
-    k, m = 0, 0
-    for fraction in torch.linspace(1, 0, 2001).tolist():
-        k, m = round(fraction * units), round(fraction * ffn)
-        if cost.of_counts(layers * k, layers * m) <= budget:
+    head_value = head_importance.sort(dim=1, descending=True).values.cumsum(1).sum(0)
+    neuron_value = neuron_importance.sort(dim=1, descending=True).values.cumsum(1).sum(0)
+    best = (-float("inf"), 0, 0)
+    for k in range(units + 1):
+        m = min(ffn, int((budget - cost.of_counts(layers * k, 0)) // (layers * cost.per_neuron)))
+        while m > 0 and cost.of_counts(layers * k, layers * m) > budget:
+            m -= 1
+        if m < 0:
             break
-    return _top_per_layer(head_importance, k), _top_per_layer(neuron_importance, m)
+        value = (float(head_value[k - 1]) if k else 0.0) + (float(neuron_value[m - 1]) if m else 0.0)
+        if value > best[0]:
+            best = (value, k, m)
+    return _top_per_layer(head_importance, best[1]), _top_per_layer(neuron_importance, best[2])
 
 
 def _top_per_layer(importance: torch.Tensor, count: int) -> torch.Tensor:
