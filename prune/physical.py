@@ -27,6 +27,7 @@ import torch.nn as nn
 from prune.reconstruct import set_bias
 from utils.arch import BoundArch
 from utils.pruned_io import count_parameters  # noqa: F401  (re-exported)
+from utils.pruned_modeling import NoHeadsAttention  # the same class the saved folder's modeling file holds
 
 log = logging.getLogger(__name__)
 
@@ -64,40 +65,6 @@ def _keep_columns(linear: nn.Linear, cols: torch.Tensor, scale: torch.Tensor) ->
     kept = weight.index_select(1, cols).float() * scale.to(weight.device, torch.float32)
     bias = linear.bias.detach() if linear.bias is not None else None
     return _new_linear(kept.to(weight.dtype), bias)
-
-
-class NoHeadsAttention(nn.Module):
-    """Stands in for a self-attention block all of whose heads were pruned.
-
-    It adopts the original block's children (the emptied query/key/value projections, dropout,
-    and the output projection when the block holds it), so the state dict keeps its names, and
-    returns the output structure the original block returned (`n_outputs` None: a bare tensor;
-    otherwise a tuple whose first entry is the output and the rest None).
-    """
-
-    _pruned_no_heads = True   # how utils/hf_native.py finds these blocks without importing prune/
-
-    def __init__(self, original: nn.Module, out_proj: str | None, n_outputs: int | None):
-        super().__init__()
-        for name, child in original.named_children():
-            self.add_module(name, child)
-        for name, value in vars(original).items():
-            if not name.startswith("_") and isinstance(value, (bool, int, float, str)) and not hasattr(self, name):
-                setattr(self, name, value)
-        self._out_proj_path = out_proj
-        self._n_outputs = n_outputs
-
-    def forward(self, *args, **kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        out = hidden.new_zeros(*hidden.shape[:-1], 0)
-        if self._out_proj_path:
-            out = self.get_submodule(self._out_proj_path)(out)
-        if self._n_outputs is None:
-            return out
-        return (out,) + (None,) * (self._n_outputs - 1)
-
-    def extra_repr(self) -> str:
-        return "heads=0" + (f", out_proj={self._out_proj_path}" if self._out_proj_path else "")
 
 
 def _check_unpruned(arch: BoundArch, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> None:

