@@ -276,8 +276,8 @@ def run(cfg: RunConfig) -> dict:
                            method=cfg.method, importance=cfg.importance, search=cfg.search, metric=cfg.metric,
                            seed=cfg.seed,
                            mha_lut=mha_lut, ffn_lut=ffn_lut, teacher=cfg.teacher, ridge=cfg.ridge,
-                           teacher_exponent=cfg.teacher_exponent)
-    result = prune(model, arch, task.sample_batches, task.seq_len, options, loss_tokens,
+                           teacher_exponent=cfg.teacher_exponent, checkpoint_layers=task.checkpoint_layers)
+    result = prune(model, arch, task.sample_batches, task.seq_len, options, loss_tokens, loss_fn=task.loss_fn,
                    gradient_batches=task.gradient_batches if cfg.gradient_batches == "random" else None)
     prune_seconds = time.perf_counter() - prune_start
     head_mask, neuron_mask = result.final

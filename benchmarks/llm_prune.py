@@ -9,6 +9,7 @@ The Fisher gradients are computed once and shared; every method sees the same ca
 Methods (importance / search / mask tuning, all registry names of prune/registry.py):
     ours       fisher / global / rearrangement + lsq (the default of main.py)
     kwon       fisher / global / rearrangement + kwon (the paper's mask tuning)
+    ours_no_rearrange, fisher_search_only: the ablation of rearrangement and of any tuning
     magnitude  magnitude / uniform / none (magnitude-sp)
     wanda_sp   wanda_sp / uniform / none
     flap       flap / threshold / bias (FLAP: fluctuation metric, global allocation, bias compensation)
@@ -27,6 +28,8 @@ sys.path.insert(0, ROOT)
 METHODS = {
     "ours": dict(importance="fisher", search="global", rearrange=True, method="lsq"),
     "kwon": dict(importance="fisher", search="global", rearrange=True, method="kwon"),
+    "ours_no_rearrange": dict(importance="fisher", search="global", rearrange=False, method="lsq"),
+    "fisher_search_only": dict(importance="fisher", search="global", rearrange=False, mask_tuning=False),
     "magnitude": dict(importance="magnitude", search="uniform", rearrange=False, mask_tuning=False),
     "wanda_sp": dict(importance="wanda_sp", search="uniform", rearrange=False, mask_tuning=False),
     "flap": dict(importance="flap", search="threshold", rearrange=False, method="bias"),
@@ -75,7 +78,7 @@ def main(argv=None) -> int:
     out = {"model": args.ckpt_dir, "calibration": task.info, "metric": args.metric, "dense": dense,
            "dense_eval_seconds": round(time.perf_counter() - start, 1), "runs": []}
     start = time.perf_counter()
-    grads = collect_mask_grads(model, arch, task.sample_batches)
+    grads = collect_mask_grads(model, arch, task.sample_batches, task.loss_fn, task.checkpoint_layers)
     out["gradient_seconds"] = round(time.perf_counter() - start, 1)
     print(f"dense perplexity {dense['perplexity']:.3f}; gradients {out['gradient_seconds']} s", flush=True)
     for constraint in args.constraints:

@@ -2,8 +2,7 @@
 
 Loads the benchmark checkpoint once per seed, collects the mask gradients once, then for every
 constraint and variant runs search -> (rearrangement) -> tuning and scores the dev set. Variants are
-PruneOptions overrides; all but lsq_lastmha_all are also main.py flags (--ridge, --teacher_exponent,
---gradient_batches, --teacher, --no_rearrange, --no_rescale).
+PruneOptions overrides (benchmarks/variants.py).
 
     python benchmarks/method_ablation.py --seeds 0 --constraints 0.5 0.6 --variants kwon lsq lsq_norearr
 """
@@ -13,34 +12,12 @@ import argparse
 import json
 import os
 import sys
-import time
-from dataclasses import replace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 BENCH = os.path.join(ROOT, "..", "shared", "benchmark")
 
-VARIANTS = {
-    "search_only": dict(mask_tuning=False, rearrange=False),
-    "rearrange_only": dict(mask_tuning=False),
-    "kwon": dict(method="kwon"),
-    "lsq": dict(method="lsq"),
-    "kwon_randbatch": dict(method="kwon", grad_batches="random"),
-    "lsq_randbatch": dict(method="lsq", grad_batches="random"),
-    "lsq_lastmha_all": dict(method="lsq", last_mha_all_tokens=True),
-    "lsq_teacher0.75": dict(method="lsq", teacher_exponent=0.75),
-    "lsq_teacher0.75_lastmha_all": dict(method="lsq", teacher_exponent=0.75, last_mha_all_tokens=True),
-    "lsq_norearr": dict(method="lsq", rearrange=False),
-    "lsq_full_teacher": dict(method="lsq", teacher="full"),
-    "lsq_ridge0.3": dict(method="lsq", ridge=0.3),
-    "lsq_ridge1": dict(method="lsq", ridge=1.0),
-    "lsq_ridge3": dict(method="lsq", ridge=3.0),
-    "lsq_ridge0.01": dict(method="lsq", ridge=0.01),
-}
-# Tried and dropped (they did not win; results kept in benchmarks/results/method_ablation.json, code at
-# commit a0e4db6): "obs" = units within each layer chosen by Optimal Brain Surgeon on the refit's Hessian;
-# "lsq_regrad" = gradients recomputed at the teacher's mask (one step of iterative pruning).
-RETIRED = ["obs", "lsq_regrad"]
+from variants import RETIRED, VARIANTS, run_variant  # noqa: E402
 
 
 def table(rows: list[dict]) -> str:
@@ -73,8 +50,6 @@ def main(argv=None) -> int:
     import torch
 
     from dataset.tasks import prepare_glue
-    from prune.fisher import collect_mask_grads
-    from prune.pipeline import PruneOptions, prune
     from prune.reconstruct import swapped_weights
     from utils.arch import bind
     from utils.checkpoint import load_model, load_tokenizer
@@ -93,16 +68,7 @@ def main(argv=None) -> int:
             for name in args.variants:
                 if (seed, c, name) in done:
                     continue
-                overrides = dict(VARIANTS[name])
-                order = overrides.pop("grad_batches", "length")
-                if order not in grads:   # length-sorted batches (the pipeline's) or random ones (the reference's)
-                    grads[order] = collect_mask_grads(
-                        model, arch, task.gradient_batches if order == "random" else task.sample_batches)
-                options = replace(PruneOptions(c, seed=seed), **overrides)
-                start = time.perf_counter()
-                result = prune(model, arch, task.sample_batches, task.seq_len, options, arch.classifier_token,
-                               grads=grads[order])
-                seconds = time.perf_counter() - start
+                result, seconds = run_variant(model, arch, task, grads, c, name, seed)
                 with swapped_weights(arch, result.weight_updates):
                     metric = task.evaluate(model, arch, *result.final)
                 row = {"seed": seed, "constraint": c, "variant": name, "accuracy": metric["accuracy"],

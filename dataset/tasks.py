@@ -23,6 +23,10 @@ class TaskData:
     info: dict
     gradient_batches: list[dict] | None = None   # the same sample in random batches (None: sample_batches)
     dev_batches: list[dict] | None = None        # what `evaluate` runs the model on (the ONNX check reuses it)
+    predict: Callable | None = None   # predict(model, arch, head_mask, neuron_mask) -> per-dev-row predictions
+    dev_labels: list | None = None    # the dev rows' labels, in the order `predict` returns them
+    loss_fn: Callable | None = None   # loss_fn(model, batch) for the gradients (None: the model's own loss)
+    checkpoint_layers: bool = False   # recompute blocks in the gradients' backward pass (memory, not speed)
 
 
 def check_label_count(task_name: str, num_labels: int, model_num_labels: int) -> None:
@@ -66,16 +70,19 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
     if task.name == "stsb":
         _check_stsb_labels(train_rows, dev_rows, info)
 
-    def evaluate(model, arch, head_mask=None, neuron_mask=None) -> dict:
+    def predict(model, arch, head_mask=None, neuron_mask=None):
         logits = predict_logits(model, arch, dev_batches, dev_order, head_mask, neuron_mask)
-        preds = logits.squeeze(-1) if task.is_regression else logits
+        return (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).numpy()
+
+    def evaluate(model, arch, head_mask=None, neuron_mask=None) -> dict:
+        preds = predict(model, arch, head_mask, neuron_mask)
         if task.is_regression and float(preds.max() - preds.min()) == 0:
             _warn(info, f"{task.name}: the model predicts the same score ({float(preds[0]):.4g}) for every dev "
                         f"row, so Pearson and Spearman are undefined; they are reported as 0.0")
-        return compute_glue_metrics(task.name, preds.numpy(), labels)
+        return compute_glue_metrics(task.name, preds, labels)
 
     return TaskData(task.name, "classification", sample_batches, evaluate, PRIMARY_METRIC[task.name],
-                    seq_len, "classifier", info, gradient_batches, dev_batches)
+                    seq_len, "classifier", info, gradient_batches, dev_batches, predict, labels)
 
 
 def _warn(info: dict, message: str) -> None:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -55,6 +56,27 @@ def sequence_nll(logits: torch.Tensor, labels: torch.Tensor, attention_mask: tor
         total += float(-logp.gather(1, target[keep].unsqueeze(1)).sum())
         count += int(keep.sum())
     return total, count
+
+
+def lm_loss(model: torch.nn.Module, batch: dict, chunk_tokens: int = 1024) -> torch.Tensor:
+    """Mean next-token cross-entropy of a batch (the model's own loss, HF shift, labels -100 ignored) without
+    holding the [tokens, vocab] logits: the output layer and the loss run on chunks of tokens whose logits are
+    recomputed in the backward pass. At SmolLM2's 49k vocabulary a batch of 8 x 256 tokens would otherwise keep
+    three 400 MB tensors (logits, log-probabilities, their gradient) alive."""
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                              use_cache=False).last_hidden_state
+    head = model.get_output_embeddings()
+    hidden = hidden[:, :-1].reshape(-1, hidden.shape[-1])
+    labels = batch["labels"][:, 1:].reshape(-1)
+    count = (labels != -100).sum()
+
+    def chunk_loss(h, y):
+        return F.cross_entropy(head(h).float(), y, ignore_index=-100, reduction="sum")
+
+    total = sum(torch.utils.checkpoint.checkpoint(chunk_loss, hidden[i:i + chunk_tokens],
+                                                  labels[i:i + chunk_tokens], use_reentrant=False)
+                for i in range(0, labels.numel(), chunk_tokens))
+    return total / count.clamp(min=1)
 
 
 def perplexity(model: torch.nn.Module, batches: Iterable[dict], context: Callable | None = None) -> dict:

@@ -1,7 +1,8 @@
 """Mask-tuning methods: what a layer-wise pass does to the searched (and rearranged) masks.
 
     kwon  the paper's mask tuning: one least-squares scale per kept head unit and neuron
-    lsq   refit the kept columns of each block's output projections (and a bias) by ridge least squares
+    lsq   refit the kept columns of each block's output projections (and a bias) by ridge least squares,
+          then the task head's first Linear against the unpruned model's
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from dataclasses import dataclass, field
 
 from prune.layer_io import first_layer_inputs
 from prune.mask_tuning import tune_masks
-from prune.reconstruct import RIDGE, reconstruct_weights
+from prune.head_refit import head_targets, refit_head
+from prune.reconstruct import RIDGE, reconstruct_weights, swapped_weights
 from prune.registry import register
 from utils.arch import BoundArch
 
@@ -24,6 +26,7 @@ class TuningInputs:
     last_layer_tokens: str         # the tokens the task's loss reads: first | last | all
     ridge: float = RIDGE
     last_mha_all_tokens: bool = False
+    head_refit: bool = True        # lsq: also refit the task head's first Linear (prune/head_refit.py)
 
 
 @dataclass
@@ -43,9 +46,16 @@ def kwon(inputs: TuningInputs) -> TuningOutcome:
 
 @register("method", "lsq")
 def lsq(inputs: TuningInputs) -> TuningOutcome:
-    layer_inputs = first_layer_inputs(inputs.model, inputs.arch, inputs.sample_batches)
-    updates, report = reconstruct_weights(inputs.arch, *inputs.teacher, *inputs.student, layer_inputs,
+    model, arch = inputs.model, inputs.arch
+    targets = head_targets(model, arch, inputs.sample_batches) if inputs.head_refit else None
+    layer_inputs = first_layer_inputs(model, arch, inputs.sample_batches)
+    updates, report = reconstruct_weights(arch, *inputs.teacher, *inputs.student, layer_inputs,
                                           inputs.last_layer_tokens, inputs.ridge, inputs.last_mha_all_tokens)
+    if targets is not None:
+        with swapped_weights(arch, updates):
+            head = refit_head(model, arch, inputs.sample_batches, inputs.student, targets, inputs.ridge)
+        updates.update(head)
+        report.add("head", targets[0], "ok" if head else "failed")
     return TuningOutcome(inputs.student, updates, report.events)
 
 

@@ -24,7 +24,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from prune.reconstruct import set_bias
+from prune.reconstruct import linear_for, set_bias
 from utils.arch import BoundArch
 from utils.pruned_io import count_parameters  # noqa: F401  (re-exported)
 from utils.pruned_modeling import NoHeadsAttention  # the same class the saved folder's modeling file holds
@@ -192,10 +192,10 @@ def masks_from_shapes(shapes: dict) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def install_weight_updates(arch: BoundArch, updates: dict | None) -> None:
-    """Copy full-size replacement weights {(layer, 'attn_out'|'ffn_out'): (weight, bias)} into the model
+    """Copy full-size replacement weights {(layer, 'attn_out'|'ffn_out') or (HEAD, name): (weight, bias)} into the model
     (what prune/reconstruct.py's weight refit produces), before physically pruning."""
     for (layer, role), (weight, bias) in (updates or {}).items():
-        linear = getattr(arch, role)(layer)
+        linear = linear_for(arch, layer, role)
         linear.weight.copy_(weight)
         if bias is not None:
             set_bias(linear, bias)

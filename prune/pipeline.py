@@ -42,6 +42,8 @@ class PruneOptions:
     teacher_exponent: float = 0.5   # the schedule's teacher keeps constraint ** exponent (the paper: sqrt)
     ridge: float = RIDGE            # lsq: ridge towards the current weights, relative to the mean input energy
     last_mha_all_tokens: bool = False   # lsq: fit the last layer's attention on all tokens, not only the loss's
+    head_refit: bool = True             # lsq: refit the task head's first Linear to the unpruned model's
+    checkpoint_layers: bool = False     # gradients: recompute blocks in the backward pass (less memory, same result)
 
 
 @dataclass
@@ -83,7 +85,8 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
     budget = registry.get("metric", options.metric)(BudgetInputs(arch, seq_len, options.mha_lut, options.ffn_lut,
                                                                        options.search))
     with _Timer(result.seconds, "gradients"):
-        head_grads, neuron_grads = grads or collect_mask_grads(model, arch, gradient_batches, loss_fn)
+        head_grads, neuron_grads = grads or collect_mask_grads(model, arch, gradient_batches, loss_fn,
+                                                                         options.checkpoint_layers)
     with _Timer(result.seconds, "search"):
         score = registry.get("importance", options.importance)
         head_imp, neuron_imp = score(ImportanceInputs(arch, head_grads, neuron_grads, options.seed, gradient_batches))
@@ -104,7 +107,7 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
         with _Timer(result.seconds, "mask_tuning"):
             outcome = registry.get("method", options.method)(TuningInputs(
                 model, arch, teacher, student, sample_batches, last_layer_tokens, options.ridge,
-                options.last_mha_all_tokens))
+                options.last_mha_all_tokens, options.head_refit))
         student, result.weight_updates, result.tuning_events = outcome.masks, outcome.weight_updates, outcome.events
     result.masks["final"] = student
     result.mac_ratio = _ratio(mac_cost_of(arch, seq_len), *student)

@@ -24,9 +24,10 @@ from utils.hooks import apply_masks, capture_inputs
 log = logging.getLogger(__name__)
 
 RIDGE = 0.1   # the default ridge strength (prune.pipeline.PruneOptions takes it from here)
+HEAD = "head"   # the layer field of a weight-update key (HEAD, module name): a task head's Linear (head_refit.py)
 
 
-class _Normal:
+class Normal:
     """Running sums for least squares with an intercept: X^T X, X^T Y, sum X, sum Y, count."""
 
     def __init__(self, in_dim: int, out_dim: int, device):
@@ -64,7 +65,7 @@ class _Normal:
 
 def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, tokens, ridge):
     """Refit `linear` on its kept input columns. residual_of(h, lb) gives the block's residual."""
-    normal = _Normal(len(columns), linear.out_features, linear.weight.device)
+    normal = Normal(len(columns), linear.out_features, linear.weight.device)
     names = {"x": linear, "h": arch.ffn_residual(l)}
     with apply_masks(arch, head_mask, neuron_mask), capture_inputs(names) as seen:
         for lb, target in zip(inputs, targets):
@@ -104,7 +105,7 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                     if len(columns) == 0:
                         report.add(l, role, "empty")
                         continue
-                    linear = _linear_for(arch, l, role)
+                    linear = linear_for(arch, l, role)
                     fit = _fit_block(arch, l, linear, columns, head_mask, neuron_mask, student_in,
                                      block_targets, residual_of, rows_cls_only, ridge)
                     if fit is None:
@@ -125,7 +126,10 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
     return updates, report
 
 
-def _linear_for(arch: BoundArch, l: int, role: str):
+def linear_for(arch: BoundArch, l, role: str):
+    """The Linear a weight-update key (layer, 'attn_out'|'ffn_out') or (HEAD, module name) addresses."""
+    if l == HEAD:
+        return arch.model.get_submodule(role)
     return arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
 
 
@@ -136,7 +140,7 @@ def _install(arch: BoundArch, weights: dict) -> dict:
     previous = {}
     with torch.no_grad():
         for (l, role), (w, b) in weights.items():
-            linear = _linear_for(arch, l, role)
+            linear = linear_for(arch, l, role)
             old_bias = linear.bias.detach().clone() if linear.bias is not None else None
             previous[(l, role)] = (linear.weight.detach().clone(), old_bias)
             linear.weight.copy_(w)
@@ -174,4 +178,8 @@ def save_weight_updates(path: str, updates: dict) -> None:
 
 def load_weight_updates(path: str) -> dict:
     flat = torch.load(path)
-    return {(int(k.split(".")[0]), k.split(".", 1)[1]): (v["weight"], v["bias"]) for k, v in flat.items()}
+    return {(_layer_key(k.split(".")[0]), k.split(".", 1)[1]): (v["weight"], v["bias"]) for k, v in flat.items()}
+
+
+def _layer_key(text: str):
+    return text if text == HEAD else int(text)

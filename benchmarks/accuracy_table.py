@@ -1,0 +1,263 @@
+"""Accuracy at aggressive budgets on three tasks, methods compared with paired statistics (issue 14).
+
+Tasks: the movie-review benchmark (../shared/benchmark) and real GLUE MRPC and STS-B
+(../shared/data/glue) with all-MiniLM-L6-v2 fine-tuned by scripts/finetune.py (recipe below; the
+checkpoints are rebuilt under checkpoints/ when missing). For every task x seed the mask gradients and
+the unpruned model's dev predictions are computed once; every (constraint, variant) cell then runs
+search -> rearrangement -> tuning and stores its per-example dev predictions, so the table is
+recomputed from them without rerunning anything:
+
+- metric: the task's main metric (accuracy; STS-B Spearman), in points;
+- drop: unpruned minus pruned, in points;
+- paired difference to `kwon` (the paper's method) with a 95% bootstrap interval over the dev rows,
+  the same resampled rows for every seed (so the interval is of the mean over seeds);
+- fidelity: agreement with the unpruned model's predicted labels (STS-B: Pearson correlation with the
+  unpruned model's scores).
+
+    python benchmarks/accuracy_table.py                      # everything (resumes where it stopped)
+    python benchmarks/accuracy_table.py --tasks movie --seeds 0 --constraints 0.3 --variants kwon lsq
+    python benchmarks/accuracy_table.py --table              # only the table, from what is stored
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SHARED = os.path.join(ROOT, "..", "shared")
+BENCH = os.path.join(SHARED, "benchmark")
+GLUE = os.path.join(SHARED, "data", "glue")
+
+from variants import VARIANTS, run_variant  # noqa: E402  (the variants are PruneOptions overrides)
+
+
+@dataclass(frozen=True)
+class BenchTask:
+    task_name: str
+    ckpt_dir: str
+    data_dir: str
+    max_length: int
+    finetune: dict | None = None    # scripts/finetune.py arguments that rebuild the checkpoint
+
+
+# The recipe of the two GLUE checkpoints: scripts/finetune.py's defaults (3 epochs, lr 1e-4, batch 32,
+# AdamW, 6% warm-up) at 128 tokens, seed 0.
+TASKS = {
+    "movie": BenchTask("sst2", os.path.join(BENCH, "minilm-movie-sst2"), os.path.join(BENCH, "movie-sst2"), 64),
+    "mrpc": BenchTask("mrpc", os.path.join(ROOT, "checkpoints", "minilm-mrpc"), os.path.join(GLUE, "MRPC"), 128,
+                      dict(max_length=128, seed=0)),
+    "stsb": BenchTask("stsb", os.path.join(ROOT, "checkpoints", "minilm-stsb"), os.path.join(GLUE, "STS-B"), 128,
+                      dict(max_length=128, seed=0)),
+}
+BOOTSTRAP = 2000
+
+
+def ensure_checkpoint(task: BenchTask) -> None:
+    if task.finetune is None:
+        return
+    from scripts.finetune import finetune
+    result = finetune(task.task_name, task.ckpt_dir, task.data_dir, **task.finetune)
+    print(json.dumps({"checkpoint": task.ckpt_dir, "cached": result.get("cached"),
+                      "dev": result.get("dev_metrics") or result.get("metrics")}), flush=True)
+
+
+def run(args) -> None:
+    import torch
+
+    from dataset.tasks import prepare_glue
+    from prune.reconstruct import swapped_weights
+    from utils.arch import bind
+    from utils.checkpoint import load_model, load_tokenizer
+
+    os.makedirs(os.path.join(args.out_dir, "preds"), exist_ok=True)
+    rows_path = os.path.join(args.out_dir, "rows.json")
+    rows = json.load(open(rows_path)) if os.path.isfile(rows_path) else []
+    done = {(r["task"], r["seed"], r["constraint"], r["variant"]) for r in rows}
+    for task_key in args.tasks:
+        bench = TASKS[task_key]
+        ensure_checkpoint(bench)
+        for seed in args.seeds:
+            todo = [(c, v) for c in args.constraints for v in args.variants if (task_key, seed, c, v) not in done]
+            if not todo:
+                continue
+            torch.manual_seed(seed)
+            model = load_model(bench.ckpt_dir, "classification")
+            arch = bind(model)
+            task = prepare_glue(bench.task_name, bench.data_dir, load_tokenizer(bench.ckpt_dir, None), model.config,
+                                args.num_samples, seed, bench.max_length, 32)
+            dense_path = _pred_path(args.out_dir, task_key, seed, 1.0, "dense")
+            if not os.path.isfile(dense_path):
+                np.save(dense_path, task.predict(model, arch))
+                np.save(os.path.join(args.out_dir, "preds", f"{task_key}_labels.npy"), np.asarray(task.dev_labels))
+            grads = {}
+            for c, name in todo:
+                result, seconds = run_variant(model, arch, task, grads, c, name, seed)
+                with swapped_weights(arch, result.weight_updates):
+                    preds = task.predict(model, arch, *result.final)
+                np.save(_pred_path(args.out_dir, task_key, seed, c, name), preds)
+                row = {"task": task_key, "seed": seed, "constraint": c, "variant": name,
+                       "mac_ratio": round(result.mac_ratio, 5), "seconds": round(seconds, 1),
+                       "stage_seconds": result.seconds}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                with open(rows_path + ".tmp", "w") as f:
+                    json.dump(rows, f, indent=1)
+                os.replace(rows_path + ".tmp", rows_path)
+
+
+def _pred_path(out_dir: str, task: str, seed: int, constraint: float, variant: str) -> str:
+    return os.path.join(out_dir, "preds", f"{task}_s{seed}_c{constraint:g}_{variant}.npy")
+
+
+# ---- statistics -----------------------------------------------------------------------------------
+
+def _metric(task_key: str, preds: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The main metric (points) of preds on each row of resampled indices idx [B, N]."""
+    if task_key == "stsb":
+        from scipy.stats import rankdata
+        p, y = rankdata(preds[idx], axis=1), rankdata(labels[idx], axis=1)
+        return 100 * _rowwise_corr(p, y)
+    return 100 * (preds[idx] == labels[idx]).mean(axis=1)
+
+
+def _rowwise_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+
+
+def _fidelity(task_key: str, preds: np.ndarray, dense: np.ndarray) -> float:
+    if task_key == "stsb":
+        return float(np.corrcoef(preds, dense)[0, 1])
+    return float((preds == dense).mean())
+
+
+def summarize(out_dir: str, baseline: str = "kwon") -> list[dict]:
+    """One entry per task x constraint x variant: means over the seeds present for that variant and the
+    baseline, and the paired bootstrap interval of the difference of those means."""
+    rows = json.load(open(os.path.join(out_dir, "rows.json")))
+    load = lambda t, s, c, v: np.load(_pred_path(out_dir, t, s, c, v))  # noqa: E731
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["task"], r["constraint"], r["variant"]), []).append(r)
+    summary = []
+    for (task_key, c, variant), group in sorted(cells.items()):
+        labels = np.load(os.path.join(out_dir, "preds", f"{task_key}_labels.npy"))
+        n = len(labels)
+        rng = np.random.default_rng(0)
+        idx = np.concatenate([np.arange(n)[None], rng.integers(0, n, (BOOTSTRAP, n))])   # row 0: the dev set itself
+        seeds = sorted(r["seed"] for r in group)
+        paired = [s for s in seeds if (task_key, c, baseline) in cells
+                  and any(b["seed"] == s for b in cells[(task_key, c, baseline)])]
+        metric = np.mean([_metric(task_key, load(task_key, s, c, variant), labels, idx) for s in seeds], axis=0)
+        dense = np.mean([_metric(task_key, load(task_key, s, 1.0, "dense"), labels, idx[:1]) for s in seeds])
+        entry = {"task": task_key, "constraint": c, "variant": variant, "seeds": seeds,
+                 "metric": round(float(metric[0]), 2), "dense": round(float(dense), 2),
+                 "drop": round(float(dense - metric[0]), 2),
+                 "fidelity": round(float(np.mean([_fidelity(task_key, load(task_key, s, c, variant),
+                                                            load(task_key, s, 1.0, "dense")) for s in seeds])), 4),
+                 "mac_ratio": round(float(np.mean([r["mac_ratio"] for r in group])), 4),
+                 "seconds": round(float(np.mean([r["seconds"] for r in group])), 1)}
+        if paired and variant != baseline:
+            diff = np.mean([_metric(task_key, load(task_key, s, c, variant), labels, idx)
+                            - _metric(task_key, load(task_key, s, c, baseline), labels, idx) for s in paired], axis=0)
+            low, high = np.percentile(diff[1:], [2.5, 97.5])
+            entry.update(vs_baseline=round(float(diff[0]), 2), ci95=[round(float(low), 2), round(float(high), 2)],
+                         paired_seeds=paired)
+        summary.append(entry)
+    return summary
+
+
+def markdown(summary: list[dict], baseline: str = "kwon") -> str:
+    tasks = sorted({e["task"] for e in summary}, key=list(TASKS).index)
+    constraints = sorted({e["constraint"] for e in summary})
+    variants = [v for v in VARIANTS if any(e["variant"] == v for e in summary)]
+    at = {(e["task"], e["constraint"], e["variant"]): e for e in summary}
+    out = []
+    for task_key in tasks:
+        dense = next(e["dense"] for e in summary if e["task"] == task_key)
+        out += [f"**{task_key}** (unpruned {dense:.2f}; cell: metric, paired difference to {baseline} with its "
+                f"95% interval, fidelity)", "",
+                "| variant | " + " | ".join(f"{c:g}" for c in constraints) + " |",
+                "|---|" + "---|" * len(constraints)]
+        for v in variants:
+            cells = []
+            for c in constraints:
+                e = at.get((task_key, c, v))
+                if e is None:
+                    cells.append("")
+                    continue
+                diff = (f" ({e['vs_baseline']:+.2f} [{e['ci95'][0]:+.2f}, {e['ci95'][1]:+.2f}])"
+                        if "vs_baseline" in e else "")
+                cells.append(f"{e['metric']:.2f}{diff}, {e['fidelity']:.3f}")
+            out.append(f"| {v} | " + " | ".join(cells) + " |")
+        out.append("")
+    out += ["**Drop ratio** (mean over tasks of the drop, unpruned minus pruned, divided by the baseline's mean "
+            "drop; goal at 0.2-0.4: at most 0.25)", "", "| variant | " + " | ".join(f"{c:g}" for c in constraints)
+            + " |", "|---|" + "---|" * len(constraints)]
+    for v in variants:
+        cells = []
+        for c in constraints:
+            mine = [at[(t, c, v)]["drop"] for t in tasks if (t, c, v) in at and (t, c, baseline) in at]
+            base = [at[(t, c, baseline)]["drop"] for t in tasks if (t, c, v) in at and (t, c, baseline) in at]
+            cells.append(f"{np.mean(mine) / np.mean(base):.2f} ({len(mine)})" if mine and np.mean(base) > 0 else "")
+        out.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def figure(summary: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({e["task"] for e in summary}, key=list(TASKS).index)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+    for ax, task_key in zip(axes[0], tasks):
+        entries = [e for e in summary if e["task"] == task_key]
+        for v in [v for v in VARIANTS if any(e["variant"] == v for e in entries)]:
+            pts = sorted((e["mac_ratio"], e["metric"]) for e in entries if e["variant"] == v)
+            ax.plot(*zip(*pts), marker="o", label=v)
+        ax.axhline(entries[0]["dense"], color="gray", ls="--", lw=1, label="unpruned")
+        ax.set_title({"movie": "movie reviews (SST-2 layout)", "mrpc": "MRPC", "stsb": "STS-B"}[task_key])
+        ax.set_xlabel("MACs kept (heads + FFN)")
+        ax.set_ylabel("Spearman x 100" if task_key == "stsb" else "accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--constraints", nargs="+", type=float, default=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    p.add_argument("--variants", nargs="+", default=["kwon", "lsq"], choices=sorted(VARIANTS))
+    p.add_argument("--num_samples", type=int, default=2048)
+    p.add_argument("--out_dir", default=os.path.join(ROOT, "outputs", "accuracy_table"))
+    p.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results", "accuracy_table"),
+                   help="where the summary goes (.json and .md)")
+    p.add_argument("--figure", default=os.path.join(ROOT, "figures", "accuracy_vs_macs_three_tasks.png"))
+    p.add_argument("--table", action="store_true", help="only summarize what --out_dir holds")
+    args = p.parse_args(argv)
+    if not args.table:
+        run(args)
+    summary = summarize(args.out_dir)
+    with open(args.results + ".json", "w") as f:
+        json.dump(summary, f, indent=1)
+    text = markdown(summary)
+    with open(args.results + ".md", "w") as f:
+        f.write(text + "\n")
+    figure(summary, args.figure)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
