@@ -60,6 +60,7 @@ class RunConfig:
     speed_batch_size: int = 32
     speed_seq_len: int = 128
     export: str | None = None
+    head_refit: bool = True
 
 
 def _fraction(text: str) -> float:
@@ -138,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_mask_tuning", "--no_rescale", dest="no_mask_tuning", action="store_true",
                    help="ablation: skip mask tuning (--no_rescale is the old name)")
+    p.add_argument("--no_head_refit", action="store_true",
+                   help="ablation (lsq): do not refit the task head's first Linear to the unpruned model's")
     p.add_argument("--importance", default=defaults.importance, choices=choices("importance"),
                    help="how units are scored: fisher (the paper), or a baseline: magnitude, random, wanda_sp, flap")
     p.add_argument("--search", default=defaults.search, choices=choices("search"),
@@ -212,7 +215,7 @@ def config_from_args(argv=None) -> RunConfig:
         eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
         calib_file=args.calib_file, eval_file=args.eval_file, eval_sequences=args.eval_sequences,
         save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len,
-        export=args.export)
+        export=args.export, head_refit=not args.no_head_refit)
 
 
 def run(cfg: RunConfig) -> dict:
@@ -276,7 +279,8 @@ def run(cfg: RunConfig) -> dict:
                            method=cfg.method, importance=cfg.importance, search=cfg.search, metric=cfg.metric,
                            seed=cfg.seed,
                            mha_lut=mha_lut, ffn_lut=ffn_lut, teacher=cfg.teacher, ridge=cfg.ridge,
-                           teacher_exponent=cfg.teacher_exponent, checkpoint_layers=task.checkpoint_layers)
+                           teacher_exponent=cfg.teacher_exponent, checkpoint_layers=task.checkpoint_layers,
+                           head_refit=cfg.head_refit)
     result = prune(model, arch, task.sample_batches, task.seq_len, options, loss_tokens, loss_fn=task.loss_fn,
                    gradient_batches=task.gradient_batches if cfg.gradient_batches == "random" else None)
     prune_seconds = time.perf_counter() - prune_start

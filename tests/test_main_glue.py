@@ -95,3 +95,16 @@ def test_gradient_batches_hold_the_sample_in_random_batches(tiny_ckpt, sst2_dir)
     lengths = [int(b["attention_mask"].sum(1).max()) for b in task.sample_batches]
     assert lengths == sorted(lengths, reverse=True)              # tuning batches: longest first
     assert [b["input_ids"].shape for b in task.gradient_batches] != [b["input_ids"].shape for b in task.sample_batches]
+
+
+def test_the_head_refit_is_recorded_and_can_be_turned_off(tiny_ckpt, sst2_dir, tmp_path):
+    from prune.reconstruct import HEAD, load_weight_updates
+    base = ["--task_name", "sst2", "--ckpt_dir", tiny_ckpt, "--data_dir", sst2_dir, "--constraint", "0.4",
+            "--num_samples", "24", "--batch_size", "8", "--device", "cpu"]
+    for extra, expected in (([], True), (["--no_head_refit"], False)):
+        out = tmp_path / f"run{len(extra)}"
+        assert main.main(base + extra + ["--output_dir", str(out)]) == 0
+        updates = load_weight_updates(str(out / "weight_updates.pt"))
+        assert ((HEAD, "bert.pooler.dense") in updates) is expected
+        events = json.loads((out / "results.json").read_text())["mask_tuning"]
+        assert any(e["layer"] == "head" for e in events) is expected
