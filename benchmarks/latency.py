@@ -9,9 +9,8 @@ For every backend and (batch size, sequence length) the two models are timed alt
 call each per round, so load changes on a shared machine hit both alike) on random token ids with
 no padding; the median of the rounds is reported with the speedup and its fraction of the ideal.
 Backends: eager PyTorch, and ONNX Runtime (CPUExecutionProvider; CUDAExecutionProvider with
---device cuda when onnxruntime has it) on graphs exported by utils/onnx_export.py: the pruned
-folder's model.onnx when it has one, else both models are exported into --onnx_dir (default: a
-temporary folder). ONNX Runtime is fed host tensors, so on CUDA its times include the copies. The JSON also holds parameter counts,
+--device cuda when onnxruntime has it) on graphs exported by utils/onnx_export.py (--onnx_graph fused: fused
+into ONNX Runtime's transformer kernels): the pruned folder's model.onnx when it has one, else both models are exported into --onnx_dir (default: a temporary folder). ONNX Runtime is fed host tensors, so on CUDA its times include the copies. The JSON also holds parameter counts,
 on-disk weight sizes and the ideal (MAC-count) speedup at each sequence length:
 
   MACs(s) = sum over layers [ heads_l * (4 s h d + 2 s^2 d) + neurons_l * 2 s h + fixed_l ]
@@ -79,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", nargs="+", default=["eager"], choices=["eager", "onnx"],
                    help="eager PyTorch and/or ONNX Runtime (needs onnx, onnxscript, onnxruntime)")
     p.add_argument("--onnx_dir", default=None, help="--backend onnx: keep the exported graphs here")
+    p.add_argument("--onnx_graph", default="plain", choices=["plain", "fused"],
+                   help="--backend onnx: export the exporter's standard ops (default) or fuse them into ONNX "
+                        "Runtime's Attention/SkipLayerNormalization/BiasGelu kernels")
     p.add_argument("--output", required=True, help="JSON file to write")
     return p
 
@@ -172,9 +174,10 @@ def _onnx_models(args, original, pruned, report: dict) -> dict:
     paths = {"original": os.path.join(folder, "original.onnx"), "pruned": os.path.join(folder, "pruned.onnx")}
     if args.pruned_dir and os.path.isfile(os.path.join(args.pruned_dir, ONNX_FILE)):
         paths["pruned"] = os.path.join(args.pruned_dir, ONNX_FILE)
-    export_onnx(original, paths["original"])
+    fuse = args.onnx_graph == "fused"
+    fused = {"original": export_onnx(original, paths["original"], fuse=fuse)["fused"]}
     if paths["pruned"].startswith(folder):
-        export_onnx(pruned, paths["pruned"])
+        fused["pruned"] = export_onnx(pruned, paths["pruned"], fuse=fuse)["fused"]
     sessions = {name: OrtModel(path, args.device, args.threads) for name, path in paths.items()}
     if not args.onnx_dir:   # the sessions hold the graphs in memory
         shutil.rmtree(folder, ignore_errors=True)
@@ -182,7 +185,8 @@ def _onnx_models(args, original, pruned, report: dict) -> dict:
     check = [random_inputs(original.config, 2, 32, "cpu", seed=2)]
     diffs = {name: max_abs_difference(model, sessions[name], check)
              for name, model in (("original", original), ("pruned", pruned))}
-    report["onnx"] = {"paths": paths, "providers": providers(args.device), "max_abs_output_diff_vs_eager": diffs}
+    report["onnx"] = {"paths": paths, "providers": providers(args.device), "graph": args.onnx_graph,
+                      "fusions": fused, "max_abs_output_diff_vs_eager": diffs}
     return sessions
 
 

@@ -6,7 +6,9 @@ The graph has dynamic batch and sequence axes (inputs input_ids, attention_mask 
 model takes them, token_type_ids; outputs logits, or start_logits and end_logits). It is run in
 ONNX Runtime on random batches of the --batch_sizes x --seq_lens shapes (one row half padding)
 and compared with the PyTorch model; the report (max abs difference, tolerance 1e-4) is printed
-as JSON. Exit status 0: within tolerance; 1: not; 2: a bad folder or missing package.
+as JSON. --fuse fuses the graph into ONNX Runtime's transformer kernels (one Attention node per
+layer, utils/onnx_fuse.py); such a graph runs only in ONNX Runtime.
+Exit status 0: within tolerance; 1: not; 2: a bad folder or missing package.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruned_dir", required=True, help="a folder written by save_pruned")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4])
     p.add_argument("--seq_lens", type=int, nargs="+", default=[8, 128])
+    p.add_argument("--fuse", action="store_true", help="fuse into ONNX Runtime's transformer kernels")
     return p
 
 
@@ -49,7 +52,7 @@ def main(argv=None) -> int:
     longest = (getattr(model.config, "max_position_embeddings", None) or max(args.seq_lens) + 2) - 2
     shapes = [(b, min(s, longest)) for b in args.batch_sizes for s in args.seq_lens]
     batches = [example_inputs(model, b, s, seed=i + 1) for i, (b, s) in enumerate(shapes)]
-    report = export_and_check(model, args.pruned_dir, batches)
+    report = export_and_check(model, args.pruned_dir, batches, fuse=args.fuse)
     report["checked_shapes"] = shapes
     print(json.dumps(report, indent=1))
     return 0 if report["within_tolerance"] else 1

@@ -15,7 +15,7 @@ from prune.physical import physically_prune  # noqa: E402
 from tests.test_hf_native import _masks, _model  # noqa: E402
 from utils.arch import bind  # noqa: E402
 from utils.onnx_export import (ONNX_FILE, TOLERANCE, OrtModel, example_inputs, export_and_check,  # noqa: E402
-                               max_abs_difference)
+                               export_onnx, max_abs_difference)
 from utils.pruned_io import save_pruned  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,6 +60,28 @@ def test_export_script_on_a_saved_folder(tmp_path, capsys):
 
     session = OrtModel(str(folder / ONNX_FILE))
     assert max_abs_difference(model, session, _check_batches(model)) <= TOLERANCE
+
+
+def test_fused_graph_keeps_each_layers_heads(tmp_path):
+    model, _ = _pruned("bert")
+    arch = bind(model)
+    heads = [arch.head_units_in_layer(i) for i in range(arch.num_layers)]
+    assert heads[0] == 0 and len(set(heads[1:])) > 1, heads   # a layer without heads, uneven counts
+    path = str(tmp_path / ONNX_FILE)
+    info = export_onnx(model, path, fuse=True)
+    fused = [n for n in onnx.load(path).graph.node if n.op_type == "Attention"]
+    num_heads = [a.i for n in fused for a in n.attribute if a.name == "num_heads"]
+    assert num_heads == heads[1:] and info["fused"]["attention"] == len(fused)
+    assert max_abs_difference(model, OrtModel(path), _check_batches(model)) <= TOLERANCE
+
+
+def test_default_graph_has_standard_ops_only(tmp_path):
+    model, _ = _pruned("bert")
+    path = str(tmp_path / ONNX_FILE)
+    assert export_onnx(model, path)["fused"] == {}
+    graph = onnx.load(path).graph
+    assert {n.domain for n in graph.node} <= {"", "ai.onnx"} and "Softmax" in {n.op_type for n in graph.node}
+    assert max_abs_difference(model, OrtModel(path), _check_batches(model)) <= TOLERANCE
 
 
 def test_export_script_rejects_a_plain_folder(tmp_path, capsys):

@@ -4,7 +4,9 @@ The exporter is torch.onnx.export(dynamo=True): it captures the model with torch
 uneven per-layer widths are just the shapes of the weights, zero-width layers included, and
 shapes stay symbolic (the legacy TorchScript tracer also handles the pruned model but is
 deprecated, and bakes the Python branches it takes on the example's sizes into the graph).
-The graph is checked against PyTorch on given batches with ONNX Runtime (CPUExecutionProvider).
+With fuse=True the graph is then fused into ONNX Runtime's transformer kernels (utils/onnx_fuse.py:
+one Attention node per layer instead of some twenty ops). The graph is checked against PyTorch on given
+batches with ONNX Runtime (CPUExecutionProvider).
 """
 from __future__ import annotations
 
@@ -80,9 +82,12 @@ def _on_cpu(model: nn.Module) -> nn.Module:
     return model.eval() if device.type == "cpu" else copy.deepcopy(model).cpu().eval()
 
 
-def export_onnx(model: nn.Module, path: str, example: dict | None = None) -> dict:
-    """Write `model` (on CPU, eval mode) to `path` as ONNX; returns {"inputs", "outputs", "seconds"}."""
+def export_onnx(model: nn.Module, path: str, example: dict | None = None, fuse: bool = False) -> dict:
+    """Write `model` (on CPU, eval mode) to `path` as ONNX, with ONNX Runtime's fusions if `fuse`;
+    returns {"inputs", "outputs", "seconds", "fused"} (fused: how often each fusion applied)."""
     import time
+
+    from utils.onnx_fuse import fuse_for_ort
 
     model = _on_cpu(model)
     example = {n: t.cpu() for n, t in (example or example_inputs(model)).items() if n in input_names(model)}
@@ -98,10 +103,11 @@ def export_onnx(model: nn.Module, path: str, example: dict | None = None) -> dic
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)   # torch-internal
         torch.onnx.export(_TensorsOut(model, outputs).eval(), (), path, kwargs=example, dynamo=True,
                           input_names=names, output_names=outputs, dynamic_shapes=dims, external_data=big)
-    log.debug("%s", printed.getvalue())
+        fused = fuse_for_ort(path, big) if fuse else {}
     seconds = time.perf_counter() - start
+    log.debug("%s", printed.getvalue())
     log.info("exported %s (%.1f s, inputs %s, outputs %s)", path, seconds, names, outputs)
-    return {"inputs": names, "outputs": outputs, "seconds": round(seconds, 3)}
+    return {"inputs": names, "outputs": outputs, "seconds": round(seconds, 3), "fused": fused}
 
 
 @contextlib.contextmanager
@@ -166,10 +172,11 @@ def max_abs_difference(model: nn.Module, ort_model: OrtModel, batches: list[dict
     return worst
 
 
-def export_and_check(model: nn.Module, folder: str, batches: list[dict], example: dict | None = None) -> dict:
+def export_and_check(model: nn.Module, folder: str, batches: list[dict], example: dict | None = None,
+                     fuse: bool = False) -> dict:
     """Write folder/model.onnx and compare it with PyTorch on `batches`; the report goes to results.json."""
     path = os.path.join(folder, ONNX_FILE)
-    info = export_onnx(model, path, example)
+    info = export_onnx(model, path, example, fuse)
     diff = max_abs_difference(model, OrtModel(path), batches)
     info.update(path=path, max_abs_diff=diff, tolerance=TOLERANCE, within_tolerance=diff <= TOLERANCE,
                 checked_batches=len(batches))

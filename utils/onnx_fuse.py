@@ -1,0 +1,32 @@
+"""Fuse an exported graph into ONNX Runtime's transformer kernels (Attention, SkipLayerNormalization, BiasGelu).
+
+torch's dynamo exporter writes each layer's attention as the twenty-odd primitive ops of
+scaled_dot_product_attention (Reshape/Transpose of Q, K, V, shape arithmetic for K's transpose, the
+mask's Where, a NaN guard after the Softmax). onnxscript's ORT fusions rewrite them into one
+com.microsoft Attention node per layer, whose num_heads comes from that layer's own Q/K/V widths, so
+the uneven head counts of a pruned model are kept; a layer without heads has no attention to fuse.
+ONNX Runtime's own load-time fusions (ORT_ENABLE_ALL) and onnxruntime.transformers.optimizer do not
+match the dynamo pattern: they fuse the LayerNorms and Gelus but leave attention unfused.
+The fused graph runs in ONNX Runtime only (com.microsoft ops); the unfused export is the portable one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def fuse_for_ort(path: str, external_data: bool = False) -> dict[str, int]:
+    """Rewrite the ONNX file at `path` in place with the ORT fusions; returns how often each fusion applied."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    model = ir.load(path)
+    if external_data:   # the weights file is rewritten below, so it must not be read lazily from
+        ir.external_data.load_to_model(model)
+    model, counts = optimize_for_ort(model)
+    ir.save(model, path, external_data=os.path.basename(path) + ".data" if external_data else None)
+    applied = {name: n for name, n in counts.items() if n}
+    log.info("fused %s: %s", path, applied)
+    return applied
