@@ -215,7 +215,8 @@ def config_from_args(argv=None) -> RunConfig:
         export=args.export)
 
 
-def run(cfg: RunConfig) -> dict:
+def run(cfg: RunConfig, dist=None) -> dict:
+    """dist (utils/distributed.Dist): the processes sharing the work; only the first one writes the run folder."""
     import torch
 
     from dataset.tasks import prepare_glue
@@ -225,22 +226,27 @@ def run(cfg: RunConfig) -> dict:
     from utils.arch import bind, facts_for
     from utils.checkpoint import check_checkpoint_dir, check_fits, load_config, load_model, load_tokenizer
     from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
+    from utils.distributed import Dist, check_enough_batches
     from utils.run_folder import package_versions, prepare_run_folder, setup_logging, write_json
     from utils.safety import check_save_target, finish_run, resolve_save_target, writing
 
+    dist = dist or Dist()
     save_target = resolve_save_target(cfg.save_pruned, cfg.output_dir)
     check_save_target(save_target, cfg.output_dir, cfg.ckpt_dir, cfg.overwrite)
-    device = resolve_device(cfg.device)
+    device = dist.device() if dist.backend == "nccl" else resolve_device(cfg.device)
     check_checkpoint_dir(cfg.ckpt_dir)
     model_config = load_config(cfg.ckpt_dir)
     facts_for(model_config.model_type)            # unsupported architectures fail here, before loading
     tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
     check_fits(tokenizer, model_config, cfg.speed_seq_len if cfg.save_pruned else None)
-    prepare_run_folder(cfg.output_dir, cfg.overwrite, save_target)
-    setup_logging(cfg.output_dir)
-    write_json(os.path.join(cfg.output_dir, "args.json"), asdict(cfg))
-    write_json(os.path.join(cfg.output_dir, "versions.json"), package_versions())
-    log.info("run folder %s", cfg.output_dir)
+    if dist.is_main:
+        prepare_run_folder(cfg.output_dir, cfg.overwrite, save_target)
+        setup_logging(cfg.output_dir)
+        write_json(os.path.join(cfg.output_dir, "args.json"), asdict(cfg))
+        write_json(os.path.join(cfg.output_dir, "versions.json"), package_versions())
+        log.info("run folder %s", cfg.output_dir)
+    else:
+        setup_logging(None, verbose=False)
 
     torch.manual_seed(cfg.seed)
     wall_start = time.perf_counter()
@@ -260,10 +266,12 @@ def run(cfg: RunConfig) -> dict:
     elif kind == "lm":
         from dataset.lm_task import prepare_causal_lm
         task = prepare_causal_lm(cfg.calib_file, cfg.eval_file, tokenizer, model.config, cfg.num_samples, cfg.seed,
-                                 cfg.max_seq_length, cfg.batch_size, cfg.eval_sequences)
+                                     cfg.max_seq_length, cfg.batch_size, cfg.eval_sequences, dist)
     else:
         task = prepare_glue(cfg.task_name, cfg.data_dir, tokenizer, model.config, cfg.num_samples, cfg.seed,
-                            cfg.max_seq_length, cfg.batch_size)
+                            cfg.max_seq_length, cfg.batch_size, dist)
+    gradient_batches = task.gradient_batches if cfg.gradient_batches == "random" else None
+    check_enough_batches(dist, "the sample", len(task.sample_batches), "--num_samples (or lower --batch_size)")
     loss_tokens = arch.classifier_token if task.loss_tokens == "classifier" else task.loss_tokens
 
     eval_start = time.perf_counter()
@@ -278,7 +286,7 @@ def run(cfg: RunConfig) -> dict:
                            mha_lut=mha_lut, ffn_lut=ffn_lut, teacher=cfg.teacher, ridge=cfg.ridge,
                            teacher_exponent=cfg.teacher_exponent)
     result = prune(model, arch, task.sample_batches, task.seq_len, options, loss_tokens,
-                   gradient_batches=task.gradient_batches if cfg.gradient_batches == "random" else None)
+                   gradient_batches=gradient_batches, dist=dist)
     prune_seconds = time.perf_counter() - prune_start
     head_mask, neuron_mask = result.final
     with swapped_weights(arch, result.weight_updates):
@@ -293,10 +301,11 @@ def run(cfg: RunConfig) -> dict:
                 stages[name] = task.evaluate(model, arch, h, n)
                 log.info("stage %s: %s", name, stages[name])
 
-    with writing("the masks", cfg.output_dir):
-        save_masks(cfg.output_dir, head_mask, neuron_mask)
-        if result.weight_updates:   # lsq: the refitted output projections belong with the masks
-            save_weight_updates(os.path.join(cfg.output_dir, "weight_updates.pt"), result.weight_updates)
+    if dist.is_main:
+        with writing("the masks", cfg.output_dir):
+            save_masks(cfg.output_dir, head_mask, neuron_mask)
+            if result.weight_updates:   # lsq: the refitted output projections belong with the masks
+                save_weight_updates(os.path.join(cfg.output_dir, "weight_updates.pt"), result.weight_updates)
     results = {
         "task": task.name,
         "primary_metric": task.primary_metric,
@@ -318,6 +327,7 @@ def run(cfg: RunConfig) -> dict:
                     "evaluate_once": round(eval_seconds, 3),
                     "wall_total": round(time.perf_counter() - wall_start, 3)},
         "peak_memory_mb": {"rss": round(peak_rss_mb(), 1), "gpu": peak_gpu_mb(device)},
+        "distributed": _split(dist, task, gradient_batches, cfg.batch_size),
         "heads_kept_per_layer": kept_per_layer(head_mask),
         "neurons_kept_per_layer": kept_per_layer(neuron_mask),
         "mask_tuning": result.tuning_events,
@@ -330,10 +340,28 @@ def run(cfg: RunConfig) -> dict:
         results["latency_ratio"] = result.budget_ratio
     staged = None
     if cfg.save_pruned:
-        results["pruned_model"], staged = _save_pruned_model(cfg, model, tokenizer, task, result, device)
-    finish_run(cfg.output_dir, results, staged, save_target)   # the model and results.json, last
-    log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
+        results["pruned_model"], staged = _save_pruned_model(cfg, model, tokenizer, task, result, device, dist)
+    results["peak_memory_mb"]["rss_per_process"] = [round(m, 1) for m in dist.all_gather_object(peak_rss_mb())]
+    dist.barrier()      # every process finished its share: a failed one never gets here, so no results.json
+    if dist.is_main:
+        finish_run(cfg.output_dir, results, staged, save_target)   # the model and results.json, last
+        log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
     return results
+
+
+def _split(dist, task, gradient_batches, batch_size: int) -> dict:
+    """How the work was split over the processes (batches per process, in the order of the ranks)."""
+    def per_rank(batches):
+        count = len(batches) if isinstance(batches, list) else batches
+        return [len(range(r, count, dist.world_size)) for r in range(dist.world_size)]
+    if task.head == "causal_lm":
+        eval_batches = per_rank(math.ceil(task.info["evaluation"]["sequences"] / batch_size))
+    else:
+        eval_batches = per_rank(task.dev_batches) if task.head != "qa" else "all on every process (not split)"
+    return {"world_size": dist.world_size, "backend": dist.backend, "split": "every world_size-th batch",
+            "gradient_batches": per_rank(gradient_batches or task.sample_batches),
+            "tuning_batches": per_rank(task.sample_batches),
+            "eval_batches": eval_batches}
 
 
 def _generations(model, arch, tokenizer, result) -> dict:
@@ -364,9 +392,10 @@ def _decoder_speed(original, pruned, seq_len: int) -> dict:
     return out
 
 
-def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -> tuple[dict, str]:
+def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device, dist) -> tuple[dict, str | None]:
     """Physically prune a copy of the model, stage it next to its target, check it and time it against
-    the original. Returns (results.json's pruned_model, the staged folder)."""
+    the original. Returns (results.json's pruned_model, the staged folder). With several processes all
+    evaluate their share; only the first one saves, times and exports."""
     from prune.latency import measure_speedup
     from prune.physical import count_parameters, physically_pruned_copy
     from utils.arch import bind
@@ -377,9 +406,11 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -
     path = resolve_save_target(cfg.save_pruned, cfg.output_dir)
     head_mask, neuron_mask = result.final
     pruned, shapes = physically_pruned_copy(model, head_mask, neuron_mask, getattr(result, "weight_updates", None))
+    metric = task.evaluate(pruned, bind(pruned))
+    if not dist.is_main:
+        return {}, None
     with writing("the pruned model", os.path.dirname(os.path.abspath(path))):
         staged = save_pruned(pruned, tokenizer, path, shapes, run_id=current_run_id(), place=False)["staged_dir"]
-    metric = task.evaluate(pruned, bind(pruned))
     speed = measure_speedup(model, pruned, cfg.speed_batch_size, cfg.speed_seq_len, device)
     info = {
         "path": path,
@@ -410,15 +441,23 @@ def main(argv=None) -> int:
     """Exit status: 0 done, 2 a user-fixable error (one `error: ...` paragraph on stderr; argparse's
     usage errors too), 130 interrupted (Ctrl-C). Other exceptions are bugs and keep their traceback."""
     cfg = config_from_args(argv)
+    dist = None
     try:
+        from utils.distributed import close, init_from_env
         from utils.errors import USER_ERRORS
         from utils.safety import Terminated, run_guard
         try:
             with run_guard():              # SIGTERM like Ctrl-C; the folder's lock released on any exit
-                run(cfg)
+                dist = init_from_env(cfg.device)
+                run(cfg, dist)
         except USER_ERRORS as e:
-            print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()), file=sys.stderr)
+            where = f" (process {dist.rank} of {dist.world_size})" if dist and dist.active else ""
+            print(f"error{where}: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()),
+                  file=sys.stderr)
             return 2
+        finally:
+            if dist is not None:
+                close(dist)
     except KeyboardInterrupt as e:
         print(f"\ninterrupted: the run in {cfg.output_dir} did not finish and left no results.json; "
               f"run the same command again to redo it", file=sys.stderr)

@@ -156,11 +156,13 @@ def _apply_scales(mask_row, kept, scales, report, l, part) -> None:
 
 def tune_masks(arch: BoundArch, teacher_head, teacher_neuron, student_head, student_neuron,
                layer_inputs: list[LayerBatch], last_layer_tokens: str = "first",
-               skip_first_layer_heads: bool = True):
+               skip_first_layer_heads: bool = True, reduce=None):
     """Rescaled copies of the student masks and a report of what happened in every layer.
 
-    last_layer_tokens: the tokens the last FFN is fitted on (the ones the task's loss reads).
+    last_layer_tokens: the tokens the last FFN is fitted on (the ones the task's loss reads);
+    reduce(tensor): sums the normal equations over data-parallel processes (None: one process).
     """
+    reduce = reduce or (lambda t: t)
     head, neuron = student_head.clone().float(), student_neuron.clone().float()
     report = TuningReport()
     teacher_in = student_in = layer_inputs
@@ -174,7 +176,7 @@ def tune_masks(arch: BoundArch, teacher_head, teacher_neuron, student_head, stud
             elif l == 0 and skip_first_layer_heads:
                 report.add(l, "heads", "skipped")
             else:
-                ata, atb = _mha_system(arch, l, head, neuron, student_in, targets.mha, kept_heads)
+                ata, atb = map(reduce, _mha_system(arch, l, head, neuron, student_in, targets.mha, kept_heads))
                 scales, why = solve_damped(ata, atb)
                 if scales is None:
                     log.warning("mask tuning, layer %d heads: %s; layer left unscaled", l, why)
@@ -185,7 +187,8 @@ def tune_masks(arch: BoundArch, teacher_head, teacher_neuron, student_head, stud
             if len(kept_neurons) == 0:
                 report.add(l, "neurons", "empty")
             else:
-                ata, atb = _ffn_system(arch, l, head, neuron, student_in, targets.ffn, kept_neurons, tokens)
+                ata, atb = map(reduce, _ffn_system(arch, l, head, neuron, student_in, targets.ffn, kept_neurons,
+                                                   tokens))
                 scales, why = solve_damped(ata, atb)
                 if scales is None:
                     log.warning("mask tuning, layer %d neurons: %s; layer left unscaled", l, why)

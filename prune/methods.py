@@ -12,6 +12,7 @@ from prune.mask_tuning import tune_masks
 from prune.reconstruct import RIDGE, reconstruct_weights
 from prune.registry import register
 from utils.arch import BoundArch
+from utils.distributed import Dist
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class TuningInputs:
     last_layer_tokens: str         # the tokens the task's loss reads: first | last | all
     ridge: float = RIDGE
     last_mha_all_tokens: bool = False
+    dist: Dist = Dist()            # the processes that share the sample (each sums its share; sums all-reduced)
 
 
 @dataclass
@@ -35,17 +37,18 @@ class TuningOutcome:
 
 @register("method", "kwon")
 def kwon(inputs: TuningInputs) -> TuningOutcome:
-    layer_inputs = first_layer_inputs(inputs.model, inputs.arch, inputs.sample_batches)
+    layer_inputs = first_layer_inputs(inputs.model, inputs.arch, inputs.dist.shard(inputs.sample_batches))
     head, neuron, report = tune_masks(inputs.arch, *inputs.teacher, *inputs.student, layer_inputs,
-                                      inputs.last_layer_tokens)
+                                      inputs.last_layer_tokens, reduce=inputs.dist.all_reduce_sum)
     return TuningOutcome((head, neuron), {}, report.events)
 
 
 @register("method", "lsq")
 def lsq(inputs: TuningInputs) -> TuningOutcome:
-    layer_inputs = first_layer_inputs(inputs.model, inputs.arch, inputs.sample_batches)
+    layer_inputs = first_layer_inputs(inputs.model, inputs.arch, inputs.dist.shard(inputs.sample_batches))
     updates, report = reconstruct_weights(inputs.arch, *inputs.teacher, *inputs.student, layer_inputs,
-                                          inputs.last_layer_tokens, inputs.ridge, inputs.last_mha_all_tokens)
+                                          inputs.last_layer_tokens, inputs.ridge, inputs.last_mha_all_tokens,
+                                          reduce=inputs.dist.all_reduce_sum)
     return TuningOutcome(inputs.student, updates, report.events)
 
 

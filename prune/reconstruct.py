@@ -43,6 +43,13 @@ class _Normal:
         self.sy += y.sum(0).double()
         self.n += x.shape[0]
 
+    def all_reduce(self, reduce) -> None:
+        """Sum the running sums over the processes that each saw a share of the sample."""
+        for t in (self.xtx, self.xty, self.sx, self.sy):
+            reduce(t)
+        n = reduce(torch.tensor([float(self.n)], dtype=torch.float64, device=self.sx.device))
+        self.n = int(n.item())
+
     def solve(self, w0: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Ridge towards the current weights w0 [out, in]; returns (weight [out, in], bias [out])."""
         if self.n == 0:
@@ -62,8 +69,10 @@ class _Normal:
         return w_t.t(), bias
 
 
-def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, tokens, ridge):
-    """Refit `linear` on its kept input columns. residual_of(h, lb) gives the block's residual."""
+def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, tokens, ridge,
+               reduce=None):
+    """Refit `linear` on its kept input columns. residual_of(h, lb) gives the block's residual;
+    reduce(tensor) sums a tensor over the processes (None: one process)."""
     normal = _Normal(len(columns), linear.out_features, linear.weight.device)
     names = {"x": linear, "h": arch.ffn_residual(l)}
     with apply_masks(arch, head_mask, neuron_mask), capture_inputs(names) as seen:
@@ -73,17 +82,20 @@ def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets
             residual = residual_of(h, lb)
             normal.add(_select(x, lb, tokens)[:, columns].float(),
                        (target - _select(residual, lb, tokens)).float())
+    if reduce is not None:
+        normal.all_reduce(reduce)
     return normal.solve(linear.weight[:, columns], ridge)
 
 
 def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask, neuron_mask,
                         layer_inputs: list[LayerBatch], last_layer_tokens: str = "first", ridge: float = RIDGE,
-                        last_mha_all_tokens: bool = False):
+                        last_mha_all_tokens: bool = False, reduce=None):
     """Returns {(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements and a report.
 
     The masks stay as given (binary); pruned columns of the new weights are zero.
     last_layer_tokens: the tokens the last layer is fitted on (the ones the task's loss reads);
     last_mha_all_tokens: fit the last layer's attention on all tokens anyway.
+    reduce(tensor): sums the normal equations over data-parallel processes (None: one process).
     """
     updates, report = {}, TuningReport()
     teacher_in = student_in = layer_inputs
@@ -106,7 +118,7 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                         continue
                     linear = _linear_for(arch, l, role)
                     fit = _fit_block(arch, l, linear, columns, head_mask, neuron_mask, student_in,
-                                     block_targets, residual_of, rows_cls_only, ridge)
+                                     block_targets, residual_of, rows_cls_only, ridge, reduce)
                     if fit is None:
                         log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
                                     "weights left as they were", l, role)
