@@ -60,6 +60,8 @@ class RunConfig:
     speed_batch_size: int = 32
     speed_seq_len: int = 128
     export: str | None = None
+    device_map: str | None = None
+    max_memory: dict | None = None
 
 
 def _fraction(text: str) -> float:
@@ -174,7 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--save_pruned: also write model.onnx into the saved folder (dynamic batch and sequence "
                         "axes), checked against PyTorch on the dev batches; needs the onnx, onnxscript and "
                         "onnxruntime packages")
+    p.add_argument("--device_map", default=None, choices=["auto"],
+                   help="causal_lm, a model larger than one device: hold it in CPU memory, spread it over the "
+                        "devices (accelerate's infer_auto_device_map + dispatch_model, within --max_memory) for the gradient "
+                        "pass and the evaluations, and stream one layer at a time onto --device for mask tuning")
+    p.add_argument("--max_memory", default=None, type=_max_memory, metavar="DEV=SIZE,...",
+                   help="--device_map auto: memory per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (what does not fit "
+                        "goes to a temporary folder on disk)")
     return p
+
+
+def _max_memory(text: str) -> dict:
+    from utils.offload import parse_max_memory
+    try:
+        return parse_max_memory(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--max_memory {text!r}: {e}")
 
 
 def config_from_args(argv=None) -> RunConfig:
@@ -187,6 +204,10 @@ def config_from_args(argv=None) -> RunConfig:
     if kind == "lm" and not (args.calib_file and args.eval_file):
         parser.error("--task_name causal_lm needs --calib_file and --eval_file (text files or folders; "
                      "wikitext2 or c4 from the hub when online)")
+    if args.device_map and kind != "lm":
+        parser.error("--device_map auto is for decoders (--task_name causal_lm); an encoder fits on one device")
+    if args.max_memory and not args.device_map:
+        parser.error("--max_memory sets the budget of --device_map auto: add --device_map auto")
     if args.export and not args.save_pruned:
         parser.error("--export onnx exports the saved pruned model: add --save_pruned")
     if args.export:
@@ -212,7 +233,7 @@ def config_from_args(argv=None) -> RunConfig:
         eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
         calib_file=args.calib_file, eval_file=args.eval_file, eval_sequences=args.eval_sequences,
         save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len,
-        export=args.export)
+        export=args.export, device_map=args.device_map, max_memory=args.max_memory)
 
 
 def run(cfg: RunConfig, dist=None) -> dict:
@@ -226,7 +247,8 @@ def run(cfg: RunConfig, dist=None) -> dict:
     from utils.arch import bind, facts_for
     from utils.checkpoint import check_checkpoint_dir, check_fits, load_config, load_model, load_tokenizer
     from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
-    from utils.distributed import Dist, check_enough_batches
+    from utils.distributed import Dist, DistributedError, check_enough_batches
+    from utils.offload import Placement, peak_gpu_mb_per_device
     from utils.run_folder import package_versions, prepare_run_folder, setup_logging, write_json
     from utils.safety import check_save_target, finish_run, resolve_save_target, writing
 
@@ -234,6 +256,10 @@ def run(cfg: RunConfig, dist=None) -> dict:
     save_target = resolve_save_target(cfg.save_pruned, cfg.output_dir)
     check_save_target(save_target, cfg.output_dir, cfg.ckpt_dir, cfg.overwrite)
     device = dist.device() if dist.backend == "nccl" else resolve_device(cfg.device)
+    if cfg.device_map and dist.active:
+        raise DistributedError("--device_map auto spreads one model over this machine's devices, so it takes one "
+                               "process: start main.py without torchrun / accelerate launch, or drop --device_map.")
+    placement = Placement(device, cfg.device_map, cfg.max_memory)
     check_checkpoint_dir(cfg.ckpt_dir)
     model_config = load_config(cfg.ckpt_dir)
     facts_for(model_config.model_type)            # unsupported architectures fail here, before loading
@@ -251,7 +277,8 @@ def run(cfg: RunConfig, dist=None) -> dict:
     torch.manual_seed(cfg.seed)
     wall_start = time.perf_counter()
     kind = task_kind(cfg.task_name)
-    model = load_model(cfg.ckpt_dir, {"qa": "qa", "lm": "causal_lm", "glue": "classification"}[kind]).to(device)
+    model = load_model(cfg.ckpt_dir, {"qa": "qa", "lm": "causal_lm", "glue": "classification"}[kind])
+    model = model if placement.streaming else model.to(device)     # streaming: held in CPU memory
     arch = bind(model)
     mha_lut = ffn_lut = None
     if cfg.metric == "latency":                   # bad tables fail here, before the data and the gradients
@@ -275,7 +302,8 @@ def run(cfg: RunConfig, dist=None) -> dict:
     loss_tokens = arch.classifier_token if task.loss_tokens == "classifier" else task.loss_tokens
 
     eval_start = time.perf_counter()
-    before = task.evaluate(model, arch)
+    with placement.whole_model(model, "evaluate"):
+        before = task.evaluate(model, arch)
     eval_seconds = time.perf_counter() - eval_start
     log.info("unpruned %s: %s", task.primary_metric, before)
 
@@ -286,19 +314,20 @@ def run(cfg: RunConfig, dist=None) -> dict:
                            mha_lut=mha_lut, ffn_lut=ffn_lut, teacher=cfg.teacher, ridge=cfg.ridge,
                            teacher_exponent=cfg.teacher_exponent)
     result = prune(model, arch, task.sample_batches, task.seq_len, options, loss_tokens,
-                   gradient_batches=gradient_batches, dist=dist)
+                   gradient_batches=gradient_batches, dist=dist, placement=placement)
     prune_seconds = time.perf_counter() - prune_start
     head_mask, neuron_mask = result.final
-    with swapped_weights(arch, result.weight_updates):
+    with swapped_weights(arch, result.weight_updates), placement.whole_model(model, "evaluate"):
         after = task.evaluate(model, arch, head_mask, neuron_mask)
     log.info("pruned %s: %s (MAC ratio %.4f, pruning %.1f s)", task.primary_metric, after, result.mac_ratio, prune_seconds)
-    generations = _generations(model, arch, tokenizer, result) if kind == "lm" else None
+    generations = _generations(model, arch, tokenizer, result, placement) if kind == "lm" else None
 
     stages = {}
     if cfg.eval_stages:
         for name, (h, n) in result.masks.items():
             if name != "final":
-                stages[name] = task.evaluate(model, arch, h, n)
+                with placement.whole_model(model, "evaluate"):
+                    stages[name] = task.evaluate(model, arch, h, n)
                 log.info("stage %s: %s", name, stages[name])
 
     if dist.is_main:
@@ -326,12 +355,14 @@ def run(cfg: RunConfig, dist=None) -> dict:
         "seconds": {**result.seconds, "pruning_total": round(prune_seconds, 3),
                     "evaluate_once": round(eval_seconds, 3),
                     "wall_total": round(time.perf_counter() - wall_start, 3)},
-        "peak_memory_mb": {"rss": round(peak_rss_mb(), 1), "gpu": peak_gpu_mb(device)},
+        "peak_memory_mb": {"rss": round(peak_rss_mb(), 1), "gpu": peak_gpu_mb(device),
+                           "gpu_per_device": peak_gpu_mb_per_device()},
         "distributed": _split(dist, task, gradient_batches, cfg.batch_size),
         "heads_kept_per_layer": kept_per_layer(head_mask),
         "neurons_kept_per_layer": kept_per_layer(neuron_mask),
         "mask_tuning": result.tuning_events,
         "device": str(device),
+        "placement": placement.record(),
         "data": task.info,
     }
     if generations:
@@ -340,7 +371,9 @@ def run(cfg: RunConfig, dist=None) -> dict:
         results["latency_ratio"] = result.budget_ratio
     staged = None
     if cfg.save_pruned:
-        results["pruned_model"], staged = _save_pruned_model(cfg, model, tokenizer, task, result, device, dist)
+        results["pruned_model"], staged = _save_pruned_model(cfg, model, tokenizer, task, result, device, dist,
+                                                                     placement)
+    results["placement"] = placement.record()          # with the pruned model's passes
     results["peak_memory_mb"]["rss_per_process"] = [round(m, 1) for m in dist.all_gather_object(peak_rss_mb())]
     dist.barrier()      # every process finished its share: a failed one never gets here, so no results.json
     if dist.is_main:
@@ -364,15 +397,16 @@ def _split(dist, task, gradient_batches, batch_size: int) -> dict:
             "eval_batches": eval_batches}
 
 
-def _generations(model, arch, tokenizer, result) -> dict:
+def _generations(model, arch, tokenizer, result, placement) -> dict:
     """Greedy continuations of a few fixed prompts by the unpruned and the pruned model, for a person to read."""
     from dataset.lm_task import PROMPTS
     from evaluate.perplexity import greedy_generations
     from prune.reconstruct import swapped_weights
     from utils.hooks import apply_masks
 
-    before = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24)
-    with swapped_weights(arch, result.weight_updates):
+    with placement.whole_model(model, "generations"):
+        before = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24)
+    with swapped_weights(arch, result.weight_updates), placement.whole_model(model, "generations"):
         after = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24,
                                    context=lambda: apply_masks(arch, *result.final))
     for prompt, old, new in zip(PROMPTS, before, after):
@@ -392,7 +426,8 @@ def _decoder_speed(original, pruned, seq_len: int) -> dict:
     return out
 
 
-def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device, dist) -> tuple[dict, str | None]:
+def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device, dist, placement
+                       ) -> tuple[dict, str | None]:
     """Physically prune a copy of the model, stage it next to its target, check it and time it against
     the original. Returns (results.json's pruned_model, the staged folder). With several processes all
     evaluate their share; only the first one saves, times and exports."""
@@ -406,12 +441,14 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device, d
     path = resolve_save_target(cfg.save_pruned, cfg.output_dir)
     head_mask, neuron_mask = result.final
     pruned, shapes = physically_pruned_copy(model, head_mask, neuron_mask, getattr(result, "weight_updates", None))
-    metric = task.evaluate(pruned, bind(pruned))
+    with placement.whole_model(pruned, "evaluate_pruned"):
+        metric = task.evaluate(pruned, bind(pruned))
     if not dist.is_main:
         return {}, None
     with writing("the pruned model", os.path.dirname(os.path.abspath(path))):
         staged = save_pruned(pruned, tokenizer, path, shapes, run_id=current_run_id(), place=False)["staged_dir"]
-    speed = measure_speedup(model, pruned, cfg.speed_batch_size, cfg.speed_seq_len, device)
+    with placement.whole_model(model, "speed_original"), placement.whole_model(pruned, "speed_pruned"):
+        speed = measure_speedup(model, pruned, cfg.speed_batch_size, cfg.speed_seq_len, device)
     info = {
         "path": path,
         "metric": metric,
@@ -426,7 +463,8 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device, d
         "speed": {k: v for k, v in speed.items() if k != "timings"},
     }
     if task.head == "causal_lm":
-        info["decoder_speed"] = _decoder_speed(model, pruned, cfg.speed_seq_len)
+        with placement.whole_model(model, "speed_original"), placement.whole_model(pruned, "speed_pruned"):
+            info["decoder_speed"] = _decoder_speed(model, pruned, cfg.speed_seq_len)
     if cfg.export == "onnx":
         from utils.onnx_export import export_and_check
         info["onnx"] = export_and_check(pruned, staged, task.dev_batches)     # placed with the model folder

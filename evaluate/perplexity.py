@@ -19,8 +19,9 @@ import torch.nn.functional as F
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
+    """Where inputs go (the CPU for a model whose first weights accelerate offloaded: its hooks move them on)."""
     for p in model.parameters():
-        return p.device
+        return torch.device("cpu") if p.device.type == "meta" else p.device
     return torch.device("cpu")
 
 

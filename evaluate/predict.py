@@ -6,13 +6,14 @@ from tqdm import tqdm
 
 from dataset.features import to_device
 from utils.hooks import apply_masks
+from utils.offload import input_device
 
 
 def predict_logits(model, arch, batches: list[dict], order: list[int], head_mask=None, neuron_mask=None,
                    dist=None) -> torch.Tensor:
     """Logits in the original row order; masks applied with hooks when given.
     dist (utils/distributed.Dist): each process runs its share of the batches; every one gets all logits."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     outputs = []
     with torch.inference_mode(), apply_masks(arch, head_mask, neuron_mask):
         for batch in tqdm(dist.shard(batches) if dist else batches, desc="evaluate", leave=False):

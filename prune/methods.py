@@ -26,6 +26,7 @@ class TuningInputs:
     ridge: float = RIDGE
     last_mha_all_tokens: bool = False
     dist: Dist = Dist()            # the processes that share the sample (each sums its share; sums all-reduced)
+    placement: object = None       # utils/offload.Placement: stream one layer at a time onto the device
 
 
 @dataclass
@@ -39,7 +40,8 @@ class TuningOutcome:
 def kwon(inputs: TuningInputs) -> TuningOutcome:
     layer_inputs = first_layer_inputs(inputs.model, inputs.arch, inputs.dist.shard(inputs.sample_batches))
     head, neuron, report = tune_masks(inputs.arch, *inputs.teacher, *inputs.student, layer_inputs,
-                                      inputs.last_layer_tokens, reduce=inputs.dist.all_reduce_sum)
+                                      inputs.last_layer_tokens, reduce=inputs.dist.all_reduce_sum,
+                                      placement=inputs.placement)
     return TuningOutcome((head, neuron), {}, report.events)
 
 
@@ -48,7 +50,7 @@ def lsq(inputs: TuningInputs) -> TuningOutcome:
     layer_inputs = first_layer_inputs(inputs.model, inputs.arch, inputs.dist.shard(inputs.sample_batches))
     updates, report = reconstruct_weights(inputs.arch, *inputs.teacher, *inputs.student, layer_inputs,
                                           inputs.last_layer_tokens, inputs.ridge, inputs.last_mha_all_tokens,
-                                          reduce=inputs.dist.all_reduce_sum)
+                                          reduce=inputs.dist.all_reduce_sum, placement=inputs.placement)
     return TuningOutcome(inputs.student, updates, report.events)
 
 

@@ -4,6 +4,7 @@ Importance, budget metric and mask-tuning method are looked up by name in prune/
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from prune.reconstruct import RIDGE
 from prune.search import teacher_constraint
 from utils.arch import BoundArch
 from utils.distributed import Dist
+from utils.offload import Placement
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +75,23 @@ class _Timer:
 
 def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, options: PruneOptions,
           last_layer_tokens: str = "first", loss_fn=None, grads: tuple | None = None,
-          gradient_batches: list[dict] | None = None, dist: Dist = Dist()) -> PruneResult:
+          gradient_batches: list[dict] | None = None, dist: Dist = Dist(), placement=None) -> PruneResult:
     """sample_batches feed the layer-wise tuning; gradient_batches (default: the same) the Fisher and the
     rearrangement, whose per-batch gradients depend on how the sample is batched.
     seq_len: tokens per example for MAC counts; last_layer_tokens: the tokens the task's loss reads.
     grads: (head_grads, neuron_grads) from an earlier collect_mask_grads on the same model and sample,
     to compare options without recomputing them.
-    dist: the processes that share the gradient and tuning passes (utils/distributed.py; default: this one)."""
+    dist: the processes that share the gradient and tuning passes (utils/distributed.py; default: this one);
+    placement (utils/offload.Placement): the model spread over devices for the gradient pass and streamed one
+    layer at a time through mask tuning (default: it stays where it is)."""
+    placement = placement or Placement(None)
     result = PruneResult()
     gradient_batches = gradient_batches or sample_batches
     budget = registry.get("metric", options.metric)(BudgetInputs(arch, seq_len, options.mha_lut, options.ffn_lut,
                                                                        options.search))
     with _Timer(result.seconds, "gradients"):
-        head_grads, neuron_grads = grads or _mask_grads(model, arch, gradient_batches, loss_fn, dist)
+        with placement.whole_model(model, "gradients") if grads is None else contextlib.nullcontext():
+            head_grads, neuron_grads = grads or _mask_grads(model, arch, gradient_batches, loss_fn, dist)
     with _Timer(result.seconds, "search"):
         score = registry.get("importance", options.importance)
         head_imp, neuron_imp = score(ImportanceInputs(arch, head_grads, neuron_grads, options.seed, gradient_batches))
@@ -106,7 +112,7 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
         with _Timer(result.seconds, "mask_tuning"):
             outcome = registry.get("method", options.method)(TuningInputs(
                 model, arch, teacher, student, sample_batches, last_layer_tokens, options.ridge,
-                options.last_mha_all_tokens, dist))
+                options.last_mha_all_tokens, dist, placement))
         student, result.weight_updates, result.tuning_events = outcome.masks, outcome.weight_updates, outcome.events
     result.masks["final"] = student
     result.mac_ratio = _ratio(mac_cost_of(arch, seq_len), *student)

@@ -1,7 +1,7 @@
 """What the distributed tests launch with torchrun: main.main on each argument list (lists separated by
 `--then`), one thread per process, in one process group (torchrun's store does not take a second group
-after the first is destroyed, so main.main's close is deferred to the end). With FAIL_RANK=r, process r raises a UserError in the reconstruction,
-as a rank whose share of the data is bad would."""
+after the first is destroyed, so main.main's close is deferred to the end). With FAIL_RANK=r, process r
+raises a UserError in the reconstruction, as a rank whose share of the data is bad would."""
 import os
 import sys
 

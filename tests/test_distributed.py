@@ -73,7 +73,8 @@ def _same_run(single, parallel, metric_keys):
 
 def test_two_processes_match_one(tiny_ckpt, glue_dir, tiny_llama, tmp_path, one_thread):  # noqa: F811
     runs = {
-        "bert": (_glue_args(tiny_ckpt, glue_dir, tmp_path / "bert1"), _glue_args(tiny_ckpt, glue_dir, tmp_path / "bert2")),
+        "bert": (_glue_args(tiny_ckpt, glue_dir, tmp_path / "bert1"),
+                 _glue_args(tiny_ckpt, glue_dir, tmp_path / "bert2")),
         "kwon": (_glue_args(tiny_ckpt, glue_dir, tmp_path / "kwon1", "--method", "kwon"),
                  _glue_args(tiny_ckpt, glue_dir, tmp_path / "kwon2", "--method", "kwon")),
         "llama": (_lm_args(tiny_llama, tmp_path / "llama1"), _lm_args(tiny_llama, tmp_path / "llama2")),
@@ -109,3 +110,54 @@ def test_shard_and_gather_are_inverse_in_one_process():
     # what each of 3 processes would take: every third item, and the interleave puts them back
     parts = [Dist(r, 3, r, "gloo").shard(items) for r in range(3)]
     assert parts == [[0, 3, 6], [1, 4], [2, 5]]
+
+
+@pytest.fixture(scope="module")
+def wide_llama(tiny_llama, tmp_path_factory):  # noqa: F811
+    """The tiny Llama with a wide FFN, so that a memory budget can hold its embeddings and some layers only."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.tiny import tiny_decoder_config
+    ckpt, calib, held_out = tiny_llama
+    tokenizer = AutoTokenizer.from_pretrained(ckpt)
+    config = tiny_decoder_config("llama", vocab_size=tokenizer.vocab_size)
+    config.intermediate_size = 2000
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("wide")
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder), calib, held_out
+
+
+def test_offloaded_run_gives_the_in_memory_masks(wide_llama, tmp_path, one_thread):
+    # 7.9 MB of weights (3.9 MB embeddings, 3.9 MB untied output layer): 9 MB holds the embeddings, accelerate's
+    # reserve for the largest layer and the first block; the rest goes to disk
+    assert main.main(_lm_args(wide_llama, tmp_path / "memory")) == 0
+    assert main.main(_lm_args(wide_llama, tmp_path / "offload", "--device_map", "auto", "--max_memory", "cpu=9MB",
+                                "--save_pruned", "--speed_batch_size", "1", "--speed_seq_len", "8")) == 0
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("memory", "offload"))
+    for name in ("head_mask.pt", "neuron_mask.pt"):
+        assert torch.equal(torch.load(tmp_path / "memory" / name), torch.load(tmp_path / "offload" / name)), name
+    assert _close(one["metric_after"], two["metric_after"]) and _close(one["metric_before"], two["metric_before"])
+    assert one["placement"] == {"device_map": None, "all_stages": "cpu"}
+    gradients = two["placement"]["whole_model_device_maps"]["gradients"]
+    assert gradients["model.embed_tokens"] == "cpu" and gradients["lm_head"] == "disk", gradients
+    assert two["placement"]["layer_wise"].startswith("one layer at a time on cpu")
+    assert {"evaluate_pruned", "speed_pruned", "generations"} <= set(two["placement"]["whole_model_device_maps"])
+    assert two["pruned_model"]["metric"]["perplexity"] == pytest.approx(two["metric_after"]["perplexity"], rel=1e-4)
+    a, b = (torch.load(tmp_path / d / "weight_updates.pt") for d in ("memory", "offload"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k]["weight"], b[k]["weight"]) for k in a)
+
+
+def test_max_memory_and_device_map_flags(capsys):
+    from utils.offload import parse_max_memory
+    assert parse_max_memory("0=20GiB, 1=20GiB,cpu=60GB") == {0: "20GiB", 1: "20GiB", "cpu": "60GB"}
+    for bad in ("0:20GiB", "gpu=1GB", "0=lots", ""):
+        with pytest.raises(ValueError):
+            parse_max_memory(bad)
+    for argv, words in ((["--task_name", "sst2", "--device_map", "auto"], "is for decoders"),
+                        (["--task_name", "causal_lm", "--calib_file", "c", "--eval_file", "e", "--max_memory",
+                          "cpu=1GB"], "add --device_map auto")):
+        with pytest.raises(SystemExit) as exit_info:
+            main.config_from_args(argv + ["--ckpt_dir", "x", "--constraint", "0.5"])
+        assert exit_info.value.code == 2 and words in capsys.readouterr().err
