@@ -178,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "onnxruntime packages")
     p.add_argument("--device_map", default=None, choices=["auto"],
                    help="causal_lm, a model larger than one device: hold it in CPU memory, spread it over the "
-                        "devices (accelerate's infer_auto_device_map + dispatch_model, within --max_memory) for the gradient "
-                        "pass and the evaluations, and stream one layer at a time onto --device for mask tuning")
+                        "devices (accelerate's infer_auto_device_map + dispatch_model, within --max_memory) for the "
+                        "gradient pass and the evaluations, and stream one layer at a time onto --device for mask "
+                        "tuning")
     p.add_argument("--max_memory", default=None, type=_max_memory, metavar="DEV=SIZE,...",
                    help="--device_map auto: memory per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (what does not fit "
                         "goes to a temporary folder on disk)")
@@ -293,7 +294,7 @@ def run(cfg: RunConfig, dist=None) -> dict:
     elif kind == "lm":
         from dataset.lm_task import prepare_causal_lm
         task = prepare_causal_lm(cfg.calib_file, cfg.eval_file, tokenizer, model.config, cfg.num_samples, cfg.seed,
-                                     cfg.max_seq_length, cfg.batch_size, cfg.eval_sequences, dist)
+                                 cfg.max_seq_length, cfg.batch_size, cfg.eval_sequences, dist)
     else:
         task = prepare_glue(cfg.task_name, cfg.data_dir, tokenizer, model.config, cfg.num_samples, cfg.seed,
                             cfg.max_seq_length, cfg.batch_size, dist)
@@ -362,7 +363,6 @@ def run(cfg: RunConfig, dist=None) -> dict:
         "neurons_kept_per_layer": kept_per_layer(neuron_mask),
         "mask_tuning": result.tuning_events,
         "device": str(device),
-        "placement": placement.record(),
         "data": task.info,
     }
     if generations:
@@ -372,8 +372,8 @@ def run(cfg: RunConfig, dist=None) -> dict:
     staged = None
     if cfg.save_pruned:
         results["pruned_model"], staged = _save_pruned_model(cfg, model, tokenizer, task, result, device, dist,
-                                                                     placement)
-    results["placement"] = placement.record()          # with the pruned model's passes
+                                                             placement)
+    results["placement"] = placement.record()          # where each pass ran, the pruned model's included
     results["peak_memory_mb"]["rss_per_process"] = [round(m, 1) for m in dist.all_gather_object(peak_rss_mb())]
     dist.barrier()      # every process finished its share: a failed one never gets here, so no results.json
     if dist.is_main:

@@ -80,6 +80,7 @@ class Placement:
             finally:
                 remove_hook_from_submodules(model)     # offloaded weights are put back from accelerate's copy
                 model.to("cpu")
+                vars(model).pop("hf_device_map", None)  # or save_pretrained would take the model for an offloaded one
 
     def _main_device(self, device_map: dict):
         devices = [d for d in device_map.values() if d not in ("cpu", "disk")]
