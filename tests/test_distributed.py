@@ -2,6 +2,7 @@
 process; a process that fails stops the launch with its message and no results.json."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -33,7 +34,15 @@ def _launch(runs: list[list[str]], env_extra=None, timeout=240):
     argv = [a for run in runs for a in run + ["--then"]][:-1]
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", ENTRY, *argv]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    launch = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                              start_new_session=True)
+    try:
+        stdout, stderr = launch.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(launch.pid, signal.SIGKILL)      # the workers too, not only torchrun
+        launch.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, launch.returncode, stdout, stderr)
 
 
 def _glue_args(ckpt, data, out, *extra):
