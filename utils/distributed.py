@@ -79,9 +79,6 @@ class Dist:
     def device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
-    def describe(self) -> dict:
-        return {"world_size": self.world_size, "backend": self.backend, "rank_of_this_file": self.rank}
-
 
 def _to_cpu(x):
     return x.cpu() if isinstance(x, torch.Tensor) else tuple(_to_cpu(y) for y in x) if isinstance(x, tuple) else x

@@ -67,7 +67,8 @@ class Placement:
             return
         from accelerate import dispatch_model, infer_auto_device_map
         from accelerate.hooks import remove_hook_from_submodules
-        device_map = infer_auto_device_map(model, max_memory=self.max_memory,
+        max_memory = dict(self.max_memory) if self.max_memory else None   # accelerate rewrites the sizes in place
+        device_map = infer_auto_device_map(model, max_memory=max_memory,
                                            no_split_module_classes=getattr(model, "_no_split_modules", None))
         if set(device_map.values()) <= {"disk"}:
             raise PlacementError(f"--max_memory {self.max_memory} does not hold even the first layer of the model "
