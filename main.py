@@ -61,6 +61,8 @@ class RunConfig:
     speed_seq_len: int = 128
     export: str | None = None
     head_refit: bool = True
+    device_map: str | None = None
+    max_memory: dict | None = None
 
 
 def _fraction(text: str) -> float:
@@ -177,7 +179,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--save_pruned: also write model.onnx into the saved folder (dynamic batch and sequence "
                         "axes), checked against PyTorch on the dev batches; needs the onnx, onnxscript and "
                         "onnxruntime packages")
+    p.add_argument("--device_map", default=None, choices=["auto"],
+                   help="causal_lm, a model larger than one device: hold it in CPU memory, spread it over the "
+                        "devices (accelerate's infer_auto_device_map + dispatch_model, within --max_memory) for the "
+                        "gradient pass and the evaluations, and stream one layer at a time onto --device for mask "
+                        "tuning")
+    p.add_argument("--max_memory", default=None, type=_max_memory, metavar="DEV=SIZE,...",
+                   help="--device_map auto: memory per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (what does not fit "
+                        "goes to a temporary folder on disk)")
     return p
+
+
+def _max_memory(text: str) -> dict:
+    from utils.offload import parse_max_memory
+    try:
+        return parse_max_memory(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--max_memory {text!r}: {e}")
 
 
 def config_from_args(argv=None) -> RunConfig:
@@ -190,6 +208,10 @@ def config_from_args(argv=None) -> RunConfig:
     if kind == "lm" and not (args.calib_file and args.eval_file):
         parser.error("--task_name causal_lm needs --calib_file and --eval_file (text files or folders; "
                      "wikitext2 or c4 from the hub when online)")
+    if args.device_map and kind != "lm":
+        parser.error("--device_map auto is for decoders (--task_name causal_lm); an encoder fits on one device")
+    if args.max_memory and not args.device_map:
+        parser.error("--max_memory sets the budget of --device_map auto: add --device_map auto")
     if args.export and not args.save_pruned:
         parser.error("--export onnx exports the saved pruned model: add --save_pruned")
     if args.export:
@@ -215,10 +237,12 @@ def config_from_args(argv=None) -> RunConfig:
         eval_stages=args.eval_stages, overwrite=args.overwrite, mha_lut=args.mha_lut, ffn_lut=args.ffn_lut,
         calib_file=args.calib_file, eval_file=args.eval_file, eval_sequences=args.eval_sequences,
         save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len,
-        export=args.export, head_refit=not args.no_head_refit)
+        export=args.export, head_refit=not args.no_head_refit, device_map=args.device_map,
+        max_memory=args.max_memory)
 
 
-def run(cfg: RunConfig) -> dict:
+def run(cfg: RunConfig, dist=None) -> dict:
+    """dist (utils/distributed.Dist): the processes sharing the work; only the first one writes the run folder."""
     import torch
 
     from dataset.tasks import prepare_glue
@@ -228,27 +252,38 @@ def run(cfg: RunConfig) -> dict:
     from utils.arch import bind, facts_for
     from utils.checkpoint import check_checkpoint_dir, check_fits, load_config, load_model, load_tokenizer
     from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
+    from utils.distributed import Dist, DistributedError, check_enough_batches
+    from utils.offload import Placement, peak_gpu_mb_per_device
     from utils.run_folder import package_versions, prepare_run_folder, setup_logging, write_json
     from utils.safety import check_save_target, finish_run, resolve_save_target, writing
 
+    dist = dist or Dist()
     save_target = resolve_save_target(cfg.save_pruned, cfg.output_dir)
     check_save_target(save_target, cfg.output_dir, cfg.ckpt_dir, cfg.overwrite)
-    device = resolve_device(cfg.device)
+    device = dist.device() if dist.backend == "nccl" else resolve_device(cfg.device)
+    if cfg.device_map and dist.active:
+        raise DistributedError("--device_map auto spreads one model over this machine's devices, so it takes one "
+                               "process: start main.py without torchrun / accelerate launch, or drop --device_map.")
+    placement = Placement(device, cfg.device_map, cfg.max_memory)
     check_checkpoint_dir(cfg.ckpt_dir)
     model_config = load_config(cfg.ckpt_dir)
     facts_for(model_config.model_type)            # unsupported architectures fail here, before loading
     tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
     check_fits(tokenizer, model_config, cfg.speed_seq_len if cfg.save_pruned else None)
-    prepare_run_folder(cfg.output_dir, cfg.overwrite, save_target)
-    setup_logging(cfg.output_dir)
-    write_json(os.path.join(cfg.output_dir, "args.json"), asdict(cfg))
-    write_json(os.path.join(cfg.output_dir, "versions.json"), package_versions())
-    log.info("run folder %s", cfg.output_dir)
+    if dist.is_main:
+        prepare_run_folder(cfg.output_dir, cfg.overwrite, save_target)
+        setup_logging(cfg.output_dir)
+        write_json(os.path.join(cfg.output_dir, "args.json"), asdict(cfg))
+        write_json(os.path.join(cfg.output_dir, "versions.json"), package_versions())
+        log.info("run folder %s", cfg.output_dir)
+    else:
+        setup_logging(None, verbose=False)
 
     torch.manual_seed(cfg.seed)
     wall_start = time.perf_counter()
     kind = task_kind(cfg.task_name)
-    model = load_model(cfg.ckpt_dir, {"qa": "qa", "lm": "causal_lm", "glue": "classification"}[kind]).to(device)
+    model = load_model(cfg.ckpt_dir, {"qa": "qa", "lm": "causal_lm", "glue": "classification"}[kind])
+    model = model if placement.streaming else model.to(device)     # streaming: held in CPU memory
     arch = bind(model)
     mha_lut = ffn_lut = None
     if cfg.metric == "latency":                   # bad tables fail here, before the data and the gradients
@@ -263,14 +298,17 @@ def run(cfg: RunConfig) -> dict:
     elif kind == "lm":
         from dataset.lm_task import prepare_causal_lm
         task = prepare_causal_lm(cfg.calib_file, cfg.eval_file, tokenizer, model.config, cfg.num_samples, cfg.seed,
-                                 cfg.max_seq_length, cfg.batch_size, cfg.eval_sequences)
+                                 cfg.max_seq_length, cfg.batch_size, cfg.eval_sequences, dist)
     else:
         task = prepare_glue(cfg.task_name, cfg.data_dir, tokenizer, model.config, cfg.num_samples, cfg.seed,
-                            cfg.max_seq_length, cfg.batch_size)
+                            cfg.max_seq_length, cfg.batch_size, dist)
+    gradient_batches = task.gradient_batches if cfg.gradient_batches == "random" else None
+    check_enough_batches(dist, "the sample", len(task.sample_batches), "--num_samples (or lower --batch_size)")
     loss_tokens = arch.classifier_token if task.loss_tokens == "classifier" else task.loss_tokens
 
     eval_start = time.perf_counter()
-    before = task.evaluate(model, arch)
+    with placement.whole_model(model, "evaluate"):
+        before = task.evaluate(model, arch)
     eval_seconds = time.perf_counter() - eval_start
     log.info("unpruned %s: %s", task.primary_metric, before)
 
@@ -282,25 +320,27 @@ def run(cfg: RunConfig) -> dict:
                            teacher_exponent=cfg.teacher_exponent, checkpoint_layers=task.checkpoint_layers,
                            head_refit=cfg.head_refit)
     result = prune(model, arch, task.sample_batches, task.seq_len, options, loss_tokens, loss_fn=task.loss_fn,
-                   gradient_batches=task.gradient_batches if cfg.gradient_batches == "random" else None)
+                   gradient_batches=gradient_batches, dist=dist, placement=placement)
     prune_seconds = time.perf_counter() - prune_start
     head_mask, neuron_mask = result.final
-    with swapped_weights(arch, result.weight_updates):
+    with swapped_weights(arch, result.weight_updates), placement.whole_model(model, "evaluate"):
         after = task.evaluate(model, arch, head_mask, neuron_mask)
     log.info("pruned %s: %s (MAC ratio %.4f, pruning %.1f s)", task.primary_metric, after, result.mac_ratio, prune_seconds)
-    generations = _generations(model, arch, tokenizer, result) if kind == "lm" else None
+    generations = _generations(model, arch, tokenizer, result, placement) if kind == "lm" else None
 
     stages = {}
     if cfg.eval_stages:
         for name, (h, n) in result.masks.items():
             if name != "final":
-                stages[name] = task.evaluate(model, arch, h, n)
+                with placement.whole_model(model, "evaluate"):
+                    stages[name] = task.evaluate(model, arch, h, n)
                 log.info("stage %s: %s", name, stages[name])
 
-    with writing("the masks", cfg.output_dir):
-        save_masks(cfg.output_dir, head_mask, neuron_mask)
-        if result.weight_updates:   # lsq: the refitted output projections belong with the masks
-            save_weight_updates(os.path.join(cfg.output_dir, "weight_updates.pt"), result.weight_updates)
+    if dist.is_main:
+        with writing("the masks", cfg.output_dir):
+            save_masks(cfg.output_dir, head_mask, neuron_mask)
+            if result.weight_updates:   # lsq: the refitted output projections belong with the masks
+                save_weight_updates(os.path.join(cfg.output_dir, "weight_updates.pt"), result.weight_updates)
     results = {
         "task": task.name,
         "primary_metric": task.primary_metric,
@@ -321,7 +361,9 @@ def run(cfg: RunConfig) -> dict:
         "seconds": {**result.seconds, "pruning_total": round(prune_seconds, 3),
                     "evaluate_once": round(eval_seconds, 3),
                     "wall_total": round(time.perf_counter() - wall_start, 3)},
-        "peak_memory_mb": {"rss": round(peak_rss_mb(), 1), "gpu": peak_gpu_mb(device)},
+        "peak_memory_mb": {"rss": round(peak_rss_mb(), 1), "gpu": peak_gpu_mb(device),
+                           "gpu_per_device": peak_gpu_mb_per_device()},
+        "distributed": _split(dist, task, gradient_batches, cfg.batch_size),
         "heads_kept_per_layer": kept_per_layer(head_mask),
         "neurons_kept_per_layer": kept_per_layer(neuron_mask),
         "mask_tuning": result.tuning_events,
@@ -334,21 +376,42 @@ def run(cfg: RunConfig) -> dict:
         results["latency_ratio"] = result.budget_ratio
     staged = None
     if cfg.save_pruned:
-        results["pruned_model"], staged = _save_pruned_model(cfg, model, tokenizer, task, result, device)
-    finish_run(cfg.output_dir, results, staged, save_target)   # the model and results.json, last
-    log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
+        results["pruned_model"], staged = _save_pruned_model(cfg, model, tokenizer, task, result, device, dist,
+                                                             placement)
+    results["placement"] = placement.record()          # where each pass ran, the pruned model's included
+    results["peak_memory_mb"]["rss_per_process"] = [round(m, 1) for m in dist.all_gather_object(peak_rss_mb())]
+    dist.barrier()      # every process finished its share: a failed one never gets here, so no results.json
+    if dist.is_main:
+        finish_run(cfg.output_dir, results, staged, save_target)   # the model and results.json, last
+        log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
     return results
 
 
-def _generations(model, arch, tokenizer, result) -> dict:
+def _split(dist, task, gradient_batches, batch_size: int) -> dict:
+    """How the work was split over the processes (batches per process, in the order of the ranks)."""
+    def per_rank(batches):
+        count = len(batches) if isinstance(batches, list) else batches
+        return [len(range(r, count, dist.world_size)) for r in range(dist.world_size)]
+    if task.head == "causal_lm":
+        eval_batches = per_rank(math.ceil(task.info["evaluation"]["sequences"] / batch_size))
+    else:
+        eval_batches = per_rank(task.dev_batches) if task.head != "qa" else "all on every process (not split)"
+    return {"world_size": dist.world_size, "backend": dist.backend, "split": "every world_size-th batch",
+            "gradient_batches": per_rank(gradient_batches or task.sample_batches),
+            "tuning_batches": per_rank(task.sample_batches),
+            "eval_batches": eval_batches}
+
+
+def _generations(model, arch, tokenizer, result, placement) -> dict:
     """Greedy continuations of a few fixed prompts by the unpruned and the pruned model, for a person to read."""
     from dataset.lm_task import PROMPTS
     from evaluate.perplexity import greedy_generations
     from prune.reconstruct import swapped_weights
     from utils.hooks import apply_masks
 
-    before = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24)
-    with swapped_weights(arch, result.weight_updates):
+    with placement.whole_model(model, "generations"):
+        before = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24)
+    with swapped_weights(arch, result.weight_updates), placement.whole_model(model, "generations"):
         after = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24,
                                    context=lambda: apply_masks(arch, *result.final))
     for prompt, old, new in zip(PROMPTS, before, after):
@@ -368,9 +431,11 @@ def _decoder_speed(original, pruned, seq_len: int) -> dict:
     return out
 
 
-def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -> tuple[dict, str]:
+def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device, dist, placement
+                       ) -> tuple[dict, str | None]:
     """Physically prune a copy of the model, stage it next to its target, check it and time it against
-    the original. Returns (results.json's pruned_model, the staged folder)."""
+    the original. Returns (results.json's pruned_model, the staged folder). With several processes all
+    evaluate their share; only the first one saves, times and exports."""
     from prune.latency import measure_speedup
     from prune.physical import count_parameters, physically_pruned_copy
     from utils.arch import bind
@@ -381,10 +446,14 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -
     path = resolve_save_target(cfg.save_pruned, cfg.output_dir)
     head_mask, neuron_mask = result.final
     pruned, shapes = physically_pruned_copy(model, head_mask, neuron_mask, getattr(result, "weight_updates", None))
+    with placement.whole_model(pruned, "evaluate_pruned"):
+        metric = task.evaluate(pruned, bind(pruned))
+    if not dist.is_main:
+        return {}, None
     with writing("the pruned model", os.path.dirname(os.path.abspath(path))):
         staged = save_pruned(pruned, tokenizer, path, shapes, run_id=current_run_id(), place=False)["staged_dir"]
-    metric = task.evaluate(pruned, bind(pruned))
-    speed = measure_speedup(model, pruned, cfg.speed_batch_size, cfg.speed_seq_len, device)
+    with placement.whole_model(model, "speed_original"), placement.whole_model(pruned, "speed_pruned"):
+        speed = measure_speedup(model, pruned, cfg.speed_batch_size, cfg.speed_seq_len, device)
     info = {
         "path": path,
         "metric": metric,
@@ -399,7 +468,8 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device) -
         "speed": {k: v for k, v in speed.items() if k != "timings"},
     }
     if task.head == "causal_lm":
-        info["decoder_speed"] = _decoder_speed(model, pruned, cfg.speed_seq_len)
+        with placement.whole_model(model, "speed_original"), placement.whole_model(pruned, "speed_pruned"):
+            info["decoder_speed"] = _decoder_speed(model, pruned, cfg.speed_seq_len)
     if cfg.export == "onnx":
         from utils.onnx_export import export_and_check
         info["onnx"] = export_and_check(pruned, staged, task.dev_batches)     # placed with the model folder
@@ -414,15 +484,23 @@ def main(argv=None) -> int:
     """Exit status: 0 done, 2 a user-fixable error (one `error: ...` paragraph on stderr; argparse's
     usage errors too), 130 interrupted (Ctrl-C). Other exceptions are bugs and keep their traceback."""
     cfg = config_from_args(argv)
+    dist = None
     try:
+        from utils.distributed import close, init_from_env
         from utils.errors import USER_ERRORS
         from utils.safety import Terminated, run_guard
         try:
             with run_guard():              # SIGTERM like Ctrl-C; the folder's lock released on any exit
-                run(cfg)
+                dist = init_from_env(cfg.device)
+                run(cfg, dist)
         except USER_ERRORS as e:
-            print("error: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()), file=sys.stderr)
+            where = f" (process {dist.rank} of {dist.world_size})" if dist and dist.active else ""
+            print(f"error{where}: " + " ".join(line.strip() for line in str(e).splitlines() if line.strip()),
+                  file=sys.stderr)
             return 2
+        finally:
+            if dist is not None:
+                close(dist)
     except KeyboardInterrupt as e:
         print(f"\ninterrupted: the run in {cfg.output_dir} did not finish and left no results.json; "
               f"run the same command again to redo it", file=sys.stderr)

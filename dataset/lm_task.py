@@ -13,7 +13,7 @@ PROMPTS = ["The Python tutorial explains that", "A list comprehension is", "Once
 
 
 def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, num_sequences: int, seed: int,
-                      seq_len: int, batch_size: int, eval_sequences: int | None = None) -> TaskData:
+                      seq_len: int, batch_size: int, eval_sequences: int | None = None, dist=None) -> TaskData:
     """num_sequences random windows of seq_len tokens of the calibration text; the evaluation text cut into
     consecutive windows of seq_len tokens (the WikiText-2 protocol), at most eval_sequences of them."""
     from dataset.lm_text import calibration_sequences, evaluation_sequences, lm_batches, load_text
@@ -35,7 +35,7 @@ def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, nu
     log.info("causal_lm: %d calibration and %d evaluation sequences of %d tokens", len(calib), len(held_out), seq_len)
 
     def evaluate(model, arch, head_mask=None, neuron_mask=None) -> dict:
-        return perplexity(model, eval_batches, context=lambda: apply_masks(arch, head_mask, neuron_mask))
+        return perplexity(model, eval_batches, context=lambda: apply_masks(arch, head_mask, neuron_mask), dist=dist)
 
     info = {"calibration": {"source": calib_source, "sequences": len(calib), "seq_len": seq_len},
             "evaluation": {"source": eval_source, "sequences": len(held_out), "seq_len": seq_len},

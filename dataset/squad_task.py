@@ -14,6 +14,7 @@ from dataset.squad import (MODEL_KEYS, check_task, load_squad_split, make_qa_bat
                            sample_train_features)
 from dataset.tasks import TaskData
 from utils.hooks import apply_masks
+from utils.offload import input_device
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def predict_qa_logits(model, arch, batches: list[dict], order: list[int], length
                       head_mask=None, neuron_mask=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Start and end logits per feature, in feature order, trimmed to each feature's own length.
     With arch None (an architecture the pruning table lacks) no masks can be applied."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     starts: list = [None] * len(order)
     ends: list = [None] * len(order)
     row = 0

@@ -38,7 +38,7 @@ def check_label_count(task_name: str, num_labels: int, model_num_labels: int) ->
 
 
 def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_samples: int, seed: int,
-                 max_length: int, batch_size: int) -> TaskData:
+                 max_length: int, batch_size: int, dist=None) -> TaskData:
     from evaluate.glue import PRIMARY_METRIC, compute_glue_metrics
     from evaluate.predict import predict_logits
 
@@ -71,7 +71,7 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
         _check_stsb_labels(train_rows, dev_rows, info)
 
     def predict(model, arch, head_mask=None, neuron_mask=None):
-        logits = predict_logits(model, arch, dev_batches, dev_order, head_mask, neuron_mask)
+        logits = predict_logits(model, arch, dev_batches, dev_order, head_mask, neuron_mask, dist)
         return (logits.squeeze(-1) if task.is_regression else logits.argmax(-1)).numpy()
 
     def evaluate(model, arch, head_mask=None, neuron_mask=None) -> dict:

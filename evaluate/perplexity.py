@@ -20,8 +20,9 @@ import torch.utils.checkpoint
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
+    """Where inputs go (the CPU for a model whose first weights accelerate offloaded: its hooks move them on)."""
     for p in model.parameters():
-        return p.device
+        return torch.device("cpu") if p.device.type == "meta" else p.device
     return torch.device("cpu")
 
 
@@ -79,29 +80,33 @@ def lm_loss(model: torch.nn.Module, batch: dict, chunk_tokens: int = 1024) -> to
     return total / count.clamp(min=1)
 
 
-def perplexity(model: torch.nn.Module, batches: Iterable[dict], context: Callable | None = None) -> dict:
+def perplexity(model: torch.nn.Module, batches: Iterable[dict], context: Callable | None = None, dist=None) -> dict:
     """Token-weighted perplexity of ``model`` over ``batches`` of {input_ids, attention_mask?, labels?}.
 
     context: optional zero-argument factory of a context manager entered once around the whole evaluation, e.g.
     ``lambda: apply_masks(model, head_mask, ffn_mask)``. Runs under ``torch.inference_mode`` in eval mode (the
     previous train/eval mode is restored), on the model's device.
+    dist (utils/distributed.Dist): each process runs its share of the batches; the per-batch sums are gathered
+    and added in batch order, so the result is the same as one process's.
     Returns {"perplexity", "nll" (mean per predicted token), "tokens", "sequences", "seconds"}.
     """
     device = model_device(model)
-    total, count, seqs = 0.0, 0, 0
+    per_batch = []
     t0 = time.perf_counter()
     with _eval_mode(model), torch.inference_mode(), _context(context):
-        for batch in batches:
+        for batch in dist.shard(list(batches)) if dist else batches:
             ids = batch["input_ids"].to(device)
             mask = batch.get("attention_mask")
             mask = mask.to(device) if mask is not None else None
             labels = batch.get("labels")
             labels = labels.to(device) if labels is not None else ids
             out = model(input_ids=ids, attention_mask=mask, use_cache=False)
-            s, c = sequence_nll(out.logits, labels, mask)
-            total += s
-            count += c
-            seqs += ids.shape[0]
+            per_batch.append((*sequence_nll(out.logits, labels, mask), ids.shape[0]))
+    total, count, seqs = 0.0, 0, 0
+    for s, c, n in dist.gather_in_order(per_batch) if dist else per_batch:
+        total += s
+        count += c
+        seqs += n
     if count == 0:
         raise ValueError("no predicted tokens in the batches (each window needs at least 2 tokens)")
     nll = total / count

@@ -11,6 +11,7 @@ import torch
 
 from dataset.features import to_device
 from utils.arch import BoundArch
+from utils.offload import input_device
 
 
 @dataclass
@@ -27,7 +28,7 @@ class InputStats:
 
 
 def input_statistics(model, arch: BoundArch, batches: list[dict]) -> InputStats:
-    device = next(model.parameters()).device
+    device = input_device(model)
     sums = {role: [torch.zeros(2, getattr(arch, role)(i).in_features, dtype=torch.float64, device=device)
                    for i in range(arch.num_layers)] for role in ("attn_out", "ffn_out")}
     tokens = [0]

@@ -12,6 +12,7 @@ from prune.masks import full_masks
 from utils.arch import BoundArch
 from utils.errors import UserError
 from utils.hooks import apply_masks
+from utils.offload import input_device
 
 
 class NonFiniteGradientError(UserError, RuntimeError):
@@ -62,7 +63,7 @@ def collect_mask_grads(model, arch: BoundArch, batches: list[dict], loss_fn=None
     checkpoint_layers: recompute each block in the backward pass (checkpointed_layers): same gradients,
     a fraction of the memory.
     """
-    device = next(model.parameters()).device
+    device = input_device(model)
     head_mask, neuron_mask = full_masks(arch.num_layers, arch.num_head_units, arch.ffn_dim, device)
     head_mask.requires_grad_(True)
     neuron_mask.requires_grad_(True)

@@ -69,24 +69,27 @@ def _head_rows(model, arch, linear, batches, masks) -> list[tuple[torch.Tensor, 
 
 def head_targets(model, arch: BoundArch, batches: list[dict]) -> tuple[str, list[torch.Tensor]] | None:
     """The head Linear's name and its unpruned outputs per batch; None when there is no head to refit."""
+    if model.get_output_embeddings() is not None or not batches:   # a language model: nothing to run for
+        return None
     name = find_head_linear(model, arch, batches[0])
-    if name is None:
+    if name is None or model.get_submodule(name).bias is None:
         return None
     linear = model.get_submodule(name)
-    if linear is model.get_output_embeddings() or linear.bias is None:
-        return None
     return name, [y for _, y in _head_rows(model, arch, linear, batches, (None, None))]
 
 
-def refit_head(model, arch: BoundArch, batches: list[dict], masks: tuple, targets: tuple, ridge: float
-               ) -> dict:
+def refit_head(model, arch: BoundArch, batches: list[dict], masks: tuple, targets: tuple, ridge: float,
+               reduce=None) -> dict:
     """{(HEAD, name): (weight, bias)} for the head Linear refitted on the masked model (whatever weight
-    updates are installed in it now); {} when the solve fails."""
+    updates are installed in it now); {} when the solve fails. reduce(tensor): sums the normal equations
+    over data-parallel processes that each ran their share of the batches (None: one process)."""
     name, outputs = targets
     linear = model.get_submodule(name)
     normal = Normal(linear.in_features, linear.out_features, linear.weight.device)
     for (x, _), y in zip(_head_rows(model, arch, linear, batches, masks), outputs):
         normal.add(x, y)
+    if reduce is not None:
+        normal.all_reduce(reduce)
     fit = normal.solve(linear.weight, ridge)
     if fit is None:
         log.warning("head refit of %s: the system is not finite or singular; left as it was", name)

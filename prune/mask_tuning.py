@@ -23,6 +23,7 @@ from tqdm import tqdm
 from prune.layer_io import LayerBatch, run_layer
 from utils.arch import BoundArch
 from utils.hooks import apply_masks, capture_inputs
+from utils.offload import Placement
 
 log = logging.getLogger(__name__)
 
@@ -156,43 +157,49 @@ def _apply_scales(mask_row, kept, scales, report, l, part) -> None:
 
 def tune_masks(arch: BoundArch, teacher_head, teacher_neuron, student_head, student_neuron,
                layer_inputs: list[LayerBatch], last_layer_tokens: str = "first",
-               skip_first_layer_heads: bool = True):
+               skip_first_layer_heads: bool = True, reduce=None, placement=None):
     """Rescaled copies of the student masks and a report of what happened in every layer.
 
-    last_layer_tokens: the tokens the last FFN is fitted on (the ones the task's loss reads).
+    last_layer_tokens: the tokens the last FFN is fitted on (the ones the task's loss reads);
+    reduce(tensor): sums the normal equations over data-parallel processes (None: one process);
+    placement (utils/offload.Placement): streams one layer at a time onto the device (None: the model stays put).
     """
+    reduce = reduce or (lambda t: t)
+    stream = placement or Placement(None)
     head, neuron = student_head.clone().float(), student_neuron.clone().float()
     report = TuningReport()
-    teacher_in = student_in = layer_inputs
+    teacher_in = student_in = stream.inputs(layer_inputs)
     with torch.inference_mode():
         for l in tqdm(range(arch.num_layers), desc="mask tuning", leave=False):
-            tokens = layer_tokens(arch, l, last_layer_tokens)
-            targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens)
-            kept_heads = (head[l] != 0).nonzero().flatten()
-            if len(kept_heads) == 0:
-                report.add(l, "heads", "empty")
-            elif l == 0 and skip_first_layer_heads:
-                report.add(l, "heads", "skipped")
-            else:
-                ata, atb = _mha_system(arch, l, head, neuron, student_in, targets.mha, kept_heads)
-                scales, why = solve_damped(ata, atb)
-                if scales is None:
-                    log.warning("mask tuning, layer %d heads: %s; layer left unscaled", l, why)
-                    report.add(l, "heads", "failed", reason=why)
+            with stream.layer(arch, l):
+                tokens = layer_tokens(arch, l, last_layer_tokens)
+                targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens)
+                kept_heads = (head[l] != 0).nonzero().flatten()
+                if len(kept_heads) == 0:
+                    report.add(l, "heads", "empty")
+                elif l == 0 and skip_first_layer_heads:
+                    report.add(l, "heads", "skipped")
                 else:
-                    _apply_scales(head[l], kept_heads, scales[:-1], report, l, "heads")
-            kept_neurons = (neuron[l] != 0).nonzero().flatten()
-            if len(kept_neurons) == 0:
-                report.add(l, "neurons", "empty")
-            else:
-                ata, atb = _ffn_system(arch, l, head, neuron, student_in, targets.ffn, kept_neurons, tokens)
-                scales, why = solve_damped(ata, atb)
-                if scales is None:
-                    log.warning("mask tuning, layer %d neurons: %s; layer left unscaled", l, why)
-                    report.add(l, "neurons", "failed", reason=why)
+                    ata, atb = map(reduce, _mha_system(arch, l, head, neuron, student_in, targets.mha, kept_heads))
+                    scales, why = solve_damped(ata, atb)
+                    if scales is None:
+                        log.warning("mask tuning, layer %d heads: %s; layer left unscaled", l, why)
+                        report.add(l, "heads", "failed", reason=why)
+                    else:
+                        _apply_scales(head[l], kept_heads, scales[:-1], report, l, "heads")
+                kept_neurons = (neuron[l] != 0).nonzero().flatten()
+                if len(kept_neurons) == 0:
+                    report.add(l, "neurons", "empty")
                 else:
-                    _apply_scales(neuron[l], kept_neurons, scales, report, l, "neurons")
-            with apply_masks(arch, head, neuron):
-                student_in = run_layer(arch, l, student_in)
-            teacher_in = targets.outputs
+                    ata, atb = map(reduce, _ffn_system(arch, l, head, neuron, student_in, targets.ffn, kept_neurons,
+                                                       tokens))
+                    scales, why = solve_damped(ata, atb)
+                    if scales is None:
+                        log.warning("mask tuning, layer %d neurons: %s; layer left unscaled", l, why)
+                        report.add(l, "neurons", "failed", reason=why)
+                    else:
+                        _apply_scales(neuron[l], kept_neurons, scales, report, l, "neurons")
+                with apply_masks(arch, head, neuron):
+                    student_in = run_layer(arch, l, student_in)
+                teacher_in = targets.outputs
     return head, neuron, report

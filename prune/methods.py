@@ -14,6 +14,7 @@ from prune.head_refit import head_targets, refit_head
 from prune.reconstruct import RIDGE, reconstruct_weights, swapped_weights
 from prune.registry import register
 from utils.arch import BoundArch
+from utils.distributed import Dist
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class TuningInputs:
     last_layer_tokens: str         # the tokens the task's loss reads: first | last | all
     ridge: float = RIDGE
     last_mha_all_tokens: bool = False
+    dist: Dist = Dist()            # the processes that share the sample (each sums its share; sums all-reduced)
+    placement: object = None       # utils/offload.Placement: stream one layer at a time onto the device
     head_refit: bool = True        # lsq: also refit the task head's first Linear (prune/head_refit.py)
 
 
@@ -38,22 +41,26 @@ class TuningOutcome:
 
 @register("method", "kwon")
 def kwon(inputs: TuningInputs) -> TuningOutcome:
-    layer_inputs = first_layer_inputs(inputs.model, inputs.arch, inputs.sample_batches)
+    layer_inputs = first_layer_inputs(inputs.model, inputs.arch, inputs.dist.shard(inputs.sample_batches))
     head, neuron, report = tune_masks(inputs.arch, *inputs.teacher, *inputs.student, layer_inputs,
-                                      inputs.last_layer_tokens)
+                                      inputs.last_layer_tokens, reduce=inputs.dist.all_reduce_sum,
+                                      placement=inputs.placement)
     return TuningOutcome((head, neuron), {}, report.events)
 
 
 @register("method", "lsq")
 def lsq(inputs: TuningInputs) -> TuningOutcome:
     model, arch = inputs.model, inputs.arch
-    targets = head_targets(model, arch, inputs.sample_batches) if inputs.head_refit else None
-    layer_inputs = first_layer_inputs(model, arch, inputs.sample_batches)
+    batches = inputs.dist.shard(inputs.sample_batches)
+    targets = head_targets(model, arch, batches) if inputs.head_refit else None
+    layer_inputs = first_layer_inputs(model, arch, batches)
     updates, report = reconstruct_weights(arch, *inputs.teacher, *inputs.student, layer_inputs,
-                                          inputs.last_layer_tokens, inputs.ridge, inputs.last_mha_all_tokens)
+                                          inputs.last_layer_tokens, inputs.ridge, inputs.last_mha_all_tokens,
+                                          reduce=inputs.dist.all_reduce_sum, placement=inputs.placement)
     if targets is not None:
         with swapped_weights(arch, updates):
-            head = refit_head(model, arch, inputs.sample_batches, inputs.student, targets, inputs.ridge)
+            head = refit_head(model, arch, batches, inputs.student, targets, inputs.ridge,
+                              reduce=inputs.dist.all_reduce_sum)
         updates.update(head)
         report.add("head", targets[0], "ok" if head else "failed")
     return TuningOutcome(inputs.student, updates, report.events)

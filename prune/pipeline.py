@@ -4,6 +4,7 @@ Importance, budget metric and mask-tuning method are looked up by name in prune/
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from prune.rearrange import rearrange_masks
 from prune.reconstruct import RIDGE
 from prune.search import teacher_constraint
 from utils.arch import BoundArch
+from utils.distributed import Dist
+from utils.offload import Placement
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +77,24 @@ class _Timer:
 
 def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, options: PruneOptions,
           last_layer_tokens: str = "first", loss_fn=None, grads: tuple | None = None,
-          gradient_batches: list[dict] | None = None) -> PruneResult:
+          gradient_batches: list[dict] | None = None, dist: Dist = Dist(), placement=None) -> PruneResult:
     """sample_batches feed the layer-wise tuning; gradient_batches (default: the same) the Fisher and the
     rearrangement, whose per-batch gradients depend on how the sample is batched.
     seq_len: tokens per example for MAC counts; last_layer_tokens: the tokens the task's loss reads.
     grads: (head_grads, neuron_grads) from an earlier collect_mask_grads on the same model and sample,
-    to compare options without recomputing them."""
+    to compare options without recomputing them.
+    dist: the processes that share the gradient and tuning passes (utils/distributed.py; default: this one);
+    placement (utils/offload.Placement): the model spread over devices for the gradient pass and streamed one
+    layer at a time through mask tuning (default: it stays where it is)."""
+    placement = placement or Placement(None)
     result = PruneResult()
     gradient_batches = gradient_batches or sample_batches
     budget = registry.get("metric", options.metric)(BudgetInputs(arch, seq_len, options.mha_lut, options.ffn_lut,
                                                                        options.search))
     with _Timer(result.seconds, "gradients"):
-        head_grads, neuron_grads = grads or collect_mask_grads(model, arch, gradient_batches, loss_fn,
-                                                                         options.checkpoint_layers)
+        with placement.whole_model(model, "gradients") if grads is None else contextlib.nullcontext():
+            head_grads, neuron_grads = grads or _mask_grads(model, arch, gradient_batches, loss_fn, dist,
+                                                                   options.checkpoint_layers)
     with _Timer(result.seconds, "search"):
         score = registry.get("importance", options.importance)
         head_imp, neuron_imp = score(ImportanceInputs(arch, head_grads, neuron_grads, options.seed, gradient_batches))
@@ -107,13 +115,23 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
         with _Timer(result.seconds, "mask_tuning"):
             outcome = registry.get("method", options.method)(TuningInputs(
                 model, arch, teacher, student, sample_batches, last_layer_tokens, options.ridge,
-                options.last_mha_all_tokens, options.head_refit))
+                options.last_mha_all_tokens, dist, placement, head_refit=options.head_refit))
         student, result.weight_updates, result.tuning_events = outcome.masks, outcome.weight_updates, outcome.events
     result.masks["final"] = student
     result.mac_ratio = _ratio(mac_cost_of(arch, seq_len), *student)
     result.param_ratio = _ratio(param_cost_of(arch), *student)
     result.budget_ratio = budget.ratio(*student)
     return result
+
+
+def _mask_grads(model, arch, batches, loss_fn, dist: Dist, checkpoint_layers: bool = False):
+    """Each process takes its share of the batches; the per-batch gradients come back in batch order."""
+    heads, neurons = collect_mask_grads(model, arch, dist.shard(batches), loss_fn, checkpoint_layers)
+    if not dist.active:
+        return heads, neurons
+    per_batch = dist.gather_in_order(list(zip(heads, neurons)))
+    return (torch.stack([h for h, _ in per_batch]).to(heads.device),
+            torch.stack([n for _, n in per_batch]).to(neurons.device))
 
 
 def _ratio(cost, head_mask, neuron_mask) -> float:

@@ -20,6 +20,7 @@ from prune.layer_io import LayerBatch, run_layer
 from prune.mask_tuning import TuningReport, _select, _teacher_targets, layer_tokens
 from utils.arch import BoundArch
 from utils.hooks import apply_masks, capture_inputs
+from utils.offload import Placement
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,13 @@ class Normal:
         self.sy += y.sum(0).double()
         self.n += x.shape[0]
 
+    def all_reduce(self, reduce) -> None:
+        """Sum the running sums over the processes that each saw a share of the sample."""
+        for t in (self.xtx, self.xty, self.sx, self.sy):
+            reduce(t)
+        n = reduce(torch.tensor([float(self.n)], dtype=torch.float64, device=self.sx.device))
+        self.n = int(n.item())
+
     def solve(self, w0: torch.Tensor, ridge: float) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Ridge towards the current weights w0 [out, in]; returns (weight [out, in], bias [out])."""
         if self.n == 0:
@@ -63,8 +71,10 @@ class Normal:
         return w_t.t(), bias
 
 
-def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, tokens, ridge):
-    """Refit `linear` on its kept input columns. residual_of(h, lb) gives the block's residual."""
+def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, tokens, ridge,
+               reduce=None):
+    """Refit `linear` on its kept input columns. residual_of(h, lb) gives the block's residual;
+    reduce(tensor) sums a tensor over the processes (None: one process)."""
     normal = Normal(len(columns), linear.out_features, linear.weight.device)
     names = {"x": linear, "h": arch.ffn_residual(l)}
     with apply_masks(arch, head_mask, neuron_mask), capture_inputs(names) as seen:
@@ -74,53 +84,60 @@ def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets
             residual = residual_of(h, lb)
             normal.add(_select(x, lb, tokens)[:, columns].float(),
                        (target - _select(residual, lb, tokens)).float())
+    if reduce is not None:
+        normal.all_reduce(reduce)
     return normal.solve(linear.weight[:, columns], ridge)
 
 
 def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask, neuron_mask,
                         layer_inputs: list[LayerBatch], last_layer_tokens: str = "first", ridge: float = RIDGE,
-                        last_mha_all_tokens: bool = False):
+                        last_mha_all_tokens: bool = False, reduce=None, placement=None):
     """Returns {(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements and a report.
 
     The masks stay as given (binary); pruned columns of the new weights are zero.
     last_layer_tokens: the tokens the last layer is fitted on (the ones the task's loss reads);
     last_mha_all_tokens: fit the last layer's attention on all tokens anyway.
+    reduce(tensor): sums the normal equations over data-parallel processes (None: one process);
+    placement (utils/offload.Placement): streams one layer at a time onto the device (None: the model stays put).
     """
+    stream = placement or Placement(None)
     updates, report = {}, TuningReport()
-    teacher_in = student_in = layer_inputs
+    teacher_in = student_in = stream.inputs(layer_inputs)
     originals = {}
     try:
         with torch.inference_mode():
             for l in tqdm(range(arch.num_layers), desc="reconstruction", leave=False):
-                tokens = layer_tokens(arch, l, last_layer_tokens)
-                mha_tokens = "all" if last_mha_all_tokens else tokens
-                targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens,
-                                           mha_tokens=mha_tokens, with_bias=True)
-                blocks = (
-                    ("attn_out", arch.unit_columns((head_mask[l] != 0).nonzero().flatten()).to(head_mask.device),
-                     targets.mha, lambda h, lb: lb.hidden, mha_tokens),
-                    ("ffn_out", (neuron_mask[l] != 0).nonzero().flatten(), targets.ffn, lambda h, lb: h, tokens),
-                )
-                for role, columns, block_targets, residual_of, rows_cls_only in blocks:
-                    if len(columns) == 0:
-                        report.add(l, role, "empty")
-                        continue
-                    linear = linear_for(arch, l, role)
-                    fit = _fit_block(arch, l, linear, columns, head_mask, neuron_mask, student_in,
-                                     block_targets, residual_of, rows_cls_only, ridge)
-                    if fit is None:
-                        log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
-                                    "weights left as they were", l, role)
-                        report.add(l, role, "failed")
-                        continue
-                    weight = torch.zeros_like(linear.weight)
-                    weight[:, columns.to(weight.device)] = fit[0].to(weight.dtype)
-                    updates[(l, role)] = (weight, fit[1].to(weight.dtype))
-                    originals.update(_install(arch, {(l, role): updates[(l, role)]}))
-                    report.add(l, role, "ok", columns=len(columns))
-                with apply_masks(arch, head_mask, neuron_mask):
-                    student_in = run_layer(arch, l, student_in)
-                teacher_in = targets.outputs
+                with stream.layer(arch, l):
+                    tokens = layer_tokens(arch, l, last_layer_tokens)
+                    mha_tokens = "all" if last_mha_all_tokens else tokens
+                    targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens,
+                                               mha_tokens=mha_tokens, with_bias=True)
+                    blocks = (
+                        ("attn_out", arch.unit_columns((head_mask[l] != 0).nonzero().flatten()).to(head_mask.device),
+                         targets.mha, lambda h, lb: lb.hidden, mha_tokens),
+                        ("ffn_out", (neuron_mask[l] != 0).nonzero().flatten(), targets.ffn, lambda h, lb: h, tokens),
+                    )
+                    for role, columns, block_targets, residual_of, rows_cls_only in blocks:
+                        if len(columns) == 0:
+                            report.add(l, role, "empty")
+                            continue
+                        linear = linear_for(arch, l, role)
+                        fit = _fit_block(arch, l, linear, columns, head_mask, neuron_mask, student_in,
+                                         block_targets, residual_of, rows_cls_only, ridge, reduce)
+                        if fit is None:
+                            log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
+                                        "weights left as they were", l, role)
+                            report.add(l, role, "failed")
+                            continue
+                        weight = torch.zeros_like(linear.weight)
+                        weight[:, columns.to(weight.device)] = fit[0].to(weight.dtype)
+                        updates[(l, role)] = (stream.home(weight), stream.home(fit[1].to(weight.dtype)))
+                        previous = _install(arch, {(l, role): updates[(l, role)]})
+                        originals.update({k: tuple(map(stream.home, v)) for k, v in previous.items()})
+                        report.add(l, role, "ok", columns=len(columns))
+                    with apply_masks(arch, head_mask, neuron_mask):
+                        student_in = run_layer(arch, l, student_in)
+                    teacher_in = targets.outputs
     finally:
         _install(arch, originals)
     return updates, report

@@ -1,0 +1,66 @@
+"""Peak-memory growth of the mask-gradient pass per sequence, split into per-layer and outside-layer parts.
+
+Runs one gradient batch in a fresh process (the peak RSS is a high-water mark) for 1 and 4 sequences of 256
+tokens, with all layers and with half of them; the growth per sequence with all layers minus that with half,
+over the layers removed, is the per-layer part, and the rest (logits, loss) the outside-layer part. Memory is
+not disturbed by other jobs the way timings are. benchmarks/scale_plan.py takes the two numbers.
+
+    python benchmarks/gradient_memory.py --ckpt_dir checkpoints/smollm2-135m
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def one(ckpt: str, sequences: int, layers: int, seq_len: int) -> float:
+    """In this process: peak RSS growth (MB) of one gradient batch."""
+    sys.path.insert(0, ROOT)
+    import torch
+
+    from prune.fisher import collect_mask_grads
+    from utils.arch import bind
+    from utils.checkpoint import load_model
+    torch.set_num_threads(1)
+    model = load_model(ckpt, "causal_lm")
+    model.model.layers = model.model.layers[:layers]
+    model.config.num_hidden_layers = layers
+    ids = torch.randint(3, model.config.vocab_size, (sequences, seq_len), generator=torch.Generator().manual_seed(0))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    collect_mask_grads(model, bind(model), [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt_dir", default=os.path.join(ROOT, "checkpoints", "smollm2-135m"))
+    p.add_argument("--seq_len", type=int, default=256)
+    p.add_argument("--one", nargs=2, type=int, metavar=("SEQUENCES", "LAYERS"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(one(args.ckpt_dir, *args.one, args.seq_len)))
+        return
+    with open(os.path.join(args.ckpt_dir, "config.json")) as f:
+        layers = json.load(f)["num_hidden_layers"]
+    growth = {}
+    for n_layers in (layers, layers // 2):
+        for seqs in (1, 4):
+            out = subprocess.run([sys.executable, __file__, "--ckpt_dir", args.ckpt_dir, "--seq_len", str(args.seq_len),
+                                  "--one", str(seqs), str(n_layers)], check=True, capture_output=True, text=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+            growth[(n_layers, seqs)] = json.loads(out.stdout.strip().splitlines()[-1])
+    per_seq = {n: (growth[(n, 4)] - growth[(n, 1)]) / 3 for n in (layers, layers // 2)}
+    layer_mb = (per_seq[layers] - per_seq[layers // 2]) / (layers - layers // 2)
+    print(json.dumps({"growth_mb": {f"{n} layers x {s} sequences": round(v, 1) for (n, s), v in growth.items()},
+                      "layer_mb": round(layer_mb, 2), "vocab_mb": round(per_seq[layers] - layers * layer_mb, 1),
+                      "seq_len": args.seq_len}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
