@@ -6,6 +6,8 @@ over the layers removed, is the per-layer part, and the rest (logits, loss) the 
 not disturbed by other jobs the way timings are. benchmarks/scale_plan.py takes the two numbers.
 
     python benchmarks/gradient_memory.py --ckpt_dir checkpoints/smollm2-135m
+    python benchmarks/gradient_memory.py --compare_batch 8   # peak RSS of one batch: all activations kept vs
+                                                             # recomputed blocks + chunked loss (the causal_lm default)
 """
 from __future__ import annotations
 
@@ -37,12 +39,53 @@ def one(ckpt: str, sequences: int, layers: int, seq_len: int) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
 
 
+def one_pass(ckpt: str, sequences: int, seq_len: int, lean: bool) -> dict:
+    """In this process: the peak RSS (MB) of one gradient batch of the whole model, plain or lean."""
+    sys.path.insert(0, ROOT)
+    import torch
+
+    from evaluate.perplexity import lm_loss
+    from prune.fisher import collect_mask_grads
+    from utils.arch import bind
+    from utils.checkpoint import load_model
+    torch.set_num_threads(1)
+    model = load_model(ckpt, "causal_lm")
+    ids = torch.randint(0, model.config.vocab_size, (sequences, seq_len), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+    kwargs = dict(loss_fn=lm_loss, checkpoint_layers=True) if lean else {}
+    heads, neurons = collect_mask_grads(model, bind(model), [batch], **kwargs)
+    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "head_grads": heads.flatten().tolist(), "neuron_grads": neurons.flatten().tolist()}
+
+
+def compare(ckpt: str, sequences: int, seq_len: int) -> dict:
+    runs = {}
+    for mode in ("plain", "lean"):
+        out = subprocess.run([sys.executable, __file__, "--ckpt_dir", ckpt, "--seq_len", str(seq_len), "--pass_mode",
+                              mode, "--compare_batch", str(sequences)], check=True, capture_output=True, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    diff = max(abs(a - b) for key in ("head_grads", "neuron_grads")
+               for a, b in zip(runs["plain"][key], runs["lean"][key]))
+    return {"batch": f"{sequences} x {seq_len}", "peak_rss_mb": {m: r["peak_rss_mb"] for m, r in runs.items()},
+            "max_abs_gradient_difference": diff}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt_dir", default=os.path.join(ROOT, "checkpoints", "smollm2-135m"))
     p.add_argument("--seq_len", type=int, default=256)
     p.add_argument("--one", nargs=2, type=int, metavar=("SEQUENCES", "LAYERS"), help=argparse.SUPPRESS)
+    p.add_argument("--compare_batch", type=int, metavar="SEQUENCES",
+                   help="instead: one batch of this many sequences, plain against lean, each in a fresh process")
+    p.add_argument("--pass_mode", choices=["plain", "lean"], help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.compare_batch and args.pass_mode:
+        print(json.dumps(one_pass(args.ckpt_dir, args.compare_batch, args.seq_len, args.pass_mode == "lean")))
+        return
+    if args.compare_batch:
+        print(json.dumps(compare(args.ckpt_dir, args.compare_batch, args.seq_len), indent=2))
+        return
     if args.one:
         print(json.dumps(one(args.ckpt_dir, *args.one, args.seq_len)))
         return
