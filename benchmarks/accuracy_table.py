@@ -14,9 +14,9 @@ recomputed from them without rerunning anything:
 - fidelity: agreement with the unpruned model's predicted labels (STS-B: Pearson correlation with the
   unpruned model's scores).
 
-    python benchmarks/accuracy_table.py                      # everything (resumes where it stopped)
-    python benchmarks/accuracy_table.py --tasks movie --seeds 0 --constraints 0.3 --variants kwon lsq
-    python benchmarks/accuracy_table.py --table              # only the table, from what is stored
+    python -m benchmarks.accuracy_table                      # everything (resumes where it stopped)
+    python -m benchmarks.accuracy_table --tasks movie --seeds 0 --constraints 0.3 --variants kwon lsq
+    python -m benchmarks.accuracy_table --table              # only the table, from what is stored
 """
 from __future__ import annotations
 
@@ -27,14 +27,21 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import rankdata
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 SHARED = os.path.join(ROOT, "..", "shared")
 BENCH = os.path.join(SHARED, "benchmark")
 GLUE = os.path.join(SHARED, "data", "glue")
 
-from variants import VARIANTS, run_variant  # noqa: E402  (the variants are PruneOptions overrides)
+import torch
+
+from arch import bind
+from benchmarks.variants import VARIANTS, run_variant  # noqa: E402  (the variants are PruneOptions overrides)
+from prune.reconstruct import swapped_weights
+from scripts.finetune import finetune
+from tasks.glue import prepare_glue
+from utils.checkpoint import load_model, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -61,20 +68,12 @@ BOOTSTRAP = 2000
 def ensure_checkpoint(task: BenchTask) -> None:
     if task.finetune is None:
         return
-    from scripts.finetune import finetune
     result = finetune(task.task_name, task.ckpt_dir, task.data_dir, **task.finetune)
     print(json.dumps({"checkpoint": task.ckpt_dir, "cached": result.get("cached"),
                       "dev": result.get("dev_metrics") or result.get("metrics")}), flush=True)
 
 
 def run(args) -> None:
-    import torch
-
-    from dataset.tasks import prepare_glue
-    from prune.reconstruct import swapped_weights
-    from utils.arch import bind
-    from utils.checkpoint import load_model, load_tokenizer
-
     os.makedirs(os.path.join(args.out_dir, "preds"), exist_ok=True)
     rows_path = os.path.join(args.out_dir, "rows.json")
     rows = json.load(open(rows_path)) if os.path.isfile(rows_path) else []
@@ -120,7 +119,6 @@ def _pred_path(out_dir: str, task: str, seed: int, constraint: float, variant: s
 def _metric(task_key: str, preds: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """The main metric (points) of preds on each row of resampled indices idx [B, N]."""
     if task_key == "stsb":
-        from scipy.stats import rankdata
         p, y = rankdata(preds[idx], axis=1), rankdata(labels[idx], axis=1)
         return 100 * _rowwise_corr(p, y)
     return 100 * (preds[idx] == labels[idx]).mean(axis=1)
@@ -212,7 +210,7 @@ def markdown(summary: list[dict], baseline: str = "kwon") -> str:
 
 
 def figure(summary: list[dict], path: str) -> None:
-    import matplotlib
+    import matplotlib  # figures only: its import takes seconds, the tables do not need it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -5,7 +5,7 @@ OMP_NUM_THREADS=2, then under torchrun with 2 gloo processes and OMP_NUM_THREADS
 every stage of both, their ratio (1 process / 2 processes: above 1 means the processes are faster), the command
 wall times (loading included) and whether the masks are identical. Time it on an otherwise idle machine.
 
-    python benchmarks/data_parallel.py --output benchmarks/results/data_parallel.json
+    python -m benchmarks.data_parallel --output benchmarks/results/data_parallel.json
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ tokens, with all layers and with half of them; the growth per sequence with all 
 over the layers removed, is the per-layer part, and the rest (logits, loss) the outside-layer part. Memory is
 not disturbed by other jobs the way timings are. benchmarks/scale_plan.py takes the two numbers.
 
-    python benchmarks/gradient_memory.py --ckpt_dir checkpoints/smollm2-135m
-    python benchmarks/gradient_memory.py --compare_batch 8   # peak RSS of one batch: all activations kept vs
+    python -m benchmarks.gradient_memory --ckpt_dir checkpoints/smollm2-135m
+    python -m benchmarks.gradient_memory --compare_batch 8   # peak RSS of one batch: all activations kept vs
                                                              # recomputed blocks + chunked loss (the causal_lm default)
 """
 from __future__ import annotations
@@ -18,17 +18,19 @@ import resource
 import subprocess
 import sys
 
+import torch
+
+from arch import bind
+from evaluate.perplexity import lm_loss
+from prune.fisher import collect_mask_grads
+from utils.checkpoint import load_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def one(ckpt: str, sequences: int, layers: int, seq_len: int) -> float:
     """In this process: peak RSS growth (MB) of one gradient batch."""
-    sys.path.insert(0, ROOT)
-    import torch
 
-    from prune.fisher import collect_mask_grads
-    from utils.arch import bind
-    from utils.checkpoint import load_model
     torch.set_num_threads(1)
     model = load_model(ckpt, "causal_lm")
     model.model.layers = model.model.layers[:layers]
@@ -41,13 +43,7 @@ def one(ckpt: str, sequences: int, layers: int, seq_len: int) -> float:
 
 def one_pass(ckpt: str, sequences: int, seq_len: int, lean: bool) -> dict:
     """In this process: the peak RSS (MB) of one gradient batch of the whole model, plain or lean."""
-    sys.path.insert(0, ROOT)
-    import torch
 
-    from evaluate.perplexity import lm_loss
-    from prune.fisher import collect_mask_grads
-    from utils.arch import bind
-    from utils.checkpoint import load_model
     torch.set_num_threads(1)
     model = load_model(ckpt, "causal_lm")
     ids = torch.randint(0, model.config.vocab_size, (sequences, seq_len), generator=torch.Generator().manual_seed(0))
@@ -61,8 +57,8 @@ def one_pass(ckpt: str, sequences: int, seq_len: int, lean: bool) -> dict:
 def compare(ckpt: str, sequences: int, seq_len: int) -> dict:
     runs = {}
     for mode in ("plain", "lean"):
-        out = subprocess.run([sys.executable, __file__, "--ckpt_dir", ckpt, "--seq_len", str(seq_len), "--pass_mode",
-                              mode, "--compare_batch", str(sequences)], check=True, capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-m", "benchmarks.gradient_memory", "--ckpt_dir", ckpt, "--seq_len", str(seq_len), "--pass_mode",
+                              mode, "--compare_batch", str(sequences)], check=True, capture_output=True, text=True, cwd=ROOT,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
         runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
     diff = max(abs(a - b) for key in ("head_grads", "neuron_grads")
@@ -94,8 +90,8 @@ def main() -> None:
     growth = {}
     for n_layers in (layers, layers // 2):
         for seqs in (1, 4):
-            out = subprocess.run([sys.executable, __file__, "--ckpt_dir", args.ckpt_dir, "--seq_len", str(args.seq_len),
-                                  "--one", str(seqs), str(n_layers)], check=True, capture_output=True, text=True,
+            out = subprocess.run([sys.executable, "-m", "benchmarks.gradient_memory", "--ckpt_dir", args.ckpt_dir, "--seq_len", str(args.seq_len),
+                                  "--one", str(seqs), str(n_layers)], check=True, capture_output=True, text=True, cwd=ROOT,
                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
             growth[(n_layers, seqs)] = json.loads(out.stdout.strip().splitlines()[-1])
     per_seq = {n: (growth[(n, 4)] - growth[(n, 1)]) / 3 for n in (layers, layers // 2)}

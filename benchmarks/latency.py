@@ -1,15 +1,15 @@
 """End-to-end inference latency of an original and a physically pruned model.
 
-    python benchmarks/latency.py --ckpt_dir CKPT --pruned_dir PRUNED --batch_sizes 1 32 --seq_lens 128 \
+    python -m benchmarks.latency --ckpt_dir CKPT --pruned_dir PRUNED --batch_sizes 1 32 --seq_lens 128 \
         --threads 2 --output bench.json
-    python benchmarks/latency.py --ckpt_dir CKPT --mask_dir RUN_FOLDER ...   # prune in memory from masks
-    python benchmarks/latency.py ... --backend eager onnx                   # and in ONNX Runtime
+    python -m benchmarks.latency --ckpt_dir CKPT --mask_dir RUN_FOLDER ...   # prune in memory from masks
+    python -m benchmarks.latency ... --backend eager onnx                   # and in ONNX Runtime
 
 For every backend and (batch size, sequence length) the two models are timed alternately (one
 call each per round, so load changes on a shared machine hit both alike) on random token ids with
 no padding; the median of the rounds is reported with the speedup and its fraction of the ideal.
 Backends: eager PyTorch, and ONNX Runtime (CPUExecutionProvider; CUDAExecutionProvider with
---device cuda when onnxruntime has it) on graphs exported by utils/onnx_export.py (--onnx_graph fused: fused
+--device cuda when onnxruntime has it) on graphs exported by export/onnx.py (--onnx_graph fused: fused
 into ONNX Runtime's transformer kernels): the pruned folder's model.onnx when it has one, else both models are exported into --onnx_dir (default: a temporary folder). ONNX Runtime is fed host tensors, so on CUDA its times include the copies. The JSON also holds parameter counts,
 on-disk weight sizes and the ideal (MAC-count) speedup at each sequence length:
 
@@ -28,12 +28,22 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import tempfile
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
+
+from arch import bind
+from arch.hooks import apply_masks
+from export.hf_folder import weights_size_bytes
+from export.hf_load import load_pruned
+from export.onnx import ONNX_FILE, OrtModel, export_onnx, max_abs_difference, missing_packages, providers
+from prune.masks import load_masks
+from prune.physical import count_parameters, physically_prune
+from utils.checkpoint import load_model
+from utils.timing import random_inputs, time_models
 
 
 def encoder_macs(heads_per_layer, neurons_per_layer, seq_len: int, hidden: int, head_dim: int) -> dict:
@@ -91,21 +101,12 @@ def main(argv=None) -> int:
         print("error: give --pruned_dir (a saved pruned model) or --mask_dir (masks to prune with)", file=sys.stderr)
         return 2
     if "onnx" in args.backend:
-        from utils.onnx_export import missing_packages
         if missing_packages():
             print(f"error: --backend onnx needs {', '.join(missing_packages())}: pip install "
                   f"{' '.join(missing_packages())}", file=sys.stderr)
             return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    from prune.latency import random_inputs
-    from prune.masks import load_masks
-    from prune.physical import count_parameters, physically_prune
-    from utils.arch import bind
-    from utils.checkpoint import load_model
-    from utils.hooks import apply_masks
-    from prune.pruned_model import load_pruned
-    from utils.pruned_io import weights_size_bytes
 
     device = torch.device(args.device)
     original = load_model(args.ckpt_dir, args.head).to(device).eval()
@@ -163,11 +164,7 @@ def main(argv=None) -> int:
 
 def _onnx_models(args, original, pruned, report: dict) -> dict:
     """ONNX Runtime sessions of both models, exported (or the pruned folder's model.onnx), checked."""
-    import shutil
-    import tempfile
 
-    from prune.latency import random_inputs
-    from utils.onnx_export import ONNX_FILE, OrtModel, export_onnx, max_abs_difference, providers
 
     folder = args.onnx_dir or tempfile.mkdtemp(prefix="latency-onnx-")
     os.makedirs(folder, exist_ok=True)
@@ -191,9 +188,6 @@ def _onnx_models(args, original, pruned, report: dict) -> dict:
 
 
 def _time_row(args, backend, models, batch_size, seq_len, device, original, pruned) -> dict:
-    from prune.latency import random_inputs, time_models
-    from utils.arch import bind
-
     macs_o, macs_p = model_macs(original, bind(original), seq_len), model_macs(pruned, bind(pruned), seq_len)
     inputs = random_inputs(original.config, batch_size, seq_len, "cpu" if backend == "onnx" else device)
     t = time_models(models, inputs, device, args.warmup, args.repeats)

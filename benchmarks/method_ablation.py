@@ -4,7 +4,7 @@ Loads the benchmark checkpoint once per seed, collects the mask gradients once, 
 constraint and variant runs search -> (rearrangement) -> tuning and scores the dev set. Variants are
 PruneOptions overrides (benchmarks/variants.py).
 
-    python benchmarks/method_ablation.py --seeds 0 --constraints 0.5 0.6 --variants kwon lsq lsq_norearr
+    python -m benchmarks.method_ablation --seeds 0 --constraints 0.5 0.6 --variants kwon lsq lsq_norearr
 """
 from __future__ import annotations
 
@@ -14,10 +14,15 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 BENCH = os.path.join(ROOT, "..", "shared", "benchmark")
 
-from variants import RETIRED, VARIANTS, run_variant  # noqa: E402
+import torch
+
+from arch import bind
+from benchmarks.variants import RETIRED, VARIANTS, run_variant  # noqa: E402
+from prune.reconstruct import swapped_weights
+from tasks.glue import prepare_glue
+from utils.checkpoint import load_model, load_tokenizer
 
 
 def table(rows: list[dict]) -> str:
@@ -47,12 +52,7 @@ def main(argv=None) -> int:
         print(table(json.load(open(args.output))))
         return 0
 
-    import torch
 
-    from dataset.tasks import prepare_glue
-    from prune.reconstruct import swapped_weights
-    from utils.arch import bind
-    from utils.checkpoint import load_model, load_tokenizer
 
     rows = json.load(open(args.output)) if os.path.isfile(args.output) else []
     done = {(r["seed"], r["constraint"], r["variant"]) for r in rows}

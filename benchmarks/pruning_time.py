@@ -1,7 +1,7 @@
 """Pruning time and peak memory of prune.pipeline.prune, stage by stage.
 
-    python benchmarks/pruning_time.py --output bench_pruning.json                       # both models, kwon + lsq
-    python benchmarks/pruning_time.py --models bert-base --methods kwon lsq --num_samples 256 --output b.json
+    python -m benchmarks.pruning_time --output bench_pruning.json                       # both models, kwon + lsq
+    python -m benchmarks.pruning_time --models bert-base --methods kwon lsq --num_samples 256 --output b.json
 
 Models (weights do not change the amount of work, so random initialisation is enough):
   bert-base  BERT-base: 12 layers x 12 heads, hidden 768, FFN 3072, vocab 30522, 2 labels, random init;
@@ -30,14 +30,22 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 
+import torch
+from transformers import AutoModelForSequenceClassification, BertConfig
+
+import prune.pipeline as pipeline
+from arch import bind
+from prune.masks import kept_per_layer
+from utils.checkpoint import load_model
+from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 DEFAULT_MINILM_CKPT = os.path.join(ROOT, "checkpoints", "minilm-movie-sst2")
 MODEL_SHAPES = {
@@ -64,17 +72,14 @@ def current_rss_mb() -> float | None:
 
 def cpu_seconds() -> float:
     """User + system CPU time of this process: against wall time it shows how much of the machine it got."""
-    import resource
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
 def build_model(name: str, minilm_ckpt: str | None):
     """Returns (model, description)."""
-    from transformers import AutoModelForSequenceClassification, BertConfig
 
     if name == "minilm" and minilm_ckpt and os.path.isfile(os.path.join(minilm_ckpt, "config.json")):
-        from utils.checkpoint import load_model
         return load_model(minilm_ckpt, "classification"), f"checkpoint {minilm_ckpt}"
     config = BertConfig(vocab_size=30522, num_labels=2, max_position_embeddings=512, **MODEL_SHAPES[name])
     model = AutoModelForSequenceClassification.from_config(config).eval()
@@ -82,8 +87,6 @@ def build_model(name: str, minilm_ckpt: str | None):
 
 
 def random_batches(vocab_size: int, num_samples: int, seq_len: int, batch_size: int, seed: int) -> list[dict]:
-    import torch
-
     gen = torch.Generator().manual_seed(seed)
     batches = []
     for start in range(0, num_samples, batch_size):
@@ -95,14 +98,6 @@ def random_batches(vocab_size: int, num_samples: int, seq_len: int, batch_size: 
                         "attention_mask": torch.ones(n, seq_len, dtype=torch.long),
                         "labels": torch.randint(0, 2, (n,), generator=gen)})
     return batches
-
-
-def main_defaults(method: str) -> dict:
-    """The teacher and ridge main.py uses for `method` when they are not given."""
-    import main as main_module
-    cfg = main_module.config_from_args(["--task_name", "sst2", "--ckpt_dir", "x", "--constraint", "0.5",
-                                        "--method", method])
-    return {"teacher": getattr(cfg, "teacher", None), "ridge": getattr(cfg, "ridge", None)}
 
 
 def git_commit() -> str | None:
@@ -118,13 +113,6 @@ def git_commit() -> str | None:
 
 
 def worker(spec: dict) -> dict:
-    import torch
-
-    import prune.pipeline as pipeline
-    from prune.masks import kept_per_layer
-    from utils.arch import bind
-    from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
-
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
@@ -160,11 +148,8 @@ def worker(spec: dict) -> dict:
             if device.type == "cuda":
                 stage_memory[self.name]["peak_gpu_so_far"] = round(peak_gpu_mb(device), 1)
 
-    defaults = main_defaults(spec["method"])
-    teacher = spec["teacher"] or defaults.get("teacher") or "schedule"
-    extra = {"ridge": defaults["ridge"]} if defaults.get("ridge") is not None else {}
-    options = pipeline.PruneOptions(spec["constraint"], method=spec["method"], teacher=teacher, seed=spec["seed"],
-                                    **extra)
+    options = pipeline.PruneOptions(spec["constraint"], method=spec["method"], seed=spec["seed"],
+                                    **({"teacher": spec["teacher"]} if spec["teacher"] else {}))
     original_timer = pipeline._Timer
     pipeline._Timer = MeasuringTimer
     try:
@@ -182,7 +167,7 @@ def worker(spec: dict) -> dict:
         "model_description": description,
         "parameters": sum(p.numel() for p in model.parameters()),
         "method": spec["method"],
-        "teacher": teacher,
+        "teacher": options.teacher,
         "ridge": options.ridge if hasattr(options, "ridge") else None,
         "constraint": spec["constraint"],
         "num_samples": spec["num_samples"],
@@ -213,7 +198,7 @@ def load_average() -> list[float] | None:
 def run_in_subprocess(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         result_path = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, os.path.abspath(__file__), "--_worker", json.dumps(spec), "--_result", result_path]
+        cmd = [sys.executable, "-m", "benchmarks.pruning_time", "--_worker", json.dumps(spec), "--_result", result_path]
         load_before = load_average()
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -281,7 +266,6 @@ def main(argv=None) -> int:
         raise SystemExit("--output JSON file is required")
     if not 0 < args.constraint < 1:
         raise SystemExit("--constraint must be in (0, 1)")
-    import torch
     report = {
         "benchmark": "pruning_time",
         "argv": sys.argv[1:],

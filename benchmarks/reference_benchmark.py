@@ -4,7 +4,7 @@ Runs main.py (one subprocess per constraint, seed and method, so that peak memor
 fixed benchmark checkpoint and data, and writes a JSON with accuracy per stage, seconds per stage and
 peak RSS next to the reference numbers. Resumable: finished run folders are reused.
 
-    python benchmarks/reference_benchmark.py --methods lsq kwon --output benchmarks/results/reference.json
+    python -m benchmarks.reference_benchmark --methods lsq kwon --output benchmarks/results/reference.json
 """
 from __future__ import annotations
 

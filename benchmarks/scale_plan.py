@@ -11,7 +11,7 @@ sequence of SmolLM2 gradient batches (fp32; 1 and 4 sequences of 256 tokens, wit
 bf16) and by the vocabulary; the layer-wise stages from what they cache (5 copies of the sample's hidden states)
 plus one layer and its normal equations (float64).
 
-    python benchmarks/scale_plan.py --output benchmarks/results/scale_plan.json
+    python -m benchmarks.scale_plan --output benchmarks/results/scale_plan.json
 """
 from __future__ import annotations
 

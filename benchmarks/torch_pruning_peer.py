@@ -33,8 +33,8 @@ What is run (their library, called; nothing of their code copied):
   for all of eval.txt).
 
     pip install --no-deps torch-pruning==1.6.1
-    python benchmarks/torch_pruning_peer.py --keep 0.8 0.65 0.5 [--metric macs] [--importance magnitude]
-    python benchmarks/torch_pruning_peer.py --keep 0.8 --importance taylor --calib_sequences 32 --no_dense
+    python -m benchmarks.torch_pruning_peer --keep 0.8 0.65 0.5 [--metric macs] [--importance magnitude]
+    python -m benchmarks.torch_pruning_peer --keep 0.8 --importance taylor --calib_sequences 32 --no_dense
 
 Measured (2 shared CPU cores, load ~5; 40 eval windows x 256 = 10,200 tokens; dense perplexity 22.30):
 magnitude recipe, keep 0.8 / 0.65 / 0.5 of the heads+MLP MACs -> perplexity 723,496 / 825,227 / 2,914,332
@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import importlib.metadata as md
 import json
 import math
 import os
@@ -57,9 +58,14 @@ import sys
 import time
 import warnings
 
+import torch
+import transformers.models.llama.modeling_llama as modeling
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from dataset.lm_text import calibration_sequences, evaluation_sequences, lm_batches, load_text
+from evaluate.perplexity import perplexity
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 TP_REQUIREMENT = "torch-pruning==1.6.1"
 DEFAULT_MODEL = os.path.join(ROOT, "checkpoints", "smollm2-135m")
@@ -135,7 +141,6 @@ def plan(dims0: list[dict], keep: float, seq_len: int, metric: str, allocation: 
 @contextlib.contextmanager
 def traceable_llama(model):
     """Eager attention and an elementwise RoPE stand-in while TP traces the graph (see the module docstring)."""
-    import transformers.models.llama.modeling_llama as modeling
     orig_rope = modeling.apply_rotary_pos_emb
     orig_impl = model.config._attn_implementation
 
@@ -161,8 +166,7 @@ def accumulate_taylor_grads(model, calib_batches):
 
 
 def torch_pruning_prune(model, p: dict, importance: str, calib_batches=None) -> dict:
-    import torch
-    import torch_pruning as tp
+    import torch_pruning as tp  # optional peer package, installed only for this benchmark
     cfg = model.config
     num_heads = {}
     for layer in model.model.layers:
@@ -235,19 +239,14 @@ def main(argv=None) -> int:
     if args.output is None:
         args.output = DEFAULT_OUTPUT if args.importance == "magnitude" else DEFAULT_OUTPUT.replace(".json", "_taylor.json")
 
-    import importlib.metadata as md
-    import torch
     try:
         import torch_pruning  # noqa: F401
     except ImportError:
         print(f"error: torch_pruning is not installed: pip install --no-deps {TP_REQUIREMENT}", file=sys.stderr)
         return 2
     if not os.path.isfile(os.path.join(args.model, "config.json")):
-        print(f"error: no checkpoint at {args.model}: python scripts/make_smollm2.py", file=sys.stderr)
+        print(f"error: no checkpoint at {args.model}: python -m scripts.make_smollm2", file=sys.stderr)
         return 2
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from dataset.lm_text import calibration_sequences, evaluation_sequences, lm_batches, load_text
-    from evaluate.perplexity import perplexity
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

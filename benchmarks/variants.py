@@ -8,6 +8,9 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from prune.fisher import collect_mask_grads
+from prune.pipeline import PruneOptions, prune
+
 VARIANTS = {
     "search_only": dict(mask_tuning=False, rearrange=False),
     "rearrange_only": dict(mask_tuning=False),
@@ -36,8 +39,6 @@ def run_variant(model, arch, task, grads: dict, constraint: float, name: str, se
     """Prune with variant `name` at `constraint` on gradients shared across cells (grads: batch order ->
     (head grads, neuron grads), filled on first use). Returns (PruneResult, seconds without gradients);
     the model is left as it was: the variant's weight updates are in the result."""
-    from prune.fisher import collect_mask_grads
-    from prune.pipeline import PruneOptions, prune
 
     overrides = dict(VARIANTS[name])
     order = overrides.pop("grad_batches", "length")

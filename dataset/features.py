@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dataset.glue import DataError
+from dataset.errors import DataError
 
 
 def position_limit(tokenizer, config) -> tuple[int, str] | None:
@@ -89,6 +89,3 @@ def make_batches(features: list[dict], batch_size: int, pad_token_id: int = 0,
 def average_length(features: list[dict]) -> float:
     return float(np.mean([sum(f["attention_mask"]) for f in features]))
 
-
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device) for k, v in batch.items()}

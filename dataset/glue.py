@@ -7,15 +7,11 @@ import os
 import sys
 from dataclasses import dataclass
 
-from utils.errors import UserError
+from dataset.errors import DataError
 from utils.paths import file_problem
 
 # The default limit (131072 characters) rejects valid long fields; a TSV row is bounded by memory anyway.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-
-
-class DataError(UserError):
-    """A user-fixable problem with task data."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +194,7 @@ def load_glue_split(task_name: str, split: str, data_dir: str | None, label2id: 
 
 
 def _load_from_hub(task: GlueTask, split: str):
-    import datasets
+    import datasets  # the hub path only: a multi-second import that offline runs never need
     hub_split = "train" if split == "train" else ("validation_matched" if task.name == "mnli" else "validation")
     try:
         ds = datasets.load_dataset("nyu-mll/glue", task.name, split=hub_split)

@@ -34,7 +34,7 @@ class TextDataError(UserError):
     """A user-fixable problem with causal-LM text: names the path and how to fix it."""
 
 
-_FIX = ("build the offline text with `python scripts/make_lm_text.py` (writes data/lm/calib.txt and "
+_FIX = ("build the offline text with `python -m scripts.make_lm_text` (writes data/lm/calib.txt and "
         "data/lm/eval.txt), or pass a UTF-8 .txt file / a folder of .txt files, or `wikitext2` / `c4` when online")
 
 
@@ -82,7 +82,7 @@ def load_text(path: str, split: str = "validation", max_documents: int | None = 
 def load_hub_text(name: str, split: str = "validation", max_documents: int | None = None) -> str:
     """WikiText-2 raw or C4 from the hub (online only). Not used offline or in CI."""
     try:
-        from datasets import load_dataset
+        from datasets import load_dataset  # the hub path only: a multi-second import offline runs never need
     except ImportError as e:  # pragma: no cover - datasets is in requirements
         raise TextDataError(f"{name}: the `datasets` package is needed for hub text ({e})") from e
     try:

@@ -16,8 +16,9 @@ import os
 import numpy as np
 import torch
 
-from dataset.features import longest_first
-from dataset.glue import DataError
+from dataset.errors import DataError
+from dataset.features import longest_first, sample_indices
+from utils.paths import file_problem
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,6 @@ def find_squad_file(task_name: str, split: str, data_dir: str) -> str:
                         f"{OFFICIAL_FILES[(task, 'train')]} and {OFFICIAL_FILES[(task, 'dev')]}.")
     path = os.path.join(data_dir, name)
     if os.path.lexists(path) and not os.path.isfile(path):
-        from utils.paths import file_problem
         raise DataError(f"--data_dir: {path} {file_problem(path)}; it must be the official SQuAD JSON file.")
     if not os.path.isfile(path):
         other = [n for n in OFFICIAL_FILES.values() if os.path.isfile(os.path.join(data_dir, n))]
@@ -140,7 +140,6 @@ def load_squad_split(task_name: str, split: str, data_dir: str | None = None, pa
     if path is None and data_dir:
         path = find_squad_file(task, split, data_dir)
     if path is not None:
-        from utils.paths import file_problem
         if file_problem(path):
             raise DataError(f"SQuAD {split} file {path} {file_problem(path)}; pass the official SQuAD JSON file.")
         examples, info = read_squad_json(path)
@@ -159,7 +158,7 @@ def load_squad_split(task_name: str, split: str, data_dir: str | None = None, pa
 
 
 def _load_from_hub(task: str, split: str) -> tuple[list[dict], dict]:
-    import datasets
+    import datasets  # the hub path only: a multi-second import that offline runs never need
     hub_split = "train" if split == "train" else "validation"
     try:
         ds = datasets.load_dataset(HUB_IDS[task], split=hub_split)
@@ -289,7 +288,6 @@ def sample_train_features(examples: list[dict], tokenizer, num_samples: int, see
     Only the examples owning a drawn feature are tokenized with offsets, so a full SQuAD training
     set never sits in memory as features.
     """
-    from dataset.features import sample_indices
     counts = count_features(examples, tokenizer, max_length, doc_stride)
     total = int(sum(counts))
     picked = sample_indices(total, num_samples, seed)

@@ -1,4 +1,4 @@
-"""Causal-LM metrics: token-weighted perplexity, greedy generations, decode tokens/s, prefill latency.
+"""Causal-LM metrics: token-weighted perplexity and greedy generations (speed: evaluate/speed.py).
 
 ``perplexity`` computes ``exp(sum of next-token NLL / number of predicted tokens)`` over all batches (token-
 weighted, not a mean of per-batch means), the standard WikiText-2 protocol when the batches are consecutive
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import statistics
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -27,7 +26,7 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module):
+def eval_mode(model: torch.nn.Module):
     was_training = model.training
     model.eval()
     try:
@@ -93,7 +92,7 @@ def perplexity(model: torch.nn.Module, batches: Iterable[dict], context: Callabl
     device = model_device(model)
     per_batch = []
     t0 = time.perf_counter()
-    with _eval_mode(model), torch.inference_mode(), _context(context):
+    with eval_mode(model), torch.inference_mode(), _context(context):
         for batch in dist.shard(list(batches)) if dist else batches:
             ids = batch["input_ids"].to(device)
             mask = batch.get("attention_mask")
@@ -132,7 +131,7 @@ def greedy_generations(model, tokenizer, prompts: Sequence[str], max_new_tokens:
     device = model_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     outs = []
-    with _eval_mode(model), torch.inference_mode(), _context(context):
+    with eval_mode(model), torch.inference_mode(), _context(context):
         for prompt in prompts:
             ids = _prompt_ids(tokenizer, prompt, chat).to(device)
             gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
@@ -140,54 +139,3 @@ def greedy_generations(model, tokenizer, prompts: Sequence[str], max_new_tokens:
                                  top_k=None)
             outs.append(tokenizer.decode(gen[0, ids.shape[1]:], skip_special_tokens=True))
     return outs
-
-
-def _synthetic_ids(model, batch: int, length: int, seed: int = 0) -> torch.Tensor:
-    vocab = int(getattr(model.config, "vocab_size", 1000))
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(3, max(vocab, 4), (batch, length), generator=gen)
-
-
-def decode_speed(model, tokenizer=None, prompt_len: int = 64, new_tokens: int = 32, device=None,
-                 warmup: int = 1, batch: int = 1) -> float:
-    """Decode throughput in new tokens/s (batch x steps / seconds), greedy with the KV cache, prefill excluded.
-
-    The prompt is ``prompt_len`` synthetic token ids (deterministic; ``tokenizer`` is accepted for symmetry and
-    unused); every step feeds the argmax token back with ``past_key_values``, so no EOS stops it early.
-    """
-    device = torch.device(device) if device is not None else model_device(model)
-    ids = _synthetic_ids(model, batch, prompt_len).to(device)
-
-    def run(steps: int) -> float:
-        out = model(input_ids=ids, use_cache=True)
-        past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            out = model(input_ids=nxt, past_key_values=past, use_cache=True)
-            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-        return time.perf_counter() - t0
-
-    with _eval_mode(model), torch.inference_mode():
-        for _ in range(warmup):
-            run(min(4, new_tokens))
-        seconds = run(new_tokens)
-    return batch * new_tokens / seconds
-
-
-def prefill_latency(model, batch: int = 1, seq_len: int = 256, repeats: int = 3, warmup: int = 1,
-                    device=None) -> float:
-    """Median seconds of one forward pass (no cache) on a [batch, seq_len] prompt of synthetic ids."""
-    device = torch.device(device) if device is not None else model_device(model)
-    ids = _synthetic_ids(model, batch, seq_len).to(device)
-    times = []
-    with _eval_mode(model), torch.inference_mode():
-        for i in range(warmup + repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            model(input_ids=ids, use_cache=False)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return statistics.median(times)

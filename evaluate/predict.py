@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from dataset.features import to_device
-from utils.hooks import apply_masks
+from arch.hooks import apply_masks
+from utils.device import to_device
 from utils.offload import input_device
 
 

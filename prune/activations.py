@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from dataset.features import to_device
-from utils.arch import BoundArch
+from arch import BoundArch
+from utils.device import to_device
 from utils.offload import input_device
 
 

@@ -23,6 +23,10 @@ class UnitCost:
     def of_masks(self, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> float:
         return self.of_counts(int((head_mask != 0).sum()), int((neuron_mask != 0).sum()))
 
+    def ratio(self, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> float:
+        """The masks' cost as a fraction of the unpruned model's."""
+        return self.of_masks(head_mask, neuron_mask) / self.of_counts(head_mask.numel(), neuron_mask.numel())
+
 
 def MacCost(seq_len: float, hidden_size: int, head_dim: int, heads_per_unit: int = 1,
             ffn_inputs: int = 1) -> UnitCost:

@@ -7,11 +7,11 @@ import torch
 from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
-from dataset.features import to_device
+from arch import BoundArch
+from arch.hooks import apply_masks
 from prune.masks import full_masks
-from utils.arch import BoundArch
+from utils.device import to_device
 from utils.errors import UserError
-from utils.hooks import apply_masks
 from utils.offload import input_device
 
 

@@ -16,10 +16,10 @@ import logging
 import torch
 import torch.nn as nn
 
-from dataset.features import to_device
+from arch import BoundArch
+from arch.hooks import apply_masks
 from prune.reconstruct import HEAD, Normal
-from utils.arch import BoundArch
-from utils.hooks import apply_masks
+from utils.device import to_device
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
+from arch import BoundArch
+from prune.activations import InputStats, input_statistics
 from prune.fisher import fisher_importance
 from prune.registry import register
-from utils.arch import BoundArch
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,6 @@ def _weights(arch: BoundArch, role: str) -> torch.Tensor:
 @register("importance", "wanda_sp")
 def wanda_sp(inputs: ImportanceInputs):
     """Wanda-sp (An et al. 2024, as in FLAP's code): mean over output rows of |W_ij| * ||x_j||, summed per head."""
-    from prune.activations import input_statistics
     arch = inputs.arch
     stats = input_statistics(arch.model, arch, inputs.batches)
     heads = (_weights(arch, "attn_out").abs() * stats.attn_sq.sqrt()[:, None, :]).mean(1)
@@ -72,7 +72,6 @@ def flap(inputs: ImportanceInputs):
     """FLAP's fluctuation metric (WIFV, An et al. 2024): variance of input column j over the calibration tokens
     times ||W_:,j||^2 (squared for heads, summed per head), standardized within each layer and kind so that
     one global threshold can compare layers; a head unit scores the mean of its standardized columns."""
-    from prune.activations import InputStats, input_statistics
     arch = inputs.arch
     stats = input_statistics(arch.model, arch, inputs.batches)
     attn = (InputStats.variance(stats.attn_mean, stats.attn_sq) * _weights(arch, "attn_out").pow(2).sum(1)).pow(2)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from dataset.features import to_device
-from utils.arch import BoundArch
-from utils.hooks import call_layer, layer_call_inputs
+from arch import BoundArch
+from arch.hooks import call_layer, layer_call_inputs
+from utils.device import to_device
 
 
 @dataclass

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from arch import BoundArch
+from arch.hooks import apply_masks, capture_inputs
 from prune.layer_io import LayerBatch, run_layer
-from utils.arch import BoundArch
-from utils.hooks import apply_masks, capture_inputs
 from utils.offload import Placement
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
+from arch import BoundArch
+from prune.activations import input_statistics
+from prune.head_refit import head_targets, refit_head
 from prune.layer_io import first_layer_inputs
 from prune.mask_tuning import tune_masks
-from prune.head_refit import head_targets, refit_head
-from prune.reconstruct import RIDGE, reconstruct_weights, swapped_weights
+from prune.options import RIDGE
+from prune.reconstruct import reconstruct_weights, swapped_weights
 from prune.registry import register
-from utils.arch import BoundArch
 from utils.distributed import Dist
 
 
@@ -70,9 +74,7 @@ def lsq(inputs: TuningInputs) -> TuningOutcome:
 def bias(inputs: TuningInputs) -> TuningOutcome:
     """FLAP's bias compensation, no refit: every pruned input column of the two output projections is replaced
     by its mean over the calibration tokens of the dense model, b += W[:, pruned] @ mean[pruned]."""
-    import torch
 
-    from prune.activations import input_statistics
     arch, (head, neuron) = inputs.arch, inputs.student
     stats = input_statistics(inputs.model, arch, inputs.sample_batches)
     updates, events = {}, []

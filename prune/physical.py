@@ -1,7 +1,7 @@
 """Physical pruning: turn head-unit/neuron masks into a smaller model with the same outputs.
 
 A head unit's output reaches the rest of the model only through its columns of the attention
-output projection, and a neuron's only through its column of the FFN output projection (utils/hooks.py
+output projection, and a neuron's only through its column of the FFN output projection (arch/hooks.py
 masks exactly there). So a mask value m != 1 is folded into those columns (W[:, cols] *= m), and a
 unit with m == 0 is removed: its rows of query/key/value (weights and biases) or of every FFN input
 projection, and its columns of the output projection. The output projections keep their biases.
@@ -13,23 +13,34 @@ that module, the projection of an empty context, i.e. its bias). A layer left wi
 nothing special: Linear(hidden, 0) -> activation -> Linear(0, hidden) gives the bias.
 
 Only `BoundArch` is used here; no model family is named. `model.config` keeps the original
-(unpruned) sizes, which are what the head size and the rebuilding in `utils/pruned_io.py` derive
+(unpruned) sizes, which are what the head size and the rebuilding in `export/hf_folder.py` derive
 from, and gains `heads_per_layer` / `ffn_dims_per_layer` with the real per-layer sizes (head units).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 
 import torch
 import torch.nn as nn
 
+from arch import BoundArch, bind
+from arch.pruned_modeling import NoHeadsAttention  # the same class the saved folder's modeling file holds
 from prune.reconstruct import linear_for, set_bias
-from utils.arch import BoundArch
-from utils.pruned_io import count_parameters  # noqa: F401  (re-exported)
-from utils.pruned_modeling import NoHeadsAttention  # the same class the saved folder's modeling file holds
 
 log = logging.getLogger(__name__)
+
+
+def count_parameters(model) -> int:
+    """Parameters, counting shared tensors once."""
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() in seen and p.numel() > 0:
+            continue
+        seen.add(p.data_ptr())
+        total += p.numel()
+    return total
 
 
 def kept_indices(mask: torch.Tensor) -> list[list[int]]:
@@ -118,7 +129,7 @@ def physically_prune(model: nn.Module, arch: BoundArch, head_mask: torch.Tensor,
 
     head_mask [layers, head units] and neuron_mask [layers, ffn] are float tensors: 0 removes a unit,
     any other value is the unit's scale. Afterwards the model computes what the masked model
-    computed (utils.hooks.apply_masks), up to float rounding. Returns the per-layer shapes:
+    computed (arch.hooks.apply_masks), up to float rounding. Returns the per-layer shapes:
     {"num_layers", "num_heads" (head units), "heads_per_unit", "head_dim", "ffn_dim", "hidden_size",
     "heads_per_layer", "neurons_per_layer", "kept_heads", "kept_neurons", "biased"} (kept_* are original
     indices per layer; biased lists [layer, role] of output projections that carry a bias the unpruned
@@ -162,7 +173,6 @@ def added_biases(arch: BoundArch) -> list[list]:
 
 def _fresh_bias_flags(arch: BoundArch) -> dict:
     """Whether the family's config gives each output projection a bias (read off a one-layer build)."""
-    import copy
     config = copy.deepcopy(arch.model.config)
     setattr(config, arch.facts.num_layers_attr, 1)
     with torch.device("meta"):
@@ -204,9 +214,7 @@ def install_weight_updates(arch: BoundArch, updates: dict | None) -> None:
 def physically_pruned_copy(model: nn.Module, head_mask: torch.Tensor, neuron_mask: torch.Tensor,
                            weight_updates: dict | None = None) -> tuple[nn.Module, dict]:
     """A pruned deep copy of `model` (left untouched); returns (pruned model, shapes)."""
-    import copy
 
-    from utils.arch import bind
 
     pruned = copy.deepcopy(model)
     arch = bind(pruned)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from arch import BoundArch
 from prune import registry
 from prune.budgets import BudgetInputs
 from prune.cost import mac_cost_of, param_cost_of
@@ -18,35 +19,13 @@ from prune.fisher import collect_mask_grads
 from prune.importance import ImportanceInputs
 from prune.masks import full_masks, kept_per_layer
 from prune.methods import TuningInputs
+from prune.options import PruneOptions
 from prune.rearrange import rearrange_masks
-from prune.reconstruct import RIDGE
 from prune.search import teacher_constraint
-from utils.arch import BoundArch
 from utils.distributed import Dist
 from utils.offload import Placement
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PruneOptions:
-    """Every default of a run is defined here once; main.py's flags take theirs from these."""
-    constraint: float
-    rearrange: bool = True
-    mask_tuning: bool = True
-    method: str = "lsq"             # how masks are tuned (registry "method"): lsq | kwon (the paper)
-    importance: str = "fisher"      # registry "importance": fisher | magnitude | random | ...
-    metric: str = "mac"             # registry "metric": mac | params | latency
-    search: str = "global"          # registry "search" (mac, params): global (the paper's) | uniform | threshold
-    seed: int = 0
-    mha_lut: torch.Tensor | None = None      # latency tables (prune/latency.py), for metric latency
-    ffn_lut: torch.Tensor | None = None
-    teacher: str = "schedule"       # schedule: the paper's less-pruned teacher mask | full: the unpruned model
-    teacher_exponent: float = 0.5   # the schedule's teacher keeps constraint ** exponent (the paper: sqrt)
-    ridge: float = RIDGE            # lsq: ridge towards the current weights, relative to the mean input energy
-    last_mha_all_tokens: bool = False   # lsq: fit the last layer's attention on all tokens, not only the loss's
-    head_refit: bool = True             # lsq: refit the task head's first Linear to the unpruned model's
-    checkpoint_layers: bool = False     # gradients: recompute blocks in the backward pass (less memory, same result)
 
 
 @dataclass
@@ -118,8 +97,8 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
                 options.last_mha_all_tokens, dist, placement, head_refit=options.head_refit))
         student, result.weight_updates, result.tuning_events = outcome.masks, outcome.weight_updates, outcome.events
     result.masks["final"] = student
-    result.mac_ratio = _ratio(mac_cost_of(arch, seq_len), *student)
-    result.param_ratio = _ratio(param_cost_of(arch), *student)
+    result.mac_ratio = mac_cost_of(arch, seq_len).ratio(*student)
+    result.param_ratio = param_cost_of(arch).ratio(*student)
     result.budget_ratio = budget.ratio(*student)
     return result
 
@@ -132,7 +111,3 @@ def _mask_grads(model, arch, batches, loss_fn, dist: Dist, checkpoint_layers: bo
     per_batch = dist.gather_in_order(list(zip(heads, neurons)))
     return (torch.stack([h for h, _ in per_batch]).to(heads.device),
             torch.stack([n for _, n in per_batch]).to(neurons.device))
-
-
-def _ratio(cost, head_mask, neuron_mask) -> float:
-    return cost.of_masks(head_mask, neuron_mask) / cost.of_counts(head_mask.numel(), neuron_mask.numel())

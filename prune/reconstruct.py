@@ -11,20 +11,21 @@ linear solve per block (at most hidden x kept-columns), so it is also faster tha
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 
 import torch
 from tqdm import tqdm
 
+from arch import BoundArch
+from arch.hooks import apply_masks, capture_inputs
 from prune.layer_io import LayerBatch, run_layer
 from prune.mask_tuning import TuningReport, _select, _teacher_targets, layer_tokens
-from utils.arch import BoundArch
-from utils.hooks import apply_masks, capture_inputs
+from prune.options import RIDGE
 from utils.offload import Placement
 
 log = logging.getLogger(__name__)
 
-RIDGE = 0.1   # the default ridge strength (prune.pipeline.PruneOptions takes it from here)
 HEAD = "head"   # the layer field of a weight-update key (HEAD, module name): a task head's Linear (head_refit.py)
 
 
@@ -187,7 +188,6 @@ def swapped_weights(arch: BoundArch, updates: dict | None):
 
 def save_weight_updates(path: str, updates: dict) -> None:
     """{'<layer>.<role>': {'weight', 'bias'}} on CPU, written atomically."""
-    import os
     flat = {f"{l}.{role}": {"weight": w.detach().cpu(), "bias": b.detach().cpu()} for (l, role), (w, b) in updates.items()}
     torch.save(flat, path + ".tmp")
     os.replace(path + ".tmp", path)

@@ -4,7 +4,8 @@
     def fisher(inputs: ImportanceInputs) -> (head_importance [L, U], neuron_importance [L, F])
 
 Adding one is a function and this decorator; main.py's choices, the sweep and the collector read
-the names from here. Modules that register the built-in parts are imported by `load_builtins`.
+the names from here. A leaf: it imports nothing of the project; the package's __init__ imports the
+modules that register the built-in parts.
 """
 from __future__ import annotations
 
@@ -25,18 +26,11 @@ def register(kind: str, name: str) -> Callable[[Callable], Callable]:
 
 
 def get(kind: str, name: str) -> Callable:
-    load_builtins()
     if name not in _REGISTRY[kind]:
         raise ValueError(f"unknown {kind} '{name}': one of {', '.join(choices(kind))}")
     return _REGISTRY[kind][name]
 
 
 def choices(kind: str) -> list[str]:
-    load_builtins()
     return list(_REGISTRY[kind])
 
-
-def load_builtins() -> None:
-    import prune.budgets  # noqa: F401
-    import prune.importance  # noqa: F401
-    import prune.methods  # noqa: F401

@@ -1,9 +1,12 @@
-"""Masks that keep the most Fisher importance under a cost budget (paper section 4.1)."""
+"""Masks that keep the most importance under a MAC / parameter budget: the searches of the registry
+"search" (global: the paper's section 4.1; uniform: Wanda-sp's per-layer allocation; threshold: FLAP's).
+The latency metric's own search is in prune/latency.py."""
 from __future__ import annotations
 
 import torch
 
-from prune.cost import MacCost
+from prune.cost import MacCost, UnitCost
+from prune.registry import register
 
 
 def _mask_from_indices(shape, indices: torch.Tensor, device) -> torch.Tensor:
@@ -50,3 +53,56 @@ def search_mac(head_importance: torch.Tensor, neuron_importance: torch.Tensor, c
 def teacher_constraint(target: float, exponent: float = 0.5) -> float:
     """The teacher mask's budget: target ** exponent (the paper: sqrt, the first step of its 2-step schedule)."""
     return target ** exponent
+
+
+@register("search", "global")
+def global_search(head_importance, neuron_importance, cost: UnitCost, constraint: float):
+    """The paper's: the masks keeping the most total importance under the budget (exact for equal unit costs)."""
+    return search_mac(head_importance, neuron_importance, cost, constraint)
+
+
+@register("search", "uniform")
+def uniform_search(head_importance, neuron_importance, cost: UnitCost, constraint: float):
+    """Every layer keeps the same number of head units and the same number of neurons, its most important ones
+    (the per-layer allocation of Wanda-sp and magnitude-sp). With few head units per layer one common fraction
+    would waste the budget, so for every head count the neuron count is the largest that fits, and the pair
+    keeping the most importance wins."""
+    layers, units = head_importance.shape
+    ffn = neuron_importance.shape[1]
+    budget = constraint * cost.of_counts(layers * units, layers * ffn)
+    head_value = head_importance.sort(dim=1, descending=True).values.cumsum(1).sum(0)
+    neuron_value = neuron_importance.sort(dim=1, descending=True).values.cumsum(1).sum(0)
+    best = (-float("inf"), 0, 0)
+    for k in range(units + 1):
+        m = min(ffn, int((budget - cost.of_counts(layers * k, 0)) // (layers * cost.per_neuron)))
+        while m > 0 and cost.of_counts(layers * k, layers * m) > budget:
+            m -= 1
+        if m < 0:
+            break
+        value = (float(head_value[k - 1]) if k else 0.0) + (float(neuron_value[m - 1]) if m else 0.0)
+        if value > best[0]:
+            best = (value, k, m)
+    return _top_per_layer(head_importance, best[1]), _top_per_layer(neuron_importance, best[2])
+
+
+def _top_per_layer(importance: torch.Tensor, count: int) -> torch.Tensor:
+    mask = torch.zeros_like(importance, dtype=torch.float32)
+    if count:
+        mask.scatter_(1, importance.topk(count, dim=1).indices, 1.0)
+    return mask
+
+
+@register("search", "threshold")
+def threshold_search(head_importance, neuron_importance, cost: UnitCost, constraint: float):
+    """FLAP's global allocation: all units ranked by (standardized) score, kept from the top while the budget lasts."""
+    scores = torch.cat([head_importance.flatten(), neuron_importance.flatten()]).float()
+    unit_cost = torch.cat([torch.full((head_importance.numel(),), float(cost.per_head)),
+                           torch.full((neuron_importance.numel(),), float(cost.per_neuron))]).double()
+    budget = constraint * cost.of_counts(head_importance.numel(), neuron_importance.numel())
+    order = scores.argsort(descending=True)
+    kept = order[unit_cost[order].cumsum(0) <= budget * (1 + 1e-12)]
+    keep = torch.zeros(scores.numel())
+    keep[kept] = 1.0
+    heads = keep[:head_importance.numel()].view_as(head_importance)
+    return heads.to(head_importance.device), keep[head_importance.numel():].view_as(neuron_importance).to(
+        neuron_importance.device)

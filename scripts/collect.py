@@ -1,6 +1,6 @@
 """Collect the run folders of a sweep into tables and figures.
 
-    python scripts/collect.py outputs/sweep [--out figures/] [--heatmap_run RUN_DIR] [--quiet]
+    python -m scripts.collect outputs/sweep [--out figures/] [--heatmap_run RUN_DIR] [--quiet]
 
 Every folder under ROOT that holds results.json (and, normally, args.json) is one finished run;
 folders with args.json, log.txt or sweep.log but no results.json are listed as unfinished and
@@ -50,6 +50,8 @@ import os
 import re
 import statistics
 import sys
+
+from prune.options import variant_name
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,58 +108,16 @@ def find_runs(root: str) -> tuple[list[str], list[str]]:
     return sorted(finished), sorted(unfinished)
 
 
-_DEFAULTS: dict | None = None
-
-
-def main_defaults() -> dict:
-    """Per method, the teacher and ridge that main.py picks when they are not given (read from main.py
-    itself, so that a variant is only suffixed when a run departs from the current defaults)."""
-    global _DEFAULTS
-    if _DEFAULTS is None:
-        _DEFAULTS = {m: {"teacher": "schedule", "ridge": None, "teacher_exponent": 0.5} for m in ("kwon", "lsq")}
-        try:
-            if REPO not in sys.path:
-                sys.path.insert(0, REPO)
-            import main as main_module
-            for m in ("kwon", "lsq"):
-                cfg = main_module.config_from_args(["--task_name", "sst2", "--ckpt_dir", "x", "--constraint", "0.5",
-                                                    "--method", m])
-                _DEFAULTS[m] = {"teacher": getattr(cfg, "teacher", "schedule"), "ridge": getattr(cfg, "ridge", None),
-                                "teacher_exponent": getattr(cfg, "teacher_exponent", 0.5)}
-        except (Exception, SystemExit):       # an older or broken main.py: the paper's defaults
-            pass
-    return _DEFAULTS
-
-
-def variant_name(args: dict) -> str:
-    method = args.get("method", "kwon")
-    rearrange = bool(args.get("rearrange", True))
-    rescale = bool(args.get("mask_tuning", args.get("rescale", True)))
-    if rescale:
-        name = method
-        if not rearrange:
-            name += "-norearrange"
-    else:
-        name = "rearrange" if rearrange else "search"
-    importance = args.get("importance", "fisher")
-    if importance != "fisher":
-        name = importance if name == "kwon" else f"{name}-{importance}"
-    defaults = main_defaults().get(method, {})
-    teacher = args.get("teacher")
-    if rescale and teacher and teacher != defaults.get("teacher", "schedule"):
-        name += f"-teacher_{teacher}"
-    ridge = args.get("ridge")
-    if rescale and method == "lsq" and ridge is not None and defaults.get("ridge") is not None \
-            and float(ridge) != float(defaults["ridge"]):
-        name += f"-ridge{float(ridge):g}"
-    exponent = args.get("teacher_exponent")
-    if rescale and exponent is not None and float(exponent) != float(defaults.get("teacher_exponent", 0.5)):
-        name += f"-teacher_exp{float(exponent):g}"
-    if args.get("gradient_batches", "sorted") != "sorted":
-        name += f"-{args['gradient_batches']}_batches"
-    if args.get("metric", "mac") != "mac":
-        name += f"-{args['metric']}"
-    return name
+def run_args(folder: str, results: dict) -> dict:
+    """A run's options as one flat dict: args.json (its `prune` and `data` parts flattened; older folders have
+    flat ones), else what results.json says."""
+    args = _read_json(os.path.join(folder, "args.json")) or {}
+    if not args:          # older or copied folders: what results.json says is enough
+        args = {k: results[k] for k in ("method", "teacher", "constraint") if k in results}
+    for part in ("data", "prune"):
+        if isinstance(args.get(part), dict):
+            args = {**args, **args[part]}
+    return args
 
 
 def _seed_from_path(path: str):
@@ -185,9 +145,7 @@ def run_row(folder: str, root: str) -> dict | None:
     results = _read_json(os.path.join(folder, "results.json"))
     if not isinstance(results, dict):
         return None
-    args = _read_json(os.path.join(folder, "args.json")) or {}
-    if not args:          # older or copied folders: what results.json says is enough
-        args = {k: results[k] for k in ("method", "teacher", "constraint") if k in results}
+    args = run_args(folder, results)
     primary = results.get("primary_metric") or next(iter(results.get("metric_after") or {}), None)
     before = _number((results.get("metric_before") or {}).get(primary))
     after = _number((results.get("metric_after") or {}).get(primary))
@@ -200,7 +158,7 @@ def run_row(folder: str, root: str) -> dict | None:
     row = {
         "task": results.get("task") or args.get("task_name"),
         "model": os.path.basename(os.path.normpath(ckpt)) if ckpt else None,
-        "variant": variant_name(args),
+        "variant": results.get("variant") or variant_name(args),
         "method": args.get("method", results.get("method")),
         "importance": args.get("importance", "fisher"),
         "teacher": args.get("teacher", results.get("teacher")),
@@ -458,7 +416,7 @@ def markdown(rows: list[dict], means: list[dict], unfinished: list[str], root: s
 # ----------------------------------------------------------------------------------------------
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # figures only: its import takes seconds, the tables do not need it
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

@@ -18,9 +18,10 @@ import subprocess
 import sys
 import time
 
+from scripts.finetune import finetune as finetune_checkpoint
+from scripts.make_movie_sst2 import build_movie_sst2
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 DATA_DIR = os.path.join(ROOT, "data", "movie-sst2")
 CKPT_DIR = os.path.join(ROOT, "checkpoints", "minilm-movie-sst2")
@@ -77,12 +78,10 @@ def main(argv=None) -> int:
     args.ckpt_dir = args.ckpt_dir or (CKPT_DIR if args.full else QUICK_CKPT_DIR)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from finetune import finetune
-    from make_movie_sst2 import build_movie_sst2
 
     timings = {}
     _step("data", timings, lambda: build_movie_sst2(args.data_dir))
-    tuned = _step("fine-tune", timings, lambda: finetune("sst2", args.ckpt_dir, data_dir=args.data_dir,
+    tuned = _step("fine-tune", timings, lambda: finetune_checkpoint("sst2", args.ckpt_dir, data_dir=args.data_dir,
                                                          max_steps=args.max_steps))
     run_dir = args.output_dir or os.path.join(ROOT, "outputs", "demo", f"constraint_{args.constraint}")
     cmd = [sys.executable, os.path.join(ROOT, "main.py"), "--task_name", "sst2", "--ckpt_dir", args.ckpt_dir,

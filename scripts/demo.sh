@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-python scripts/demo.py "$@"
+python -m scripts.demo "$@"

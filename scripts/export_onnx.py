@@ -1,13 +1,13 @@
 """Write model.onnx into a folder saved by save_pruned (main.py --save_pruned), checked against PyTorch.
 
-    python scripts/export_onnx.py --pruned_dir outputs/.../pruned_model
+    python -m scripts.export_onnx --pruned_dir outputs/.../pruned_model
 
 The graph has dynamic batch and sequence axes (inputs input_ids, attention_mask and, where the
 model takes them, token_type_ids; outputs logits, or start_logits and end_logits). It is run in
 ONNX Runtime on random batches of the --batch_sizes x --seq_lens shapes (one row half padding)
 and compared with the PyTorch model; the report (max abs difference, tolerance 1e-4) is printed
 as JSON. --fuse fuses the graph into ONNX Runtime's transformer kernels (one Attention node per
-layer, utils/onnx_fuse.py); such a graph runs only in ONNX Runtime.
+layer, export/onnx_fuse.py); such a graph runs only in ONNX Runtime.
 Exit status 0: within tolerance; 1: not; 2: a bad folder or missing package.
 """
 from __future__ import annotations
@@ -18,7 +18,9 @@ import logging
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from export.hf_folder import PrunedModelError
+from export.hf_load import load_pruned
+from export.onnx import example_inputs, export_and_check, missing_packages
 
 log = logging.getLogger("export_onnx")
 
@@ -35,9 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from utils.onnx_export import example_inputs, export_and_check, missing_packages
-    from prune.pruned_model import load_pruned
-    from utils.pruned_io import PrunedModelError
 
     if missing_packages():
         print(f"error: the ONNX export needs {', '.join(missing_packages())}: "

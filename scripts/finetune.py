@@ -7,22 +7,19 @@ scored at the end. The output folder (written to a temporary sibling, then renam
 tokenizer from save_pretrained and finetune.json (recipe, dev metrics, seconds). A folder whose
 finetune.json has the same recipe is reused as a cache. The trainer is scripts/trainer.py.
 
-    python scripts/finetune.py --task_name sst2 --data_dir data/movie-sst2 \\
+    python -m scripts.finetune --task_name sst2 --data_dir data/movie-sst2 \\
         --output_dir checkpoints/minilm-movie-sst2
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # so that `python scripts/finetune.py` finds the repo's packages
-    sys.path.insert(0, REPO_ROOT)
-
-from dataset.glue import DataError, get_task  # noqa: E402,F401  (DataError: part of this module's API)
-from scripts import trainer  # noqa: E402
-from scripts.trainer import RESULT_FILE, FinetuneError, GlueRecipe as Recipe  # noqa: E402,F401
+from dataset.errors import DataError  # noqa: F401  (part of this module's API)
+from dataset.glue import get_task
+from scripts import trainer
+from scripts.trainer import RESULT_FILE, FinetuneError  # noqa: F401  (part of this module's API)
+from scripts.trainer import GlueRecipe as Recipe  # noqa: F401
 
 
 def finetune(task_name: str, output_dir: str, data_dir: str | None = None, model_dir: str | None = None,

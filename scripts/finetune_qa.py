@@ -10,7 +10,7 @@ temporary sibling, then renamed) holds model + tokenizer from save_pretrained an
 (recipe, dev metrics, loss curve, seconds). A folder whose finetune.json has the same recipe is
 reused as a cache. The trainer is scripts/trainer.py.
 
-    python scripts/finetune_qa.py --train_file data/squad/train-v2.0.json \\
+    python -m scripts.finetune_qa --train_file data/squad/train-v2.0.json \\
         --dev_file data/squad/dev-v2.0.json --output_dir checkpoints/minilm-squad_v2
 
 The task (squad or squad_v2) follows the data when --task_name is omitted: squad_v2 when the
@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:  # so that `python scripts/finetune_qa.py` finds the repo's packages
-    sys.path.insert(0, REPO_ROOT)
-
-from dataset.glue import DataError  # noqa: E402,F401  (part of this module's API)
-from dataset.squad import SQUAD_TASKS, check_task  # noqa: E402
-from scripts import trainer  # noqa: E402
-from scripts.trainer import RESULT_FILE, FinetuneError, QaRecipe as Recipe, infer_task  # noqa: E402,F401
+from dataset.errors import DataError  # noqa: F401  (part of this module's API)
+from dataset.squad import SQUAD_TASKS, check_task
+from scripts import trainer
+from scripts.trainer import RESULT_FILE, FinetuneError  # noqa: F401  (part of this module's API)
+from scripts.trainer import QaRecipe as Recipe  # noqa: F401
+from scripts.trainer import infer_task
 
 
 def finetune_qa(train_file: str, output_dir: str, dev_file: str | None = None, task_name: str | None = None,

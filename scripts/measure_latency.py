@@ -1,6 +1,6 @@
 """Measure the latency lookup tables for `main.py --metric latency` (the paper's generate_lut).
 
-    python scripts/measure_latency.py --ckpt_dir CKPT --device cpu --batch_size 32 --seq_len 128 \
+    python -m scripts.measure_latency --ckpt_dir CKPT --device cpu --batch_size 32 --seq_len 128 \
         --output_dir luts/minilm-cpu-b32-s128
 
 writes mha_lut.pt (seconds of one attention block for 0..H heads), ffn_lut.pt (one FFN block for
@@ -16,7 +16,12 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from transformers import AutoConfig
+
+from arch import UnsupportedModelError, facts_for
+from prune.latency import fit_piecewise_linear
+from prune.latency_tables import measure_luts
 
 
 def _positive(text: str) -> int:
@@ -45,7 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _save(obj, path: str) -> None:
-    import torch
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     torch.save(obj, tmp)
@@ -54,11 +58,7 @@ def _save(obj, path: str) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-    from transformers import AutoConfig
 
-    from prune.latency import fit_piecewise_linear, measure_luts
-    from utils.arch import UnsupportedModelError, facts_for
 
     if args.threads:
         torch.set_num_threads(args.threads)

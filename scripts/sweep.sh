@@ -178,7 +178,7 @@ trap - INT TERM
 [[ "$DRY_RUN" != 0 ]] && exit 0
 echo "sweep: $ran run, $skipped skipped (finished already), ${#failed[@]} failed, of $total"
 if [[ -d "$OUT" ]]; then
-  "$PYTHON" scripts/collect.py "$OUT" --out "$FIG_DIR" || echo "warning: scripts/collect.py failed" >&2
+  "$PYTHON" -m scripts.collect "$OUT" --out "$FIG_DIR" || echo "warning: scripts/collect.py failed" >&2
 fi
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "failed runs (see sweep.log in each):" >&2

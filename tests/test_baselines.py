@@ -10,8 +10,8 @@ from prune.masks import full_masks
 from prune.methods import TuningInputs
 from prune.reconstruct import swapped_weights
 from tests.tiny import lm_batch, tiny_decoder
-from utils.arch import bind
-from utils.hooks import apply_masks
+from arch import bind
+from arch.hooks import apply_masks
 
 COST = MacCost(seq_len=20, hidden_size=32, head_dim=8)
 

@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+from prune.options import PruneOptions
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLLECT = os.path.join(REPO, "scripts", "collect.py")
 SWEEP = os.path.join(REPO, "scripts", "sweep.sh")
@@ -67,7 +69,7 @@ def _fake_run(root, rel, args, results=None):
 
 
 def _run_collect(root, out, *extra):
-    return subprocess.run([sys.executable, COLLECT, str(root), "--out", str(out), *extra], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "scripts.collect", str(root), "--out", str(out), *extra], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -176,7 +178,8 @@ def test_variant_names_follow_the_flags():
     assert name(importance="random") == "random"
     assert name(method="lsq", importance="random") == "lsq-random"
     assert name(rearrange=False) == "kwon-norearrange"
-    defaults = collect.main_defaults()          # main.py's own defaults: no suffix for them
+    options = PruneOptions(0.5)                 # the defaults (main.py's flags take theirs from here): no suffix
+    defaults = {m: {"teacher": options.teacher, "teacher_exponent": options.teacher_exponent} for m in ("kwon", "lsq")}
     for method in ("kwon", "lsq"):
         args = _args(0.5, 0, method=method)
         args["teacher"] = defaults[method]["teacher"]
@@ -195,6 +198,30 @@ def test_variant_names_follow_the_flags():
     assert collect.variant_name(args) == "lsq"
     args["teacher_exponent"] = 0.9
     assert collect.variant_name(args) == "lsq-teacher_exp0.9"
+
+
+def test_collector_keeps_search_head_refit_and_default_runs_apart(tmp_path):
+    """Runs that differ in any option get different variants: the name comes from the options that differ from
+    PruneOptions' defaults (args.json of the real parser, no variant in results.json: the collector derives it)."""
+    import main
+    from dataclasses import asdict
+    collect = _load_collect()
+    flag_sets = {"default": [], "uniform": ["--search", "uniform"], "nohead": ["--no_head_refit"],
+                 "both": ["--search", "uniform", "--no_head_refit"]}
+    variants = {}
+    for label, flags in flag_sets.items():
+        cfg = main.config_from_args(["--task_name", "sst2", "--ckpt_dir", "ckpt", "--constraint", "0.5", *flags])
+        args = json.loads(json.dumps(asdict(cfg)))
+        folder = _fake_run(tmp_path, label, args, _results({"constraint": 0.5, "method": cfg.prune.method,
+                                                             "teacher": cfg.prune.teacher}, 0.8))
+        variants[label] = collect.run_row(str(folder), str(tmp_path))["variant"]
+    assert variants == {"default": "lsq", "uniform": "lsq-search_uniform", "nohead": "lsq-nohead",
+                        "both": "lsq-search_uniform-nohead"}
+    # and what main.py itself writes into results.json agrees with the collector's derivation
+    from prune.options import differences, variant_name
+    cfg = main.config_from_args(["--task_name", "sst2", "--ckpt_dir", "ckpt", "--constraint", "0.5",
+                                 "--search", "uniform"])
+    assert variant_name(differences(cfg.prune, gradient_batches=cfg.gradient_batches)) == "lsq-search_uniform"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,7 +335,7 @@ FAKE_MAIN = textwrap.dedent("""
         json.dump(args, f)
     results = {{"task": cfg.task_name, "primary_metric": "accuracy", "metric_before": {{"accuracy": 0.9}},
                "metric_after": {{"accuracy": 0.5 + cfg.constraint / 2}}, "constraint": cfg.constraint,
-               "method": cfg.method, "teacher": cfg.teacher, "mac_ratio": cfg.constraint,
+               "method": cfg.prune.method, "teacher": cfg.prune.teacher, "mac_ratio": cfg.constraint,
                "seconds": {{"gradients": 1.0, "search": 0.1, "rearrange": 0.2, "mask_tuning": 2.0,
                            "pruning_total": 3.3, "wall_total": 5.0}},
                "peak_memory_mb": {{"rss": 100.0, "gpu": None}},

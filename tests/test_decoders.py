@@ -9,10 +9,10 @@ from prune.masks import full_masks
 from prune.physical import physically_prune, physically_pruned_copy
 from prune.reconstruct import reconstruct_weights, swapped_weights
 from tests.tiny import DECODER_FAMILIES, lm_batch, tiny_decoder
-from utils.arch import bind
-from utils.hooks import apply_masks
-from prune.pruned_model import load_pruned
-from utils.pruned_io import save_pruned
+from arch import bind
+from arch.hooks import apply_masks
+from export.hf_load import load_pruned
+from export.hf_folder import save_pruned
 
 L, U, F = 3, 2, 37
 

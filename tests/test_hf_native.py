@@ -10,11 +10,11 @@ from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceCla
 from evaluate.predict import predict_logits
 from prune.physical import physically_prune
 from tests.tiny import random_batch, tiny_config
-from utils.arch import bind
-from utils.hf_native import MODELING_FILE, SHAPES_KEY, record_shapes
-from utils.hooks import apply_masks
-from prune.pruned_model import load_pruned
-from utils.pruned_io import PrunedModelError, save_pruned
+from arch import bind
+from export.hf_native import MODELING_FILE, SHAPES_KEY, record_shapes
+from arch.hooks import apply_masks
+from export.hf_load import load_pruned
+from export.hf_folder import PrunedModelError, save_pruned
 
 L, H, F = 3, 4, 37
 FAMILIES = ["bert", "roberta", "distilbert", "electra", "xlm-roberta"]

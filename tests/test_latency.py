@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from prune.latency import (LutError, check_lut, estimate_latency, fit_piecewise_linear, full_latency,
-                           load_lut, measure_luts, piecewise_linear, search_latency)
+from prune.latency_tables import LutError, check_lut, load_lut, measure_luts
+from prune.latency import estimate_latency, fit_piecewise_linear, full_latency, piecewise_linear, search_latency
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -197,7 +197,7 @@ def test_benchmark_script(tmp_path):
 
 
 def test_measure_speedup_fields():
-    from prune.latency import measure_speedup
+    from evaluate.speed import measure_speedup
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37,
                                                      num_hidden_layers=2, vocab_size=100)).eval()

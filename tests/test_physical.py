@@ -8,10 +8,10 @@ from transformers import (BertConfig, BertForSequenceClassification, DistilBertC
                           DistilBertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification)
 
 from prune.physical import NoHeadsAttention, count_parameters, kept_indices, physically_prune
-from utils.arch import bind
-from utils.hooks import apply_masks
-from prune.pruned_model import load_pruned
-from utils.pruned_io import PrunedModelError, save_pruned
+from arch import bind
+from arch.hooks import apply_masks
+from export.hf_load import load_pruned
+from export.hf_folder import PrunedModelError, save_pruned
 
 L, H, F = 3, 4, 37
 

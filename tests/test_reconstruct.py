@@ -4,8 +4,8 @@ from prune.layer_io import first_layer_inputs
 from prune.masks import full_masks
 from prune.reconstruct import load_weight_updates, reconstruct_weights, save_weight_updates, swapped_weights
 from tests.tiny import random_batch, tiny_model
-from utils.arch import bind
-from utils.hooks import apply_masks
+from arch import bind
+from arch.hooks import apply_masks
 
 
 def _setup(seed=5):

@@ -6,7 +6,7 @@ import main
 from prune import registry
 from prune.pipeline import PruneOptions, prune
 from tests.tiny import random_batch, tiny_model
-from utils.arch import bind
+from arch import bind
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def test_an_importance_registered_here_shows_up_in_main_and_runs(registered):
     assert "first_units_test" in main.build_parser().format_help()
     cfg = main.config_from_args(["--task_name", "sst2", "--ckpt_dir", "x", "--constraint", "0.5",
                                  "--importance", "first_units_test"])
-    assert cfg.importance == "first_units_test"
+    assert cfg.prune.importance == "first_units_test"
     model = tiny_model("bert")
     result = prune(model, bind(model), [random_batch(model)], 9, PruneOptions(0.5, importance="first_units_test",
                                                                              mask_tuning=False, rearrange=False))

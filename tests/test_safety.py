@@ -194,7 +194,7 @@ def test_lock_of_another_machine_is_reported(ckpt, sst2, tmp_path, capsys):
 # ----------------------------------------------------------------------------- 3. complete-looking means complete
 
 KILL_AT_RENAME = """
-import os, signal, utils.safety as s
+import os, signal, run.safety as s
 real = s.place_dir
 def place_and_die(tmp, target):
     real(tmp, target)
@@ -223,7 +223,7 @@ def test_kill_9_when_the_model_is_renamed_into_place_then_rerun(ckpt, sst2, tmp_
 
 
 def test_ctrl_c_before_the_model_is_placed_leaves_no_model(ckpt, sst2, tmp_path, capsys, monkeypatch):
-    import utils.safety as safety
+    import run.safety as safety
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
@@ -266,7 +266,7 @@ def test_disk_full_while_writing_the_masks(ckpt, sst2, tmp_path, capsys, monkeyp
 
 
 def test_read_only_results_json(ckpt, sst2, tmp_path, capsys, monkeypatch):
-    import utils.run_folder as run_folder
+    import run.folder as run_folder
     real_open = open
 
     def fake_open(path, *a, **k):
@@ -312,7 +312,7 @@ def tiny_tmpfs(tmp_path):
     try:
         yield mount
     finally:
-        from utils.run_folder import setup_logging
+        from run.folder import setup_logging
         setup_logging(None)                        # closes log.txt, which keeps the mount busy
         if subprocess.run(["umount", str(mount)], capture_output=True, timeout=10).returncode:
             subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
@@ -330,7 +330,7 @@ def test_disk_full_on_a_real_tiny_tmpfs(ckpt, sst2, tiny_tmpfs, capsys):
 # ----------------------------------------------------------------------------- 6. signals
 
 SECOND_CTRL_C = """
-import os, signal, utils.safety as s
+import os, signal, run.safety as s
 real = s.discard_dir
 def slow_cleanup(tmp):
     os.kill(os.getpid(), signal.SIGINT)           # the second Ctrl-C, during the clean-up
@@ -355,8 +355,8 @@ def test_second_ctrl_c_during_clean_up_still_exits_130(ckpt, sst2, tmp_path):
 # ----------------------------------------------------------------------------- pruning.json
 
 def test_edited_pruning_json_names_the_field(ckpt, sst2, tmp_path, capsys):
-    from prune.pruned_model import load_pruned
-    from utils.pruned_io import PrunedModelError, validate_pruning_info
+    from export.hf_load import load_pruned
+    from export.hf_folder import PrunedModelError, validate_pruning_info
     out = tmp_path / "out"
     assert run_main(_argv(ckpt, sst2, out, *SAVE), capsys)[0] == 0
     good = json.loads((out / "pruned_model" / "pruning.json").read_text())

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from dataset.glue import DataError
+from dataset.errors import DataError
 from dataset.squad import (OFFICIAL_FILES, collate_qa, count_features, find_squad_file, load_squad_split,
                            make_qa_batches, parse_squad_json, prepare_eval_features, prepare_train_features,
                            read_squad_json, sample_train_features)
-from dataset.squad_task import (average_feature_length, predict_qa_logits, prepare_squad, squad_metrics)
-from dataset.tasks import TaskData
+from tasks.squad import (average_feature_length, predict_qa_logits, prepare_squad, squad_metrics)
+from tasks.glue import TaskData
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REAL_SAMPLE = REPO_ROOT.parent / "shared" / "data" / "squad" / "sample" / "dev-v2.0-small.json"
@@ -299,7 +299,7 @@ def test_oracle_logits_score_100(tokenizer, data_dir, task, file):
 
 
 def test_predict_restores_feature_order_and_lengths(tokenizer, data_dir, qa_model):
-    from utils.arch import bind
+    from arch import bind
     examples, _ = read_squad_json(str(data_dir / "dev-v2.0.json"))
     features = prepare_eval_features(examples, tokenizer, 48, 16)
     batches, order = make_qa_batches(features, 4, tokenizer.pad_token_id, sort_by_length=True)
@@ -318,7 +318,7 @@ def test_predict_restores_feature_order_and_lengths(tokenizer, data_dir, qa_mode
 
 @pytest.mark.parametrize("task", ["squad", "squad_v2"])
 def test_prepare_squad_task(tokenizer, data_dir, qa_model, task):
-    from utils.arch import bind
+    from arch import bind
     data = prepare_squad(task, str(data_dir), tokenizer, qa_model.config, num_samples=5, seed=0,
                          max_length=64, doc_stride=16, batch_size=2)
     assert isinstance(data, TaskData)
@@ -359,7 +359,7 @@ def test_prepare_squad_checks_lengths(tokenizer, data_dir, qa_model):
 
 def test_end_to_end_prune_on_tiny_qa_model(tokenizer, data_dir, qa_model):
     from prune.pipeline import PruneOptions, prune
-    from utils.arch import bind
+    from arch import bind
     model = type(qa_model)(qa_model.config)
     model.load_state_dict(qa_model.state_dict())
     model.eval()
@@ -381,7 +381,7 @@ def test_end_to_end_prune_on_tiny_qa_model(tokenizer, data_dir, qa_model):
 
 @pytest.mark.skipif(not REAL_SAMPLE.is_file(), reason=f"{REAL_SAMPLE} is absent")
 def test_real_squad_v2_sample(tokenizer, qa_model):
-    from utils.arch import bind
+    from arch import bind
     examples, info = load_squad_split("squad_v2", "dev", path=str(REAL_SAMPLE))
     assert len(examples) == 14 and info["unanswerable"] == 6 and info["misaligned_answers"] == 0
     train = prepare_train_features(examples, tokenizer)
@@ -444,12 +444,10 @@ def test_finetune_qa_infers_task_and_reports_errors(tmp_path, data_dir, capsys):
         ft.finetune_qa(str(data_dir / "train-v1.1.json"), str(occupied), model_dir=str(tmp_path), max_steps=1)
 
 
-# ----------------------------------------------------------------------------- main.py (once it knows SQuAD)
+# ----------------------------------------------------------------------------- main.py
 
 def test_main_prunes_squad_v2(tmp_path, tokenizer, data_dir, qa_model):
     import main
-    if "squad_v2" not in main.TASKS:
-        pytest.skip("main.py does not offer --task_name squad_v2 yet")
     ckpt = tmp_path / "tiny-qa"
     qa_model.save_pretrained(ckpt)
     tokenizer.save_pretrained(ckpt)
@@ -457,7 +455,7 @@ def test_main_prunes_squad_v2(tmp_path, tokenizer, data_dir, qa_model):
     cfg = main.config_from_args(["--task_name", "squad_v2", "--ckpt_dir", str(ckpt), "--data_dir", str(data_dir),
                                  "--constraint", "0.5", "--num_samples", "8", "--batch_size", "4",
                                  "--device", "cpu", "--output_dir", str(out)])
-    assert cfg.max_seq_length == 384 and cfg.doc_stride == 128           # the QA defaults
+    assert cfg.data.max_seq_length == 384 and cfg.data.doc_stride == 128     # the QA defaults
     cfg = main.config_from_args(["--task_name", "squad_v2", "--ckpt_dir", str(ckpt), "--data_dir", str(data_dir),
                                  "--constraint", "0.5", "--num_samples", "8", "--batch_size", "4",
                                  "--device", "cpu", "--output_dir", str(out),

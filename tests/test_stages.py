@@ -11,8 +11,8 @@ from prune.rearrange import greedy_rearrange, rearrange_masks
 from prune.mask_tuning import solve_damped, tune_masks
 from prune.search import search_mac, teacher_constraint
 from tests.tiny import random_batch, tiny_model
-from utils.arch import bind
-from utils.hooks import apply_masks
+from arch import bind
+from arch.hooks import apply_masks
 
 COST = MacCost(seq_len=20, hidden_size=32, head_dim=8)
 

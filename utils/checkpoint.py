@@ -4,6 +4,10 @@ from __future__ import annotations
 import logging
 import os
 
+import torch
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForQuestionAnswering,
+                          AutoModelForSequenceClassification, AutoTokenizer)
+
 from utils.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -35,7 +39,6 @@ def check_checkpoint_dir(ckpt_dir: str) -> None:
 
 
 def load_config(ckpt_dir: str):
-    from transformers import AutoConfig
     try:
         config = AutoConfig.from_pretrained(ckpt_dir)
     except Exception as e:
@@ -111,7 +114,6 @@ def _saved_head(config) -> str | None:
 
 def _check_finite(model, ckpt_dir: str) -> None:
     """A NaN or inf weight makes every loss and gradient NaN: fail before any data or gradient work."""
-    import torch
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise CheckpointError(
@@ -119,10 +121,10 @@ def _check_finite(model, ckpt_dir: str) -> None:
             f"the checkpoint is corrupt or its fine-tuning diverged. Re-save it from a good copy or fine-tune again.")
 
 
-def load_model(ckpt_dir: str, head: str):
-    """head: 'classification', 'qa' or 'causal_lm'. Weight/config mismatches are an error, not a warning."""
-    from transformers import AutoModelForCausalLM, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
-    cls = {"qa": AutoModelForQuestionAnswering, "causal_lm": AutoModelForCausalLM}.get(
+def load_model(ckpt_dir: str, head: str, auto_class=None):
+    """head: 'classification', 'qa' or 'causal_lm' (for the messages); auto_class: the task's transformers Auto
+    class (default: the one of that head). Weight/config mismatches are an error, not a warning."""
+    cls = auto_class or {"qa": AutoModelForQuestionAnswering, "causal_lm": AutoModelForCausalLM}.get(
         head, AutoModelForSequenceClassification)
     try:   # mismatched shapes are reported below by name, instead of transformers' own error
         model, info = cls.from_pretrained(ckpt_dir, output_loading_info=True, ignore_mismatched_sizes=True)
@@ -166,7 +168,6 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
 
 
 def load_tokenizer(ckpt_dir: str, model_name: str | None):
-    from transformers import AutoTokenizer
     errors = []
     for source in [ckpt_dir] + ([model_name] if model_name else []):
         if os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, f)) for f in TOKENIZER_FILES):

@@ -5,7 +5,7 @@ subclasses `UserError`, which main.py prints as one line and maps to exit status
 imports nothing of the project, so any layer can use it.
 """
 
-EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143   # 128 + SIGINT, 128 + SIGTERM
 
 
 class UserError(ValueError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections import Counter
+from dataclasses import fields, is_dataclass, replace
 
 import torch
 
@@ -27,7 +28,7 @@ class PlacementError(UserError):
 
 def parse_max_memory(text: str) -> dict:
     """'0=20GiB,cpu=60GiB' -> {0: '20GiB', 'cpu': '60GiB'} (accelerate's max_memory)."""
-    from accelerate.utils import convert_file_size_to_int
+    from accelerate.utils import convert_file_size_to_int  # --device_map only: a second-long import
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, size = part.partition("=")
@@ -65,7 +66,7 @@ class Placement:
         if not self.streaming:
             yield
             return
-        from accelerate import dispatch_model, infer_auto_device_map
+        from accelerate import dispatch_model, infer_auto_device_map  # --device_map only: a second-long import
         from accelerate.hooks import remove_hook_from_submodules
         max_memory = dict(self.max_memory) if self.max_memory else None   # accelerate rewrites the sizes in place
         device_map = infer_auto_device_map(model, max_memory=max_memory,
@@ -123,7 +124,6 @@ class Placement:
 
 
 def _moved(value, device):
-    from dataclasses import fields, is_dataclass, replace
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, (list, tuple)):

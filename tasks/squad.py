@@ -7,13 +7,17 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 from tqdm import tqdm
+from transformers import AutoModelForQuestionAnswering
 
-from dataset.features import check_max_length, check_min_length, to_device
-from dataset.glue import DataError
+from arch.hooks import apply_masks
+from dataset.errors import DataError
+from dataset.features import check_max_length, check_min_length
 from dataset.squad import (MODEL_KEYS, check_task, load_squad_split, make_qa_batches, prepare_eval_features,
                            sample_train_features)
-from dataset.tasks import TaskData
-from utils.hooks import apply_masks
+from evaluate.squad import postprocess_qa_predictions, squad_v1_metrics, squad_v2_metrics
+from tasks.base import DataRequest, Task, TaskData
+from tasks.registry import register
+from utils.device import to_device
 from utils.offload import input_device
 
 log = logging.getLogger(__name__)
@@ -79,7 +83,6 @@ def squad_metrics(task_name: str, examples: list[dict], features: list[dict], st
     an answer is "" when its null score diff (null score minus best span score) exceeds 0, and the
     diffs serve as the no-answer probabilities of the best-threshold search.
     """
-    from evaluate.squad import postprocess_qa_predictions, squad_v1_metrics, squad_v2_metrics
     v2 = check_task(task_name) == "squad_v2"
     predictions, null_diffs = postprocess_qa_predictions(
         examples, features, start_logits, end_logits, n_best_size=N_BEST_SIZE,
@@ -118,7 +121,7 @@ def prepare_squad(task_name: str, data_dir: str | None, tokenizer, config, num_s
     if getattr(config, "num_labels", 2) != 2:
         raise DataError(f"the checkpoint has {config.num_labels} output labels, but an extractive QA head "
                         f"has 2 (start and end logits); pass a checkpoint fine-tuned for SQuAD "
-                        f"(scripts/finetune_qa.py).")
+                        f"(python -m scripts.finetune_qa).")
     train_examples, train_info = load_squad_split(task, "train", data_dir, train_file)
     dev_examples, dev_info = load_squad_split(task, "dev", data_dir, dev_file)
 
@@ -151,3 +154,19 @@ def prepare_squad(task_name: str, data_dir: str | None, tokenizer, config, num_s
                                  "reference_fixed_value": REFERENCE_SQUAD_SEQ_LEN}}
     return TaskData(task, "qa", sample_batches, evaluate, PRIMARY_METRIC, seq_len, "all", info,
                     dev_batches=dev_batches)
+
+
+class Squad(Task):
+    names = ("squad", "squad_v2")
+    head = "qa"
+    auto_class = AutoModelForQuestionAnswering
+    max_seq_length = 384
+    num_samples = 2048
+
+    def prepare(self, request: DataRequest, tokenizer, config, dist=None) -> TaskData:
+        # the evaluation is not split over processes: every process scores the whole dev set
+        return prepare_squad(request.task_name, request.data_dir, tokenizer, config, request.num_samples,
+                             request.seed, request.max_seq_length, request.doc_stride, request.batch_size)
+
+
+SQUAD = register(Squad())

@@ -1,32 +1,20 @@
-"""A task as the pipeline sees it: sample batches for the search, an evaluation, a sequence length."""
+"""GLUE classification and regression (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte): the sample, the dev
+evaluation with the official metrics, the task's defaults."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Callable
 
+from transformers import AutoModelForSequenceClassification
+
+from dataset.errors import DataError
 from dataset.features import average_length, check_max_length, make_batches, sample_indices, tokenize_rows
-from dataset.glue import DataError, get_task, load_glue_split
+from dataset.glue import GLUE_TASKS, get_task, load_glue_split
+from evaluate.glue import PRIMARY_METRIC, compute_glue_metrics
+from evaluate.predict import predict_logits
+from tasks.base import DataRequest, Task, TaskData
+from tasks.registry import register
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TaskData:
-    name: str
-    head: str                         # 'classification' or 'qa'
-    sample_batches: list[dict]        # training sample for gradients and mask tuning
-    evaluate: Callable                # evaluate(model, arch, head_mask, neuron_mask) -> metrics dict
-    primary_metric: str
-    seq_len: float                    # average tokens per example, for the MAC count
-    loss_tokens: str                  # the tokens the loss reads: classifier (the family's) | all
-    info: dict
-    gradient_batches: list[dict] | None = None   # the same sample in random batches (None: sample_batches)
-    dev_batches: list[dict] | None = None        # what `evaluate` runs the model on (the ONNX check reuses it)
-    predict: Callable | None = None   # predict(model, arch, head_mask, neuron_mask) -> per-dev-row predictions
-    dev_labels: list | None = None    # the dev rows' labels, in the order `predict` returns them
-    loss_fn: Callable | None = None   # loss_fn(model, batch) for the gradients (None: the model's own loss)
-    checkpoint_layers: bool = False   # recompute blocks in the gradients' backward pass (memory, not speed)
 
 
 def check_label_count(task_name: str, num_labels: int, model_num_labels: int) -> None:
@@ -34,14 +22,11 @@ def check_label_count(task_name: str, num_labels: int, model_num_labels: int) ->
         raise DataError(
             f"the checkpoint has {model_num_labels} output label(s) but task {task_name} needs "
             f"{num_labels}. Pick the --task_name the checkpoint was fine-tuned on, or fine-tune it "
-            f"for {task_name} first (scripts/finetune.py).")
+            f"for {task_name} first (python -m scripts.finetune).")
 
 
 def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_samples: int, seed: int,
                  max_length: int, batch_size: int, dist=None) -> TaskData:
-    from evaluate.glue import PRIMARY_METRIC, compute_glue_metrics
-    from evaluate.predict import predict_logits
-
     task = get_task(task_name)
     check_label_count(task.name, task.num_labels, config.num_labels)
     train_rows, train_info = load_glue_split(task.name, "train", data_dir, config.label2id)
@@ -82,7 +67,8 @@ def prepare_glue(task_name: str, data_dir: str | None, tokenizer, config, num_sa
         return compute_glue_metrics(task.name, preds, labels)
 
     return TaskData(task.name, "classification", sample_batches, evaluate, PRIMARY_METRIC[task.name],
-                    seq_len, "classifier", info, gradient_batches, dev_batches, predict, labels)
+                    seq_len, "classifier", info, gradient_batches, dev_batches, predict, labels,
+                    eval_batch_count=len(dev_batches))
 
 
 def _warn(info: dict, message: str) -> None:
@@ -99,3 +85,18 @@ def _check_stsb_labels(train_rows: list[dict], dev_rows: list[dict], info: dict)
             info[split]["labels_outside_0_5"] = len(outside)
             _warn(info, f"stsb: {len(outside)} {split} label(s) outside the STS-B range [0, 5] (e.g. {outside[0]:g});"
                         f" the scores are computed as given, but check that this is STS-B data")
+
+
+class Glue(Task):
+    names = tuple(GLUE_TASKS)
+    head = "classification"
+    auto_class = AutoModelForSequenceClassification
+    max_seq_length = 128
+    num_samples = 2048
+
+    def prepare(self, request: DataRequest, tokenizer, config, dist=None) -> TaskData:
+        return prepare_glue(request.task_name, request.data_dir, tokenizer, config, request.num_samples,
+                            request.seed, request.max_seq_length, request.batch_size, dist)
+
+
+GLUE = register(Glue())

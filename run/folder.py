@@ -15,6 +15,8 @@ import tempfile
 import time
 import uuid
 
+from export.hf_folder import FORMAT, PRUNING_FILE
+from utils.atomic import is_tool_temp_dir
 from utils.errors import UserError
 
 
@@ -27,7 +29,6 @@ class OutputError(UserError):
 RUN_OUTPUTS = ("results.json", "head_mask.pt", "neuron_mask.pt", "weight_updates.pt")
 RUN_FILES = RUN_OUTPUTS + ("args.json", "versions.json", "log.txt")   # what a run writes in its folder
 LOCK_FILE = "run.lock"
-TEMP_MARKER = ".tool-temp"                 # inside every temporary folder this tool creates
 
 
 def prepare_run_folder(path: str, overwrite: bool, save_target: str | None = None) -> None:
@@ -105,23 +106,13 @@ def _scandir(path: str) -> list:
         return []
 
 
-# utils/safety.stage_dir writes into tempfile.mkdtemp(prefix=NAME + ".tmp-") next to the target
+# utils/atomic.stage_dir writes into tempfile.mkdtemp(prefix=NAME + ".tmp-") next to the target
 _SAVE_TMP = re.compile(r".+\.(tmp|old)-[A-Za-z0-9_]{8}")
-
-
-def mark_tool_temp_dir(folder: str) -> None:
-    with open(os.path.join(folder, TEMP_MARKER), "w") as f:
-        f.write("a temporary folder of main.py; safe to delete when no run is going on\n")
-
-
-def is_tool_temp_dir(folder: str) -> bool:
-    return os.path.isfile(os.path.join(folder, TEMP_MARKER))
 
 
 def pruned_model_run_id(folder: str) -> str | None:
     """The run id recorded in a pruned model saved by this tool ('' for one saved without);
     None when `folder` is not such a model."""
-    from utils.pruned_io import FORMAT, PRUNING_FILE
     info = _read_json(os.path.join(folder, PRUNING_FILE))
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         return None

@@ -4,15 +4,18 @@ The folder has the HuggingFace layout (config.json, model.safetensors, tokenizer
 pruning.json, which records which original heads and neurons every layer kept. The layers have
 uneven widths, so config.json also carries `pruned_shapes` (the sizes that differ from what the
 config builds) and an `auto_map` to modeling_pruned.py, a subclass of the library's model that
-applies them (utils/hf_native.py): `AutoModelFor...from_pretrained(path, trust_remote_code=True)`
-and `pipeline(..., trust_remote_code=True)` load it; `prune.pruned_model.load_pruned` applies the same
-record with the same code (utils/pruned_modeling.py) without running code from the folder.
+applies them (export/hf_native.py): `AutoModelFor...from_pretrained(path, trust_remote_code=True)`
+and `pipeline(..., trust_remote_code=True)` load it; `export.hf_load.load_pruned` applies the same
+record with the same code (arch/pruned_modeling.py) without running code from the folder.
 """
 from __future__ import annotations
 
 import json
 import os
 
+from export.hf_native import make_native
+from prune.physical import count_parameters
+from utils.atomic import discard_dir, place_dir, stage_dir
 from utils.errors import UserError
 
 PRUNING_FILE = "pruning.json"
@@ -22,17 +25,6 @@ FORMAT_VERSION = 1
 
 class PrunedModelError(UserError):
     """A folder that is not a usable pruned model."""
-
-
-def count_parameters(model) -> int:
-    """Parameters, counting shared tensors once."""
-    seen, total = set(), 0
-    for p in model.parameters():
-        if p.data_ptr() in seen and p.numel() > 0:
-            continue
-        seen.add(p.data_ptr())
-        total += p.numel()
-    return total
 
 
 def _dir_size(path: str) -> int:
@@ -55,10 +47,8 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
     Everything is written into a temporary folder next to `path` and renamed into place, so `path`
     is either the previous content or the complete new model, never half of one. With
     place=False the folder is left staged (returned under "staged_dir", not part of pruning.json):
-    main.py renames it into place with utils.safety.place_dir right before results.json.
+    main.py renames it into place with run.safety.place_dir right before results.json.
     """
-    from utils.safety import discard_dir, place_dir, stage_dir
-    from utils.hf_native import make_native
 
     path = os.path.abspath(path)
     if os.path.exists(path) and not overwrite:
@@ -195,12 +185,3 @@ def validate_pruning_info(info: dict) -> dict:
 def _short(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def checkpoint_summary(model, path: str | None = None) -> dict:
-    """Parameter count and (when `path` is a saved folder) bytes of its weight files."""
-    out = {"parameters": count_parameters(model)}
-    if path is not None:
-        out["weights_bytes"] = weights_size_bytes(path)
-        out["folder_bytes"] = _dir_size(path)
-    return out

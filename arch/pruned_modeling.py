@@ -1,7 +1,7 @@
 """Resize a freshly built HuggingFace model to the shapes of a physically pruned one.
 
 This file is copied verbatim into every saved pruned folder as modeling_pruned.py (with a class
-that subclasses the library's own model appended by utils/hf_native.py), so it must not import
+that subclasses the library's own model appended by export/hf_native.py), so it must not import
 this repository: only torch. `config.pruned_shapes` (see utils/hf_native.record_shapes) says
 which Linear modules have which size, which attention blocks lost all their heads, and which
 integer attributes (head counts, widths) changed.

@@ -1,6 +1,6 @@
 """BERT and the families that share its layout: post-LayerNorm encoder blocks."""
-from utils.arch import register
-from utils.arch.base import Family
+from arch.base import Family
+from arch.registry import register
 
 BERT_LIKE = register(["bert", "roberta", "xlm-roberta", "camembert", "electra"], Family(
     layers="encoder.layer",

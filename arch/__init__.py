@@ -1,28 +1,24 @@
-"""The architecture table: one file per model family in this package, registered by model_type.
+"""Model families as facts: one file per family in this package, registered by model_type
+(arch/registry.py), plus the hooks that apply masks (hooks.py) and the modeling file a saved pruned
+folder carries (pruned_modeling.py).
 
 Adding a family is one new file that builds a `Family` and calls `register(...)` for its model
-types, plus one import line below.
+types, plus its name in the import line below.
 """
 from __future__ import annotations
 
 import torch.nn as nn
 
-from utils.arch.base import BoundArch, Family, UnsupportedModelError
-
-ARCH_TABLE: dict[str, Family] = {}
-
-
-def register(model_types: list[str], facts: Family) -> Family:
-    for name in model_types:
-        ARCH_TABLE[name] = facts
-    return facts
+from arch import bert, distilbert, llama  # noqa: F401  (each registers its model types)
+from arch.base import BoundArch, Family, UnsupportedModelError
+from arch.registry import ARCH_TABLE, register
 
 
 def facts_for(model_type: str) -> Family:
     if model_type not in ARCH_TABLE:
         raise UnsupportedModelError(
             f"model_type '{model_type}' is not supported. Supported model types: "
-            f"{', '.join(sorted(ARCH_TABLE))}. A new family is one file in utils/arch/ that registers it in ARCH_TABLE (see utils/arch/llama.py).")
+            f"{', '.join(sorted(ARCH_TABLE))}. A new family is one file in arch/ that registers it in ARCH_TABLE (see arch/llama.py).")
     return ARCH_TABLE[model_type]
 
 
@@ -32,9 +28,6 @@ def bind(model: nn.Module) -> BoundArch:
 
 def supported_model_types() -> list[str]:
     return sorted(ARCH_TABLE)
-
-
-from utils.arch import bert, distilbert, llama  # noqa: E402,F401  (each registers its model types)
 
 __all__ = ["ARCH_TABLE", "BoundArch", "Family", "UnsupportedModelError", "bind", "facts_for", "register",
            "supported_model_types"]

@@ -1,8 +1,8 @@
 """Llama and the decoders that share its layout: pre-RMSNorm blocks, rotary attention with grouped
 key/value heads, a gated (SwiGLU) MLP. The attention residual is the block input; the MLP's is the
 input of post_attention_layernorm (the sum after attention), not the MLP's normalised input."""
-from utils.arch import register
-from utils.arch.base import Family
+from arch.base import Family
+from arch.registry import register
 
 LLAMA_LIKE = register(["llama", "mistral", "qwen2", "qwen3"], Family(
     layers="layers",

@@ -4,7 +4,7 @@ The exporter is torch.onnx.export(dynamo=True): it captures the model with torch
 uneven per-layer widths are just the shapes of the weights, zero-width layers included, and
 shapes stay symbolic (the legacy TorchScript tracer also handles the pruned model but is
 deprecated, and bakes the Python branches it takes on the example's sizes into the graph).
-With fuse=True the graph is then fused into ONNX Runtime's transformer kernels (utils/onnx_fuse.py:
+With fuse=True the graph is then fused into ONNX Runtime's transformer kernels (export/onnx_fuse.py:
 one Attention node per layer instead of some twenty ops). The graph is checked against PyTorch on given
 batches with ONNX Runtime (CPUExecutionProvider).
 """
@@ -12,14 +12,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import inspect
 import io
 import logging
 import os
+import time
 import warnings
 
 import torch
 import torch.nn as nn
+from tqdm import tqdm
+
+from export.onnx_fuse import fuse_for_ort
+from export.registry import Exporter, register
+from utils.timing import random_inputs
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,6 @@ class _TensorsOut(nn.Module):
 
 def missing_packages() -> list[str]:
     """The packages export_and_check needs that are not installed (optional extras of this tool)."""
-    import importlib.util
     return [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
 
 
@@ -67,14 +73,9 @@ def output_names(model: nn.Module, example: dict) -> list[str]:
 
 
 def example_inputs(model: nn.Module, batch_size: int = 2, seq_len: int = 16, seed: int = 0) -> dict:
-    """Random token ids, the first row half padding. For export, keep both sizes above 1 (torch.export
-    specialises a graph on sizes 0 and 1)."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, model.config.vocab_size, (batch_size, seq_len), generator=gen)
-    mask = torch.ones_like(ids)
-    mask[0, max(1, seq_len // 2):] = 0
-    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
-    return {n: batch[n] for n in input_names(model)}
+    """Random inputs of the model's own input names, the first row half padding. For export, keep both sizes
+    above 1 (torch.export specialises a graph on sizes 0 and 1)."""
+    return random_inputs(model.config, batch_size, seq_len, seed=seed, names=input_names(model), pad_first_row=True)
 
 
 def _on_cpu(model: nn.Module) -> nn.Module:
@@ -85,9 +86,7 @@ def _on_cpu(model: nn.Module) -> nn.Module:
 def export_onnx(model: nn.Module, path: str, example: dict | None = None, fuse: bool = False) -> dict:
     """Write `model` (on CPU, eval mode) to `path` as ONNX, with ONNX Runtime's fusions if `fuse`;
     returns {"inputs", "outputs", "seconds", "fused"} (fused: how often each fusion applied)."""
-    import time
 
-    from utils.onnx_fuse import fuse_for_ort
 
     model = _on_cpu(model)
     example = {n: t.cpu() for n, t in (example or example_inputs(model)).items() if n in input_names(model)}
@@ -123,7 +122,7 @@ def _quiet_loggers():
 
 
 def providers(device: str = "cpu") -> list[str]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional extra (--export onnx)
     if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
@@ -133,7 +132,7 @@ class OrtModel:
     """An ONNX Runtime session called like the HF model: `ort_model(**batch)` -> list of numpy outputs."""
 
     def __init__(self, path: str, device: str = "cpu", threads: int | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional extra (--export onnx)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -159,7 +158,6 @@ def _numpy(x):
 @torch.no_grad()
 def max_abs_difference(model: nn.Module, ort_model: OrtModel, batches: list[dict]) -> float:
     """Largest |PyTorch - ONNX Runtime| over all outputs of all batches (model run on CPU)."""
-    from tqdm import tqdm
 
     model = _on_cpu(model)
     worst = 0.0
@@ -186,3 +184,9 @@ def export_and_check(model: nn.Module, folder: str, batches: list[dict], example
     else:
         log.info("ONNX Runtime matches PyTorch within %.3g on %d batches", diff, len(batches))
     return info
+
+
+register(Exporter("onnx", write=lambda model, folder, data: export_and_check(model, folder, data.dev_batches),
+                  missing_packages=missing_packages,
+                  help="model.onnx (dynamic batch and sequence axes), checked against PyTorch on the dev batches; "
+                       "needs the onnx, onnxscript and onnxruntime packages"))

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 def fuse_for_ort(path: str, external_data: bool = False) -> dict[str, int]:
     """Rewrite the ONNX file at `path` in place with the ORT fusions; returns how often each fusion applied."""
-    import onnx_ir as ir
+    import onnx_ir as ir  # optional extra (--fuse)
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
     model = ir.load(path)

@@ -7,7 +7,7 @@
 what differs, whatever the family: the Linear modules of another size, the attention blocks
 that lost all their heads (modules with `_pruned_no_heads`), and integer attributes such as head
 counts. `make_native` stores that record in config.json as `pruned_shapes`, writes
-modeling_pruned.py (utils/pruned_modeling.py plus a subclass of the library class that applies
+modeling_pruned.py (arch/pruned_modeling.py plus a subclass of the library class that applies
 the record after building) and points config.json's `auto_map` at it.
 """
 from __future__ import annotations
@@ -20,8 +20,10 @@ import os
 
 import torch
 import torch.nn as nn
+import transformers
+from transformers.models.auto import modeling_auto
 
-from utils import pruned_modeling
+from arch import pruned_modeling
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,6 @@ class {name}(_LibraryModel):
 
 def library_class(model: nn.Module) -> type:
     """The transformers class the model is (or subclasses, when loaded from modeling_pruned.py)."""
-    import transformers
     for cls in type(model).__mro__:
         if getattr(transformers, cls.__name__, None) is cls:
             return cls
@@ -107,7 +108,6 @@ def record_shapes(model: nn.Module) -> dict:
 
 def auto_classes(model: nn.Module) -> list[str]:
     """The Auto classes whose table maps this model type to the model's library class."""
-    from transformers.models.auto import modeling_auto
     base, model_type = library_class(model).__name__, model.config.model_type
     found = []
     for auto, table in AUTO_CLASSES.items():

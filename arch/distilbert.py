@@ -1,6 +1,6 @@
 """DistilBERT: BERT's block under other names, the attention output inside the attention module."""
-from utils.arch import register
-from utils.arch.base import Family
+from arch.base import Family
+from arch.registry import register
 
 DISTILBERT = register(["distilbert"], Family(
     layers="transformer.layer",

@@ -1,4 +1,4 @@
-"""Loading physically pruned models saved by `utils.pruned_io.save_pruned`.
+"""Loading physically pruned models saved by `export.hf_folder.save_pruned`.
 
 The folder records, in config.json's `pruned_shapes`, every module whose size differs from what the
 config builds; `load_pruned` builds the library class, applies that record and loads the weights
@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import os
 
+import transformers
+from safetensors.torch import load_file
+from transformers import AutoConfig
+from transformers.initialization import no_init_weights
+
+from arch import bind
+from arch.pruned_modeling import apply_pruned_shapes
+from export.hf_folder import PRUNING_FILE, PrunedModelError, read_pruning_info
+from export.hf_native import SHAPES_KEY
 from prune.physical import add_biases, masks_from_shapes, physically_prune
-from utils.arch import bind
-from utils.hf_native import SHAPES_KEY
-from utils.pruned_io import PRUNING_FILE, PrunedModelError, read_pruning_info
-from utils.pruned_modeling import apply_pruned_shapes
 
 
 def load_pruned(path: str, device="cpu"):
     """Rebuild a model saved by `save_pruned`: config -> model -> same shrinking -> strict weights."""
-    from transformers import AutoConfig
 
     info = read_pruning_info(path)
     config = AutoConfig.from_pretrained(path)
@@ -82,7 +86,6 @@ def _tied_names(model) -> set:
 
 
 def _model_class(config):
-    import transformers
     names = config.architectures or []
     if not names or not hasattr(transformers, names[0]):
         raise PrunedModelError(f"config.json names no model class transformers {transformers.__version__} knows "
@@ -90,24 +93,12 @@ def _model_class(config):
     return getattr(transformers, names[0])
 
 
-
 def _build(cls, config):
-    try:
-        from transformers.initialization import no_init_weights  # transformers 5
-    except ImportError:  # pragma: no cover
-        try:
-            from transformers.modeling_utils import no_init_weights
-        except ImportError:
-            no_init_weights = None
-    if no_init_weights is None:  # pragma: no cover
-        return cls._from_config(config)
     with no_init_weights():
         return cls._from_config(config)
 
 
-
 def _load_weights(path: str, device) -> dict:
-    from safetensors.torch import load_file
     files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
     if not files:
         raise PrunedModelError(f"'{path}' holds no .safetensors weights")

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import torch
 
-from utils.arch import BoundArch
+from arch import BoundArch
 
 
 def _scale_input_hook(scale: torch.Tensor, group: int):

@@ -1,7 +1,7 @@
 """Never lose a user's files: where --save_pruned may write, how a finished folder is put in place,
 what a failed write leaves, and how Ctrl-C / SIGTERM end a run.
 
-The run folder's lock lives in utils/run_folder.py (it is part of preparing the folder).
+The run folder's lock lives in run/folder.py (it is part of preparing the folder).
 """
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import threading
 
-from utils.run_folder import OutputError, RUN_OUTPUTS, is_tool_temp_dir, mark_tool_temp_dir, release_locks, \
-    write_json
+from run.folder import RUN_OUTPUTS, OutputError, pruned_model_run_id, release_locks, write_json
+from utils.atomic import _staged, discard_dir, place_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,61 +55,12 @@ def check_save_target(target: str | None, output_dir: str, ckpt_dir: str, overwr
                           f"Pass a path that does not exist yet.")
     if not os.path.exists(target):
         return
-    from utils.run_folder import pruned_model_run_id
     if pruned_model_run_id(target) is None:
         raise OutputError(f"--save_pruned '{target}' exists and is not a pruned model saved by this tool "
                           f"(no valid pruning.json); it is not replaced. Pass a path that does not exist yet.")
     if not overwrite and not _inside(real, os.path.realpath(output_dir)):
         raise OutputError(f"--save_pruned '{target}' already holds a pruned model; pass --overwrite to "
                           f"replace it, or choose another folder.")
-
-
-# ----------------------------------------------------------------------------- atomic placement
-
-def stage_dir(target: str) -> str:
-    """A new temporary folder next to `target` (so the final rename stays on one file system),
-    recognisable as ours by a marker, with the permissions the umask gives a new folder."""
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(os.path.normpath(target)) + ".tmp-", dir=parent)
-    _staged.append(tmp)
-    mark_tool_temp_dir(tmp)
-    os.chmod(tmp, 0o777 & ~current_umask())   # mkdtemp makes it 0700: other users could not read the model
-    return tmp
-
-
-_staged: list[str] = []       # staged folders not placed yet: removed when the run ends any other way
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def place_dir(tmp: str, target: str) -> None:
-    """Rename the finished folder `tmp` to `target`; an existing `target` (checked to be ours
-    beforehand) is moved aside first and removed after, so `target` is never half of either."""
-    os.remove(os.path.join(tmp, ".tool-temp"))
-    if tmp in _staged:
-        _staged.remove(tmp)
-    if not os.path.exists(target):
-        os.rename(tmp, target)
-        return
-    parent = os.path.dirname(os.path.abspath(target))
-    old = tempfile.mkdtemp(prefix=os.path.basename(os.path.normpath(target)) + ".old-", dir=parent)
-    mark_tool_temp_dir(old)
-    aside = os.path.join(old, "previous")
-    os.rename(target, aside)
-    os.rename(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def discard_dir(tmp: str | None) -> None:
-    if tmp and is_tool_temp_dir(tmp):
-        shutil.rmtree(tmp, ignore_errors=True)
-    if tmp in _staged:
-        _staged.remove(tmp)
 
 
 def finish_run(folder: str, results: dict, staged: str | None, target: str | None) -> None:

@@ -10,7 +10,7 @@ Pruning units, in the words the algorithm uses:
 - a *neuron* is one FFN channel: one row of every FFN input Linear (up, and gate where there is
   one) and one column of the FFN output Linear.
 A head unit's and a neuron's contribution enter the block only through the input of the attention
-output Linear and of the FFN output Linear, which is where `utils/hooks.py` masks them.
+output Linear and of the FFN output Linear, which is where `arch/hooks.py` masks them.
 """
 from __future__ import annotations
 

@@ -1,0 +1,4 @@
+"""Saved-model formats in one place: the HF-native folder (hf_folder.py saves, hf_load.py loads, hf_native.py
+makes it load with transformers' own calls) and the extra formats of `--export`, one file each, registered in
+export/registry.py: ONNX (onnx.py, with the optional fusion of onnx_fuse.py)."""
+from export import onnx  # noqa: F401  (registers the format)

@@ -1,0 +1,91 @@
+"""Causal language modelling as a task: calibration sequences for the pruning, perplexity on held-out text."""
+from __future__ import annotations
+
+import logging
+
+from transformers import AutoModelForCausalLM
+
+from arch.hooks import apply_masks
+from dataset.errors import DataError
+from dataset.lm_text import calibration_sequences, evaluation_sequences, lm_batches, load_text
+from evaluate.perplexity import greedy_generations, lm_loss, perplexity
+from evaluate.speed import decode_speed, prefill_latency
+from prune.reconstruct import swapped_weights
+from tasks.base import DataRequest, Task, TaskData
+from tasks.registry import register
+
+log = logging.getLogger(__name__)
+
+# Greedy continuations of these are printed before and after pruning, for a person to read.
+PROMPTS = ["The Python tutorial explains that", "A list comprehension is", "Once upon a time"]
+
+
+def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, num_sequences: int, seed: int,
+                      seq_len: int, batch_size: int, eval_sequences: int | None = None, dist=None) -> TaskData:
+    """num_sequences random windows of seq_len tokens of the calibration text; the evaluation text cut into
+    consecutive windows of seq_len tokens (the WikiText-2 protocol), at most eval_sequences of them."""
+
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and seq_len > positions:
+        raise DataError(f"--max_seq_length {seq_len} is longer than the model's {positions} positions; "
+                        f"pass --max_seq_length {positions} or less.")
+    calib_text, eval_text = load_text(calib_source), load_text(eval_source)
+    if calib_source == eval_source:
+        log.warning("the calibration and evaluation text are the same (%s): the perplexity is not held out",
+                    calib_source)
+    calib = calibration_sequences(calib_text, tokenizer, num_sequences, seq_len, seed)
+    held_out = evaluation_sequences(eval_text, tokenizer, seq_len, eval_sequences)
+    sample_batches = lm_batches(calib, batch_size)
+    eval_batches = lm_batches(held_out, batch_size)
+    log.info("causal_lm: %d calibration and %d evaluation sequences of %d tokens", len(calib), len(held_out), seq_len)
+
+    def evaluate(model, arch, head_mask=None, neuron_mask=None) -> dict:
+        return perplexity(model, eval_batches, context=lambda: apply_masks(arch, head_mask, neuron_mask), dist=dist)
+
+    info = {"calibration": {"source": calib_source, "sequences": len(calib), "seq_len": seq_len},
+            "evaluation": {"source": eval_source, "sequences": len(held_out), "seq_len": seq_len},
+            "num_samples_used": len(calib)}
+    # a decoder's gradient pass is where memory peaks: chunked logits and recomputed blocks keep it near one
+    # block's activations (exact; about a third more gradient time)
+    return TaskData("causal_lm", "causal_lm", sample_batches, evaluate, "perplexity", float(seq_len), "all", info,
+                    loss_fn=lm_loss, checkpoint_layers=True, eval_batch_count=len(eval_batches))
+
+
+class CausalLM(Task):
+    names = ("causal_lm",)
+    head = "causal_lm"
+    auto_class = AutoModelForCausalLM
+    max_seq_length = 256
+    num_samples = 128
+    needs = {"calib_file": "--task_name causal_lm needs --calib_file (a text file or folder; wikitext2 or c4 from "
+                           "the hub when online)",
+             "eval_file": "--task_name causal_lm needs --eval_file (held-out text, disjoint from --calib_file)"}
+
+    def prepare(self, request: DataRequest, tokenizer, config, dist=None) -> TaskData:
+        return prepare_causal_lm(request.calib_file, request.eval_file, tokenizer, config, request.num_samples,
+                                 request.seed, request.max_seq_length, request.batch_size, request.eval_sequences,
+                                 dist)
+
+    def pruned_extras(self, model, arch, tokenizer, masks, weight_updates, placement) -> dict:
+        """Greedy continuations of a few fixed prompts by the unpruned and the pruned model, for a person to read."""
+        with placement.whole_model(model, "generations"):
+            before = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24)
+        with swapped_weights(arch, weight_updates), placement.whole_model(model, "generations"):
+            after = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24,
+                                       context=lambda: apply_masks(arch, *masks))
+        for prompt, old, new in zip(PROMPTS, before, after):
+            log.info("prompt %r\n  unpruned: %r\n  pruned:   %r", prompt, old, new)
+        return {"generations": {"prompts": PROMPTS, "before": before, "after": after}}
+
+    def saved_model_extras(self, original, pruned, seq_len: int) -> dict:
+        """Prefill latency (batch 1 x seq_len) and greedy decode tokens/s of both models."""
+        out = {}
+        for name, model in (("original", original), ("pruned", pruned)):
+            out[f"prefill_s_{name}"] = prefill_latency(model, 1, seq_len)
+            out[f"decode_tokens_per_s_{name}"] = decode_speed(model, prompt_len=min(64, seq_len), new_tokens=32)
+        out["prefill_speedup"] = out["prefill_s_original"] / out["prefill_s_pruned"]
+        out["decode_speedup"] = out["decode_tokens_per_s_pruned"] / out["decode_tokens_per_s_original"]
+        return {"decoder_speed": out}
+
+
+CAUSAL_LM = register(CausalLM())
