@@ -75,14 +75,26 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+MAX_INT = 2**31 - 1            # a count above this is a typo; it would overflow the tokenizer or a buffer
+MAX_LENGTH = 2**20             # tokens: longer than any supported model's position table
+
+
+def _positive_int(text: str, limit: int = MAX_INT) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"{value} is larger than {limit:,}, more than any model here can use; "
+                                         f"give a smaller number")
     return value
+
+
+def _length(text: str) -> int:
+    """A length in tokens: bounded before it reaches the tokenizer (which overflows on huge values)."""
+    return _positive_int(text, MAX_LENGTH)
 
 
 def _positive_float(text: str) -> float:
@@ -126,18 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default=defaults.metric, choices=choices("metric"),
                    help="what --constraint is a fraction of: mac (heads + FFN at the task's average length), "
                         "params (heads + FFN weights) or latency (tables from scripts/measure_latency.py)")
-    p.add_argument("--constraint", required=True, type=_fraction, help="fraction of MACs to keep, 0 < c < 1")
+    p.add_argument("--constraint", required=True, type=_fraction,
+                   help="fraction to keep, 0 < c < 1, of what --metric measures: MACs (mac), heads + FFN weights "
+                        "(params) or the latency the tables estimate (latency)")
     p.add_argument("--num_samples", default=None, type=_positive_int,
                    help="training examples for the gradients and mask tuning (default 2048; causal_lm: 128 "
                         "calibration sequences)")
-    p.add_argument("--seed", default=defaults.seed, type=_seed)
+    p.add_argument("--seed", default=defaults.seed, type=_seed,
+                   help=f"picks the sample and breaks ties (default {defaults.seed})")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--gpu", default=None, type=int, help="alias of --device cuda:N (original tool's flag)")
-    p.add_argument("--max_seq_length", default=None, type=_positive_int,
+    p.add_argument("--max_seq_length", default=None, type=_length,
                    help="default: 384 for squad/squad_v2, 128 for GLUE tasks, 256 for causal_lm")
-    p.add_argument("--doc_stride", default=128, type=_positive_int,
-                   help="squad/squad_v2: overlap in tokens of consecutive windows over a long context")
-    p.add_argument("--batch_size", default=32, type=_positive_int, help="sample batch size for the gradients")
+    p.add_argument("--doc_stride", default=128, type=_length,
+                   help="squad/squad_v2: overlap in tokens of consecutive windows over a long context (default 128)")
+    p.add_argument("--batch_size", default=32, type=_positive_int,
+                   help="sample batch size for the gradients, mask tuning and evaluation (default 32)")
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_mask_tuning", "--no_rescale", dest="no_mask_tuning", action="store_true",
                    help="ablation: skip mask tuning (--no_rescale is the old name)")
@@ -154,13 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "neurons by layer-wise ridge least squares; kwon is the paper's, one scale per kept unit; "
                         "bias is FLAP's bias compensation (pruned inputs replaced by their mean)")
     p.add_argument("--ridge", default=defaults.ridge, type=_positive_float,
-                   help="lsq: ridge strength towards the original weights, relative to the mean input energy")
+                   help=f"lsq: ridge strength towards the original weights, relative to the mean input energy "
+                        f"(default {defaults.ridge:g})")
     p.add_argument("--teacher", default=None, choices=["schedule", "full"],
                    help="what each layer reconstructs: the paper's less-pruned teacher mask (schedule, default) "
                         "or the unpruned model (full)")
     p.add_argument("--teacher_exponent", default=defaults.teacher_exponent, type=_fraction,
-                   help="--teacher schedule: the teacher mask keeps constraint ** exponent of the MACs (the paper: "
-                        "0.5, i.e. sqrt(c)); closer to 1 puts the teacher nearer the pruned model")
+                   help=f"--teacher schedule: the teacher mask keeps constraint ** exponent of the budget (default "
+                        f"{defaults.teacher_exponent:g}, the paper's sqrt(c)); closer to 1 puts the teacher nearer the "
+                        f"pruned model")
     p.add_argument("--gradient_batches", default="sorted", choices=["sorted", "random"],
                    help="how the sample is batched for the Fisher gradients: sorted by length (default: little "
                         "padding, faster) or random (as the paper's code; no better on the benchmark)")
@@ -173,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save the physically pruned model (HF files + pruning.json; load it with "
                         "prune.pruned_model.load_pruned) and time it; a relative DIR is inside --output_dir "
                         "(default DIR: pruned_model)")
-    p.add_argument("--speed_batch_size", default=32, type=_positive_int, help="--save_pruned: batch size of the timing")
-    p.add_argument("--speed_seq_len", default=128, type=_positive_int, help="--save_pruned: sequence length of the timing")
+    p.add_argument("--speed_batch_size", default=32, type=_positive_int,
+                   help="--save_pruned: batch size of the timing (default 32)")
+    p.add_argument("--speed_seq_len", default=128, type=_length,
+                   help="--save_pruned: sequence length of the timing (default 128)")
     p.add_argument("--export", default=None, choices=["onnx"],
                    help="--save_pruned: also write model.onnx into the saved folder (dynamic batch and sequence "
                         "axes), checked against PyTorch on the dev batches; needs the onnx, onnxscript and "
@@ -198,9 +218,25 @@ def _max_memory(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"--max_memory {text!r}: {e}")
 
 
+# Flags naming a file, folder or model: an empty value (an unset shell variable) must not mean "none".
+PATH_FLAGS = ("ckpt_dir", "model_name", "data_dir", "output_dir", "calib_file", "eval_file", "mha_lut", "ffn_lut",
+              "save_pruned")
+MAX_SPEED_TOKENS = 2**20       # batch x length of the timing input
+
+
 def config_from_args(argv=None) -> RunConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
+    for name in PATH_FLAGS:
+        value = getattr(args, name)
+        if isinstance(value, str) and not value.strip():
+            parser.error(f"--{name} {value!r} is empty (an unset shell variable?); give a path"
+                         + (", or leave --save_pruned out to save no model" if name == "save_pruned" else
+                            f", or leave --{name} out for its default" if name != "ckpt_dir" else ""))
+    if args.save_pruned and args.speed_batch_size * args.speed_seq_len > MAX_SPEED_TOKENS:
+        parser.error(f"--speed_batch_size {args.speed_batch_size} x --speed_seq_len {args.speed_seq_len} = "
+                     f"{args.speed_batch_size * args.speed_seq_len:,} tokens per timed batch, more than the "
+                     f"{MAX_SPEED_TOKENS:,} the timing allows; lower --speed_batch_size")
     if args.metric == "latency" and not (args.mha_lut and args.ffn_lut):
         parser.error("--metric latency needs --mha_lut and --ffn_lut (measure them on the target device with "
                      "scripts/measure_latency.py)")
@@ -250,12 +286,14 @@ def run(cfg: RunConfig, dist=None) -> dict:
     from prune.pipeline import PruneOptions, prune
     from prune.reconstruct import save_weight_updates, swapped_weights
     from utils.arch import bind, facts_for
-    from utils.checkpoint import check_checkpoint_dir, check_fits, load_config, load_model, load_tokenizer
+    from utils.checkpoint import check_checkpoint_dir, check_fits, check_task_fields, load_config, load_model, \
+        load_tokenizer
     from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
     from utils.distributed import Dist, DistributedError, check_enough_batches
     from utils.offload import Placement, peak_gpu_mb_per_device
     from utils.run_folder import package_versions, prepare_run_folder, setup_logging, write_json
-    from utils.safety import check_save_target, finish_run, resolve_save_target, writing
+    from utils.safety import check_save_target, claim_save_target, finish_run, resolve_save_target, target_state, \
+        writing
 
     dist = dist or Dist()
     save_target = resolve_save_target(cfg.save_pruned, cfg.output_dir)
@@ -268,10 +306,13 @@ def run(cfg: RunConfig, dist=None) -> dict:
     check_checkpoint_dir(cfg.ckpt_dir)
     model_config = load_config(cfg.ckpt_dir)
     facts_for(model_config.model_type)            # unsupported architectures fail here, before loading
+    check_task_fields(model_config, cfg.ckpt_dir, cfg.task_name, task_kind(cfg.task_name))
     tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
     check_fits(tokenizer, model_config, cfg.speed_seq_len if cfg.save_pruned else None)
     if dist.is_main:
+        claim_save_target(save_target, cfg.output_dir, cfg.ckpt_dir, cfg.overwrite)   # before anything is removed
         prepare_run_folder(cfg.output_dir, cfg.overwrite, save_target)
+        target_held = target_state(save_target) if save_target else None
         setup_logging(cfg.output_dir)
         write_json(os.path.join(cfg.output_dir, "args.json"), asdict(cfg))
         write_json(os.path.join(cfg.output_dir, "versions.json"), package_versions())
@@ -382,7 +423,7 @@ def run(cfg: RunConfig, dist=None) -> dict:
     results["peak_memory_mb"]["rss_per_process"] = [round(m, 1) for m in dist.all_gather_object(peak_rss_mb())]
     dist.barrier()      # every process finished its share: a failed one never gets here, so no results.json
     if dist.is_main:
-        finish_run(cfg.output_dir, results, staged, save_target)   # the model and results.json, last
+        finish_run(cfg.output_dir, results, staged, save_target, target_held)   # the model and results.json, last
         log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
     return results
 
@@ -482,10 +523,13 @@ def _save_pruned_model(cfg: RunConfig, model, tokenizer, task, result, device, d
 
 def main(argv=None) -> int:
     """Exit status: 0 done, 2 a user-fixable error (one `error: ...` paragraph on stderr; argparse's
-    usage errors too), 130 interrupted (Ctrl-C). Other exceptions are bugs and keep their traceback."""
-    cfg = config_from_args(argv)
+    usage errors too), 130 interrupted (Ctrl-C). Other exceptions are bugs and keep their traceback.
+    Ctrl-C anywhere, the imports of the heavy libraries and the argument parsing included, is the one
+    `interrupted:` line."""
+    cfg = None
     dist = None
     try:
+        cfg = config_from_args(argv)
         from utils.distributed import close, init_from_env
         from utils.errors import USER_ERRORS
         from utils.safety import Terminated, run_guard
@@ -502,11 +546,24 @@ def main(argv=None) -> int:
             if dist is not None:
                 close(dist)
     except KeyboardInterrupt as e:
-        print(f"\ninterrupted: the run in {cfg.output_dir} did not finish and left no results.json; "
-              f"run the same command again to redo it", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+        if cfg is None:
+            print("\ninterrupted: stopped while starting up, before any file was written; run the same command "
+                  "again", file=sys.stderr)
+        else:
+            print(f"\ninterrupted: the run in {cfg.output_dir} did not finish and left no results.json; "
+                  f"run the same command again to redo it", file=sys.stderr)
+        return 143 if type(e).__name__ == "Terminated" else 130
     return 0
 
 
+def _entry() -> int:
+    """`python main.py`: a Ctrl-C even between the interpreter's start and main() is the one line."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopped while starting up; run the same command again", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_entry())
