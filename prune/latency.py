@@ -63,6 +63,7 @@ def random_inputs(config, batch_size: int, seq_len: int, device="cpu", seed: int
 def time_models(models: dict, inputs: dict, device="cpu", warmup: int = 2, repeats: int = 10) -> dict:
     """Time models alternately, one call each per round (so load changes on a shared machine hit
     them alike). Per model: median, min and quartiles of `repeats` calls, in seconds."""
+    from tqdm import tqdm
     device = torch.device(device)
     times = {name: [] for name in models}
     with torch.inference_mode():
@@ -70,7 +71,7 @@ def time_models(models: dict, inputs: dict, device="cpu", warmup: int = 2, repea
             for model in models.values():
                 model(**inputs)
         _sync(device)
-        for _ in range(repeats):
+        for _ in tqdm(range(repeats), desc=f"timing {' vs '.join(models)}", unit="round", leave=False):
             for name, model in models.items():
                 start = time.perf_counter()
                 model(**inputs)

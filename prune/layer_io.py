@@ -26,8 +26,9 @@ class LayerBatch:
 def first_layer_inputs(model, arch: BoundArch, batches: list[dict]) -> list[LayerBatch]:
     device = next(model.parameters()).device
     out = []
+    from tqdm import tqdm
     with torch.inference_mode():
-        for batch in batches:
+        for batch in tqdm(batches, desc="first-layer inputs", unit="batch", leave=False):
             batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
             args, kwargs = layer_call_inputs(model, arch, batch)
             hidden = args[0] if args else kwargs["hidden_states"]

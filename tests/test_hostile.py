@@ -458,3 +458,42 @@ def test_help_shows_the_defaults_and_what_constraint_means(capsys):
 def test_readme_troubleshooting_points_at_files_that_exist():
     readme = open(os.path.join(REPO, "README.md")).read()
     assert "ARCH_TABLE" not in readme and "utils/arch.py" not in readme
+
+
+# ----------------------------------------------------------------------------- newcomer: the demo's table
+
+def test_demo_table_names_the_recipe_and_the_checkpoint():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("demo_for_test", os.path.join(REPO, "scripts", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    results = {"primary_metric": "accuracy", "metric_before": {"accuracy": 0.9}, "metric_after": {"accuracy": 0.8},
+               "mac_ratio": 0.5, "constraint": 0.5, "seconds": {"pruning_total": 1.0}}
+    finetune = {"dev_metrics": {"accuracy": 0.9}, "cached": True}
+    quick = demo.format_table(results, finetune, {}, "run", demo.recipe_name(False, demo.QUICK_STEPS),
+                              demo.QUICK_CKPT_DIR)
+    assert f"quick ({demo.QUICK_STEPS} steps of batch 32)" in quick and demo.QUICK_CKPT_DIR in quick
+    full = demo.format_table(results, finetune, {}, "run", demo.recipe_name(True, None), demo.CKPT_DIR)
+    assert "full (3 epochs)" in full and demo.CKPT_DIR in full
+
+
+# ----------------------------------------------------------------------------- newcomer: pipeline on a pruned folder
+
+def test_pipeline_on_a_pruned_folder_logs_no_not_supported_screenful(pruned, capfd):
+    from transformers import pipeline
+    capfd.readouterr()
+    classify = pipeline("text-classification", model=str(pruned / "pruned_model"), trust_remote_code=True)
+    assert classify("great fun")[0]["label"]
+    err = capfd.readouterr().err
+    assert "is not supported for" not in err, err[:300]
+
+
+# ----------------------------------------------------------------------------- newcomer: long silent stretches
+
+def test_head_refit_and_timing_show_progress(ckpt, sst2, tmp_path, capfd):
+    code = main.main(_argv(ckpt, sst2, tmp_path / "out", *SAVE))
+    assert code == 0
+    err = capfd.readouterr().err
+    for bar in ("first-layer inputs", "head refit: unpruned outputs", "head refit: pruned inputs",
+                "timing original vs pruned", "reconstruction"):
+        assert bar in err, bar
