@@ -497,3 +497,61 @@ def test_head_refit_and_timing_show_progress(ckpt, sst2, tmp_path, capfd):
     for bar in ("first-layer inputs", "head refit: unpruned outputs", "head refit: pruned inputs",
                 "timing original vs pruned", "reconstruction"):
         assert bar in err, bar
+
+
+# ----------------------------------------------------------------------------- siblings: other files a second run replaced
+
+def _script(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(f"{name}_for_test", os.path.join(REPO, "scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_onnx_script_does_not_replace_the_runs_onnx(ckpt, sst2, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run_main(_argv(ckpt, sst2, out, *SAVE, "--export", "onnx"), capsys)[0] == 0
+    folder = out / "pruned_model"
+    before = snapshot(folder)
+    script = _script("export_onnx")
+    capsys.readouterr()
+    assert script.main(["--pruned_dir", str(folder), "--batch_sizes", "1", "--seq_lens", "5"]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'model.onnx'} exists" in err and "--overwrite" in err, err
+    assert snapshot(folder) == before                        # byte-identical, and no lock left
+    assert script.main(["--pruned_dir", str(folder), "--batch_sizes", "1", "--seq_lens", "5", "--overwrite"]) == 0
+    assert not (folder / "model.onnx.lock").exists()
+
+
+def test_measure_latency_does_not_replace_existing_tables(tmp_path, capsys):
+    from transformers import BertConfig
+    BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37, num_hidden_layers=3).save_pretrained(
+        tmp_path)
+    script = _script("measure_latency")
+    out = tmp_path / "luts"
+    argv = ["--ckpt_dir", str(tmp_path), "--batch_size", "2", "--seq_len", "8", "--ffn_step", "16", "--warmup", "0",
+            "--repeats", "1", "--output_dir", str(out)]
+    assert script.main(argv) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert script.main(argv + ["--batch_size", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "mha_lut.pt" in err and "--overwrite" in err, err
+    assert snapshot(out) == before
+    assert script.main(argv + ["--overwrite"]) == 0
+
+
+def test_measure_latency_refuses_a_folder_another_measurement_holds(unrelated_process, tmp_path, capsys):
+    from transformers import BertConfig
+    BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37, num_hidden_layers=3).save_pretrained(
+        tmp_path)
+    out = tmp_path / "luts"
+    out.mkdir()
+    (out / "mha_lut.pt.lock").write_text(json.dumps({"pid": unrelated_process.pid, "host": socket.gethostname(),
+                                                      "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                      "run_id": "r"}))
+    script = _script("measure_latency")
+    assert script.main(["--ckpt_dir", str(tmp_path), "--output_dir", str(out), "--repeats", "1"]) == 2
+    assert "in use by another run" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["mha_lut.pt.lock"]
