@@ -44,8 +44,9 @@ def load_pruned(path: str, device="cpu"):
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:   # shapes that differ between the weights and what config.json builds
-        raise PrunedModelError(f"the weights in '{path}' do not fit the shapes that {config_file} "
-                               f"({SHAPES_KEY}) and {PRUNING_FILE} describe ({_first_line(e, 400)}); one of the "
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), _first_line(e))
+        raise PrunedModelError(f"the weights in '{path}' do not match the shapes that {config_file} "
+                               f"({SHAPES_KEY}) and {PRUNING_FILE} describe ({detail[:300]}); one of the "
                                f"files was edited or belongs to another model: save the model again") from None
     # save_pretrained leaves out the second name of a tied (shared) tensor; nothing else may be absent
     shared = _tied_names(model)
