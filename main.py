@@ -15,28 +15,36 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
-import torch
+STARTUP_INTERRUPTED = "\ninterrupted: stopped while starting up, before any file was written; run the same command again"
 
-from arch import bind, facts_for
-from evaluate.speed import measure_speedup
-from export import registry as exporters
-from export.hf_folder import save_pruned, weights_size_bytes
-from prune.latency_tables import load_lut
-from prune.masks import kept_per_layer, save_masks
-from prune.options import differences, variant_name
-from prune.physical import count_parameters, physically_pruned_copy
-from prune.pipeline import PruneOptions, prune
-from prune.reconstruct import save_weight_updates, swapped_weights
-from prune.registry import choices
-from run.folder import current_run_id, package_versions, prepare_run_folder, setup_logging, write_json
-from run.safety import Terminated, check_save_target, finish_run, resolve_save_target, run_guard, writing
-from tasks import registry as task_registry  # importing tasks/ registers the built-in tasks
-from tasks.base import DataRequest
-from utils.checkpoint import check_checkpoint_dir, check_fits, load_config, load_model, load_tokenizer
-from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
-from utils.distributed import Dist, DistributedError, check_enough_batches, close, init_from_env
-from utils.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR, USER_ERRORS
-from utils.offload import Placement, parse_max_memory, peak_gpu_mb_per_device
+try:    # a Ctrl-C while the libraries load is one line, not the import machinery's traceback
+    import torch
+
+    from arch import bind, facts_for
+    from evaluate.speed import measure_speedup
+    from export import registry as exporters
+    from export.hf_folder import save_pruned, weights_size_bytes
+    from prune.latency_tables import load_lut
+    from prune.masks import kept_per_layer, save_masks
+    from prune.options import differences, variant_name
+    from prune.physical import count_parameters, physically_pruned_copy
+    from prune.pipeline import PruneOptions, prune
+    from prune.reconstruct import save_weight_updates, swapped_weights
+    from prune.registry import choices
+    from run.folder import current_run_id, package_versions, prepare_run_folder, setup_logging, write_json
+    from run.safety import (Terminated, check_save_target, claim_save_target, finish_run, resolve_save_target,
+                            run_guard, target_state, writing)
+    from tasks import registry as task_registry  # importing tasks/ registers the built-in tasks
+    from tasks.base import DataRequest
+    from utils.checkpoint import (check_checkpoint_dir, check_fits, check_task_fields, load_config, load_model,
+                                  load_tokenizer)
+    from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
+    from utils.distributed import Dist, DistributedError, check_enough_batches, close, init_from_env
+    from utils.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR, USER_ERRORS
+    from utils.offload import Placement, parse_max_memory, peak_gpu_mb_per_device
+except KeyboardInterrupt:
+    print(STARTUP_INTERRUPTED, file=sys.stderr)
+    sys.exit(130)
 
 log = logging.getLogger("main")
 
@@ -78,14 +86,30 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+MAX_INT = 2**31 - 1            # a count above this is a typo; it would overflow the tokenizer or a buffer
+MAX_LENGTH = 2**20             # tokens: longer than any supported model's position table
+MAX_SPEED_TOKENS = 2**20       # batch x length of the timing input
+# Flags naming a file, folder or model: an empty value (an unset shell variable) must not mean "none".
+PATH_FLAGS = ("ckpt_dir", "model_name", "data_dir", "output_dir", "calib_file", "eval_file", "mha_lut", "ffn_lut",
+              "save_pruned")
+
+
+def _positive_int(text: str, limit: int = MAX_INT) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"{value} is larger than {limit:,}, more than any model here can use; "
+                                         f"give a smaller number")
     return value
+
+
+def _length(text: str) -> int:
+    """A length in tokens: bounded before it reaches the tokenizer (which overflows on huge values)."""
+    return _positive_int(text, MAX_LENGTH)
 
 
 def _positive_float(text: str) -> float:
@@ -130,18 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default=defaults.metric, choices=choices("metric"),
                    help="what --constraint is a fraction of: mac (heads + FFN at the task's average length), "
                         "params (heads + FFN weights) or latency (tables from python -m scripts.measure_latency)")
-    p.add_argument("--constraint", required=True, type=_fraction, help="fraction of MACs to keep, 0 < c < 1")
+    p.add_argument("--constraint", required=True, type=_fraction,
+                   help="fraction to keep, 0 < c < 1, of what --metric measures: MACs (mac), heads + FFN weights "
+                        "(params) or the latency the tables estimate (latency)")
     p.add_argument("--num_samples", default=None, type=_positive_int,
                    help="training examples for the gradients and mask tuning (default: the task's, 2048; causal_lm: "
                         "128 calibration sequences)")
-    p.add_argument("--seed", default=defaults.seed, type=_seed)
+    p.add_argument("--seed", default=defaults.seed, type=_seed,
+                   help=f"picks the sample and breaks ties (default {defaults.seed})")
     p.add_argument("--device", default=run_defaults.device, help="auto, cpu or cuda[:N]")
     p.add_argument("--gpu", default=None, type=int, help="alias of --device cuda:N (original tool's flag)")
-    p.add_argument("--max_seq_length", default=None, type=_positive_int,
+    p.add_argument("--max_seq_length", default=None, type=_length,
                    help=f"default: the task's ({task_defaults}; 128 for every GLUE task, 384 for squad_v2)")
-    p.add_argument("--doc_stride", default=run_defaults.data.doc_stride, type=_positive_int,
-                   help="squad/squad_v2: overlap in tokens of consecutive windows over a long context")
-    p.add_argument("--batch_size", default=32, type=_positive_int, help="sample batch size for the gradients")
+    p.add_argument("--doc_stride", default=run_defaults.data.doc_stride, type=_length,
+                   help=f"squad/squad_v2: overlap in tokens of consecutive windows over a long context (default "
+                        f"{run_defaults.data.doc_stride})")
+    p.add_argument("--batch_size", default=run_defaults.data.batch_size, type=_positive_int,
+                   help=f"sample batch size for the gradients, mask tuning and evaluation (default "
+                        f"{run_defaults.data.batch_size})")
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_mask_tuning", "--no_rescale", dest="no_mask_tuning", action="store_true",
                    help="ablation: skip mask tuning (--no_rescale is the old name)")
@@ -158,13 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "neurons by layer-wise ridge least squares; kwon is the paper's, one scale per kept unit; "
                         "bias is FLAP's bias compensation (pruned inputs replaced by their mean)")
     p.add_argument("--ridge", default=defaults.ridge, type=_positive_float,
-                   help="lsq: ridge strength towards the original weights, relative to the mean input energy")
+                   help=f"lsq: ridge strength towards the original weights, relative to the mean input energy "
+                        f"(default {defaults.ridge:g})")
     p.add_argument("--teacher", default=defaults.teacher, choices=["schedule", "full"],
                    help="what each layer reconstructs: the paper's less-pruned teacher mask (schedule, default) "
                         "or the unpruned model (full)")
     p.add_argument("--teacher_exponent", default=defaults.teacher_exponent, type=_fraction,
-                   help="--teacher schedule: the teacher mask keeps constraint ** exponent of the MACs (the paper: "
-                        "0.5, i.e. sqrt(c)); closer to 1 puts the teacher nearer the pruned model")
+                   help=f"--teacher schedule: the teacher mask keeps constraint ** exponent of the budget (default "
+                        f"{defaults.teacher_exponent:g}, the paper's sqrt(c)); closer to 1 puts the teacher nearer the "
+                        f"pruned model")
     p.add_argument("--gradient_batches", default=run_defaults.gradient_batches, choices=["sorted", "random"],
                    help="how the sample is batched for the Fisher gradients: sorted by length (default: little "
                         "padding, faster) or random (as the paper's code; no better on the benchmark)")
@@ -178,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "export.hf_load.load_pruned) and time it; a relative DIR is inside --output_dir "
                         "(default DIR: pruned_model)")
     p.add_argument("--speed_batch_size", default=run_defaults.speed_batch_size, type=_positive_int,
-                   help="--save_pruned: batch size of the timing")
-    p.add_argument("--speed_seq_len", default=run_defaults.speed_seq_len, type=_positive_int,
-                   help="--save_pruned: sequence length of the timing")
+                   help=f"--save_pruned: batch size of the timing (default {run_defaults.speed_batch_size})")
+    p.add_argument("--speed_seq_len", default=run_defaults.speed_seq_len, type=_length,
+                   help=f"--save_pruned: sequence length of the timing (default {run_defaults.speed_seq_len})")
     p.add_argument("--export", default=None, choices=exporters.names(),
                    help="--save_pruned: also write the saved model in another format into its folder: "
                         + "; ".join(f"{n}: {exporters.get(n).help}" for n in exporters.names()))
@@ -206,6 +238,16 @@ def config_from_args(argv=None) -> RunConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
     task = task_registry.get(args.task_name)
+    for name in PATH_FLAGS:
+        value = getattr(args, name)
+        if isinstance(value, str) and not value.strip():
+            parser.error(f"--{name} {value!r} is empty (an unset shell variable?); give a path"
+                         + (", or leave --save_pruned out to save no model" if name == "save_pruned" else
+                            f", or leave --{name} out for its default" if name != "ckpt_dir" else ""))
+    if args.save_pruned and args.speed_batch_size * args.speed_seq_len > MAX_SPEED_TOKENS:
+        parser.error(f"--speed_batch_size {args.speed_batch_size} x --speed_seq_len {args.speed_seq_len} = "
+                     f"{args.speed_batch_size * args.speed_seq_len:,} tokens per timed batch, more than the "
+                     f"{MAX_SPEED_TOKENS:,} the timing allows; lower --speed_batch_size")
     if args.metric == "latency" and not (args.mha_lut and args.ffn_lut):
         parser.error("--metric latency needs --mha_lut and --ffn_lut (measure them on the target device with "
                      "python -m scripts.measure_latency)")
@@ -255,10 +297,14 @@ def run(cfg: RunConfig, dist=None) -> dict:
     check_checkpoint_dir(cfg.ckpt_dir)
     model_config = load_config(cfg.ckpt_dir)
     facts_for(model_config.model_type)            # unsupported architectures fail here, before loading
+    check_task_fields(model_config, cfg.ckpt_dir, cfg.task_name, task.problem_type(cfg.task_name))
     tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
     check_fits(tokenizer, model_config, cfg.speed_seq_len if cfg.save_pruned else None)
+    target_held = None
     if dist.is_main:
+        claim_save_target(save_target, cfg.output_dir, cfg.ckpt_dir, cfg.overwrite)   # before anything is removed
         prepare_run_folder(cfg.output_dir, cfg.overwrite, save_target)
+        target_held = target_state(save_target) if save_target else None
         setup_logging(cfg.output_dir)
         write_json(os.path.join(cfg.output_dir, "args.json"), asdict(cfg))
         write_json(os.path.join(cfg.output_dir, "versions.json"), package_versions())
@@ -355,7 +401,7 @@ def run(cfg: RunConfig, dist=None) -> dict:
     results["peak_memory_mb"]["rss_per_process"] = [round(m, 1) for m in dist.all_gather_object(peak_rss_mb())]
     dist.barrier()      # every process finished its share: a failed one never gets here, so no results.json
     if dist.is_main:
-        finish_run(cfg.output_dir, results, staged, save_target)   # the model and results.json, last
+        finish_run(cfg.output_dir, results, staged, save_target, target_held)   # the model and results.json, last
         log.info("done: %s", os.path.join(cfg.output_dir, "results.json"))
     return results
 
@@ -416,10 +462,11 @@ def _save_pruned_model(cfg: RunConfig, task, model, tokenizer, data, result, dev
 def main(argv=None) -> int:
     """Exit status: 0 done, 2 a user-fixable error (one `error: ...` paragraph on stderr; argparse's
     usage errors too), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Other exceptions are bugs and
-    keep their traceback."""
-    cfg = config_from_args(argv)
+    keep their traceback. Ctrl-C anywhere, the argument parsing included, is the one `interrupted:` line."""
+    cfg = None
     dist = None
     try:
+        cfg = config_from_args(argv)
         try:
             with run_guard():              # SIGTERM like Ctrl-C; the folder's lock released on any exit
                 dist = init_from_env(cfg.device)
@@ -433,11 +480,23 @@ def main(argv=None) -> int:
             if dist is not None:
                 close(dist)
     except KeyboardInterrupt as e:
-        print(f"\ninterrupted: the run in {cfg.output_dir} did not finish and left no results.json; "
-              f"run the same command again to redo it", file=sys.stderr)
+        if cfg is None:
+            print(STARTUP_INTERRUPTED, file=sys.stderr)
+        else:
+            print(f"\ninterrupted: the run in {cfg.output_dir} did not finish and left no results.json; "
+                  f"run the same command again to redo it", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
     return 0
 
 
+def _entry() -> int:
+    """`python main.py`: a Ctrl-C even between the imports and main() is the one line."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(STARTUP_INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_entry())

@@ -6,6 +6,7 @@ this repository: only torch. `config.pruned_shapes` (see utils/hf_native.record_
 which Linear modules have which size, which attention blocks lost all their heads, and which
 integer attributes (head counts, widths) changed.
 """
+import logging
 import warnings
 
 import torch.nn as nn
@@ -42,6 +43,28 @@ class NoHeadsAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return "heads=0" + (f", out_proj={self._out_proj_path}" if self._out_proj_path else "")
+
+
+class _NotSupportedFilter(logging.Filter):
+    """Drops transformers' pipeline message "The model 'NAME' is not supported for TASK. Supported models
+    are [...]" for the pruned subclasses (their library base class is supported, and they work)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def filter(self, record):
+        message = record.getMessage() if record.args else str(record.msg)
+        return not any(message.startswith(f"The model '{n}' is not supported for") for n in self.names)
+
+
+def quiet_pipeline_check(class_name: str) -> None:
+    logger = logging.getLogger("transformers.pipelines.base")
+    found = [f for f in logger.filters if type(f).__name__ == "_NotSupportedFilter"]
+    if not found:
+        found = [_NotSupportedFilter()]
+        logger.addFilter(found[0])
+    found[0].names.add(class_name)
 
 
 def _replace(model, path, module):

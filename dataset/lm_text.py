@@ -138,7 +138,7 @@ def calibration_sequences(text, tokenizer, num_sequences: int, seq_len: int, see
     if n < seq_len:
         raise TextDataError(f"the calibration text has {n:,} tokens, fewer than one window of seq_len={seq_len} "
                             f"(need at least {seq_len:,}; {num_sequences * seq_len:,} for {num_sequences} "
-                            f"non-overlapping windows); use more text or a smaller --seq_len")
+                            f"non-overlapping windows); use more text or shorter windows")
     gen = torch.Generator().manual_seed(int(seed))
     starts = torch.randint(0, n - seq_len + 1, (num_sequences,), generator=gen)
     offsets = starts[:, None] + torch.arange(seq_len)[None, :]
@@ -153,7 +153,7 @@ def evaluation_sequences(text, tokenizer, seq_len: int, max_sequences: int | Non
     n = ids.numel() // seq_len
     if n == 0:
         raise TextDataError(f"the evaluation text has {ids.numel():,} tokens, fewer than one window of "
-                            f"seq_len={seq_len}; use more text or a smaller --seq_len")
+                            f"seq_len={seq_len}; use more text or shorter windows")
     if max_sequences is not None:
         if max_sequences < 1:
             raise ValueError(f"max_sequences must be >= 1 or None (got {max_sequences})")

@@ -26,20 +26,39 @@ def load_pruned(path: str, device="cpu"):
     """Rebuild a model saved by `save_pruned`: config -> model -> same shrinking -> strict weights."""
 
     info = read_pruning_info(path)
-    config = AutoConfig.from_pretrained(path)
-    if getattr(config, SHAPES_KEY, None) is not None:
-        model = _build_from_record(config, info)
-    else:
-        model = _build_from_masks(config, info)
+    config_file = os.path.join(path, "config.json")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except Exception as e:      # unreadable JSON, an unknown model_type, ...
+        raise PrunedModelError(f"{config_file} cannot be read ({type(e).__name__}: {_first_line(e)}); it was "
+                               f"edited or damaged: restore it from a copy or save the model again") from None
+    try:
+        if getattr(config, SHAPES_KEY, None) is not None:
+            model = _build_from_record(config, info)
+        else:
+            model = _build_from_masks(config, info)
+    except PrunedModelError:
+        raise
+    except Exception as e:      # a pruned_shapes record that names modules or sizes the model does not have
+        raise PrunedModelError(f"{config_file}: its {SHAPES_KEY} do not build a model of this architecture "
+                               f"({type(e).__name__}: {_first_line(e)}); it was edited or damaged: restore it "
+                               f"from a copy or save the model again") from None
     model.to(device)
     state = _load_weights(path, device)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:   # shapes that differ between the weights and what config.json builds
+        detail = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), _first_line(e))
+        raise PrunedModelError(f"the weights in '{path}' do not match the shapes that {config_file} "
+                               f"({SHAPES_KEY}) and {PRUNING_FILE} describe ({detail[:300]}); one of the "
+                               f"files was edited or belongs to another model: save the model again") from None
     # save_pretrained leaves out the second name of a tied (shared) tensor; nothing else may be absent
     shared = _tied_names(model)
     missing = [k for k in missing if k not in shared]
     if missing or unexpected:
         raise PrunedModelError(f"the weights in '{path}' do not match the pruned shapes: missing {missing[:5]}, "
-                               f"unexpected {list(unexpected)[:5]}")
+                               f"unexpected {list(unexpected)[:5]}; one of the files was edited or belongs to "
+                               f"another model: save the model again")
     model.eval()
     return model
 
@@ -104,5 +123,18 @@ def _load_weights(path: str, device) -> dict:
         raise PrunedModelError(f"'{path}' holds no .safetensors weights")
     state = {}
     for name in files:
-        state.update(load_file(os.path.join(path, name), device=str(device)))
+        file = os.path.join(path, name)
+        try:
+            state.update(load_file(file, device=str(device)))
+        except MemoryError:
+            raise
+        except Exception as e:   # safetensors' SafetensorError on a truncated or damaged file, OSError
+            raise PrunedModelError(f"{file} cannot be read ({type(e).__name__}: {_first_line(e)}); the file is "
+                                   f"truncated or damaged: copy it again, or save the model again "
+                                   f"(main.py --save_pruned)") from None
     return state
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:limit] if text else type(e).__name__

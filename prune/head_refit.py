@@ -20,6 +20,7 @@ from arch import BoundArch
 from arch.hooks import apply_masks
 from prune.reconstruct import HEAD, Normal
 from utils.device import to_device
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,13 @@ def _inputs(model, batch: dict) -> dict:
     return to_device({k: v for k, v in batch.items() if k != "labels"}, next(model.parameters()).device)
 
 
-def _head_rows(model, arch, linear, batches, masks) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _head_rows(model, arch, linear, batches, masks, desc: str = "head refit") -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(input rows, output rows) of `linear` per batch; 3-D inputs keep only real tokens."""
     rows, seen = [], {}
     handle = linear.register_forward_hook(lambda mod, args, out: seen.update(x=args[0], y=out))
     try:
         with torch.inference_mode(), apply_masks(arch, *masks):
-            for batch in batches:
+            for batch in tqdm(batches, desc=desc, unit="batch", leave=False):
                 inputs = _inputs(model, batch)
                 model(**inputs, **arch.forward_kwargs)
                 x, y = seen.pop("x"), seen.pop("y")
@@ -75,7 +76,7 @@ def head_targets(model, arch: BoundArch, batches: list[dict]) -> tuple[str, list
     if name is None or model.get_submodule(name).bias is None:
         return None
     linear = model.get_submodule(name)
-    return name, [y for _, y in _head_rows(model, arch, linear, batches, (None, None))]
+    return name, [y for _, y in _head_rows(model, arch, linear, batches, (None, None), "head refit: unpruned outputs")]
 
 
 def refit_head(model, arch: BoundArch, batches: list[dict], masks: tuple, targets: tuple, ridge: float,
@@ -86,7 +87,7 @@ def refit_head(model, arch: BoundArch, batches: list[dict], masks: tuple, target
     name, outputs = targets
     linear = model.get_submodule(name)
     normal = Normal(linear.in_features, linear.out_features, linear.weight.device)
-    for (x, _), y in zip(_head_rows(model, arch, linear, batches, masks), outputs):
+    for (x, _), y in zip(_head_rows(model, arch, linear, batches, masks, "head refit: pruned inputs"), outputs):
         normal.add(x, y)
     if reduce is not None:
         normal.all_reduce(reduce)

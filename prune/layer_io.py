@@ -13,6 +13,7 @@ import torch
 from arch import BoundArch
 from arch.hooks import call_layer, layer_call_inputs
 from utils.device import to_device
+from tqdm import tqdm
 
 
 @dataclass
@@ -27,7 +28,7 @@ def first_layer_inputs(model, arch: BoundArch, batches: list[dict]) -> list[Laye
     device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
-        for batch in batches:
+        for batch in tqdm(batches, desc="first-layer inputs", unit="batch", leave=False):
             batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
             args, kwargs = layer_call_inputs(model, arch, batch)
             hidden = args[0] if args else kwargs["hidden_states"]

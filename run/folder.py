@@ -161,8 +161,27 @@ def _lock_owner_alive(owner: dict) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    if _started_after_lock(owner["pid"], owner.get("started")):
+        owner["_reused"] = True        # the pid now belongs to a process started after the lock: not its run
+        return False
     return True
+
+
+def _started_after_lock(pid: int, started) -> bool:
+    """The process `pid` started clearly after the lock was written (its pid was reused, e.g. after a
+    restart). False when that cannot be told (no /proc, an unreadable time)."""
+    try:
+        locked = time.mktime(time.strptime(started, "%Y-%m-%dT%H:%M:%S%z")) if isinstance(started, str) else None
+        if locked is None:
+            return False
+        with open("/proc/stat") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith("btime "))
+        with open(f"/proc/{pid}/stat") as f:
+            ticks = float(f.read().rsplit(")", 1)[1].split()[19])
+        return boot + ticks / os.sysconf("SC_CLK_TCK") > locked + 5
+    except (OSError, ValueError, IndexError, StopIteration, OverflowError):
+        return False
 
 
 def _locked_by_other(path: str) -> bool:
@@ -170,22 +189,27 @@ def _locked_by_other(path: str) -> bool:
     return isinstance(owner, dict) and _lock_owner_alive({**owner, "_file": os.path.join(path, LOCK_FILE)}) is True
 
 
-def acquire_lock(path: str, save_target: str | None = None) -> dict | None:
+def acquire_lock(path: str, save_target: str | None = None, file: str | None = None,
+                 what: str | None = None, output_dir: str | None = None) -> dict | None:
     """Create `path`/run.lock (pid, host, start time, run id); returns the stale lock it took over.
 
     A lock whose process is gone (same host) is taken over with a warning: it is what kill -9
     leaves, and it tells which pruned model that run may have put in place without its results.
+    `file` and `what` lock something else than a run folder (a --save_pruned target outside it); one
+    process holds the same run id in all its locks.
     """
-    file = os.path.join(path, LOCK_FILE)
-    run_id = uuid.uuid4().hex[:16]
+    file = file or os.path.join(path, LOCK_FILE)
+    what = what or f"--output_dir '{path}'"
+    run_id = _held[0][1] if _held else uuid.uuid4().hex[:16]
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "run_id": run_id, "save_pruned": os.path.abspath(save_target) if save_target else None}
+            "run_id": run_id, "save_pruned": os.path.abspath(save_target) if save_target else None,
+            "output_dir": os.path.abspath(output_dir or path)}
     stale = None
     for _ in range(3):
         try:
-            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
-            stale = _take_over(file)
+            stale = _take_over(file, what)
             continue
         except OSError as e:
             raise OutputError(f"cannot create the lock {file} ({e.strerror or e}); choose a folder you can "
@@ -197,21 +221,27 @@ def acquire_lock(path: str, save_target: str | None = None) -> dict | None:
     raise OutputError(f"another run keeps taking the lock {file}; wait for it to finish.")
 
 
-def _take_over(file: str) -> dict | None:
+def _take_over(file: str, what: str) -> dict | None:
     owner = _read_json(file)
     if not isinstance(owner, dict):          # being written right now, or damaged
         time.sleep(0.2)
         owner = _read_json(file)
     if not isinstance(owner, dict):
-        raise OutputError(f"--output_dir has a damaged lock file {file}; if no run is using this folder, "
+        raise OutputError(f"{what} has a damaged lock file {file}; if no run is using it, "
                           f"delete it and run again.")
-    alive = _lock_owner_alive({**owner, "_file": file})
+    probe = {**owner, "_file": file}
+    alive = _lock_owner_alive(probe)
     who = f"pid {owner.get('pid')} on {owner.get('host')}, started {owner.get('started')}"
+    if isinstance(owner.get("output_dir"), str) and os.path.basename(file) != LOCK_FILE:
+        who += f", run folder {owner['output_dir']}"
+    flag = what.split()[0]
     if alive:
-        raise OutputError(f"--output_dir '{os.path.dirname(file)}' is in use by another run ({who}); wait "
-                          f"for it to finish or choose another --output_dir.")
+        raise OutputError(f"{what} is in use by another run ({who}); wait for it to finish"
+                          + (" (then --overwrite replaces its model)" if flag == "--save_pruned" else "")
+                          + f" or choose another {flag}. If no run is using it (a pid reused after a restart "
+                          f"belongs to another program), delete the lock {file} and run again.")
     if alive is None:
-        raise OutputError(f"--output_dir '{os.path.dirname(file)}' is locked by a run on another machine "
+        raise OutputError(f"{what} is locked by a run on another machine "
                           f"({who}); if that run has ended, delete {file} and run again.")
     if owner.get("pid") == os.getpid():
         _held[:] = [h for h in _held if h[0] != file]
@@ -225,12 +255,14 @@ def _take_over(file: str) -> dict | None:
         with contextlib.suppress(OSError):    # another run took it over first: give its lock back
             os.link(aside, file)
         os.remove(aside)
-        raise OutputError(f"--output_dir '{os.path.dirname(file)}' is in use by another run that just "
-                          f"started; wait for it to finish or choose another --output_dir.")
+        raise OutputError(f"{what} is in use by another run that just "
+                          f"started; wait for it to finish or choose another {what.split()[0]}.")
     os.remove(aside)
     if owner.get("pid") != os.getpid():
-        _pending_warnings.append(f"took over the stale lock {file} of a run that is gone ({who}); "
-                                 f"its unfinished outputs are removed")
+        gone = ("whose pid now belongs to a process started later" if probe.get("_reused") else "that is gone")
+        _pending_warnings.append(f"took over the stale lock {file} of a run {gone} ({who})"
+                                 + ("; its unfinished outputs are removed" if os.path.basename(file) == LOCK_FILE
+                                    else ""))
     return owner
 
 

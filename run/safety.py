@@ -12,7 +12,8 @@ import shutil
 import signal
 import threading
 
-from run.folder import RUN_OUTPUTS, OutputError, pruned_model_run_id, release_locks, write_json
+from export.hf_folder import PRUNING_FILE
+from run.folder import RUN_OUTPUTS, OutputError, acquire_lock, pruned_model_run_id, release_locks, write_json
 from utils.atomic import _staged, discard_dir, place_dir
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,55 @@ def check_save_target(target: str | None, output_dir: str, ckpt_dir: str, overwr
                           f"replace it, or choose another folder.")
 
 
-def finish_run(folder: str, results: dict, staged: str | None, target: str | None) -> None:
+def claim_save_target(target: str | None, output_dir: str, ckpt_dir: str, overwrite: bool):
+    """Lock a --save_pruned folder outside the run folder (whose own lock covers the inside) for the
+    whole run, so that a second run sharing it is refused instead of replacing this run's model, check
+    it again under the lock, and return what it holds now: `finish_run` places the model only if that
+    has not changed meanwhile."""
+    if target is None:
+        return None
+    if not _inside(os.path.realpath(target), os.path.realpath(output_dir)):
+        lock = os.path.join(os.path.dirname(os.path.abspath(target)),
+                            os.path.basename(os.path.normpath(target)) + ".lock")
+        acquire_lock(os.path.dirname(lock), target, file=lock, what=f"--save_pruned '{target}'",
+                     output_dir=output_dir)
+    check_save_target(target, output_dir, ckpt_dir, overwrite)
+    return target_state(target)
+
+
+def target_state(target: str):
+    """What a --save_pruned folder holds: None (nothing), or its run id and identity on disk."""
+    if not os.path.lexists(target):
+        return None
+    try:
+        info = os.stat(os.path.join(target, PRUNING_FILE))
+        stamp = (info.st_ino, info.st_mtime_ns)
+    except OSError:
+        stamp = None
+    return (pruned_model_run_id(target), os.lstat(target).st_ino, stamp)
+
+
+def _describe_state(state) -> str:
+    return "nothing" if state is None else (f"the model of run {state[0]!r}" if state[0] else "another folder")
+
+
+_UNCHECKED = object()
+
+
+def finish_run(folder: str, results: dict, staged: str | None, target: str | None, expected=_UNCHECKED) -> None:
     """The last step of a run: results.json is written beside its final name, then the staged
     model and it are renamed into place (renames need no space), so a model is only ever
-    presented together with the results.json that names its run id."""
+    presented together with the results.json that names its run id. `expected`: what the target
+    held when the run claimed it (`claim_save_target`); if another process placed something there
+    since, nothing is replaced and the run fails."""
     final = os.path.join(folder, "results.json")
     pending = final + ".pending"
+    if staged and expected is not _UNCHECKED and target_state(target) != expected:
+        now = target_state(target)
+        raise OutputError(f"--save_pruned '{target}' changed while this run was working: it held "
+                          f"{_describe_state(expected)} and now holds {_describe_state(now)}, placed by another "
+                          f"process. It is not replaced and this run's model is discarded; run again with another "
+                          f"--save_pruned, or with --overwrite once no other run uses that folder.")
     write_json(pending, results)
     try:
         with writing("the pruned model", folder, [pending]):

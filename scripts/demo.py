@@ -36,7 +36,16 @@ def _step(name: str, timings: dict, fn):
     return value
 
 
-def format_table(results: dict, finetune: dict, timings: dict, run_dir: str) -> str:
+def recipe_name(full: bool, max_steps: int | None) -> str:
+    """The fine-tuning recipe in words, for the table."""
+    if max_steps is None:
+        return "full (3 epochs)" if full else "quick"
+    return f"quick ({max_steps} steps of batch 32)" if not full and max_steps == QUICK_STEPS else \
+        f"{'full, ' if full else ''}{max_steps} steps of batch 32"
+
+
+def format_table(results: dict, finetune: dict, timings: dict, run_dir: str, recipe: str | None = None,
+                 ckpt_dir: str | None = None) -> str:
     name = results["primary_metric"]
     before, after = results["metric_before"][name], results["metric_after"][name]
     lines = [
@@ -53,6 +62,10 @@ def format_table(results: dict, finetune: dict, timings: dict, run_dir: str) -> 
                      f"(batch {speed['batch_size']} x {speed['seq_len']} tokens, {speed['device']}, "
                      f"{speed.get('threads')} threads)")
         lines.append(f"{'latency after (ms/batch)':<34}{1000 * speed['pruned_s']:.1f}   (speedup {speed['speedup']:.2f}x)")
+    if recipe:
+        lines.append(f"{'fine-tune recipe':<34}{recipe}")
+    if ckpt_dir:
+        lines.append(f"{'checkpoint':<34}{ckpt_dir}")
     lines.append(f"{'fine-tune dev accuracy':<34}{finetune['dev_metrics'].get('accuracy', float('nan')):.4f}"
                  f"   ({'cached' if finetune.get('cached') else str(finetune.get('seconds')) + ' s'})")
     for step, seconds in timings.items():
@@ -93,7 +106,7 @@ def main(argv=None) -> int:
         return code
     with open(os.path.join(run_dir, "results.json")) as f:
         results = json.load(f)
-    print(format_table(results, tuned, timings, run_dir))
+    print(format_table(results, tuned, timings, run_dir, recipe_name(args.full, args.max_steps), args.ckpt_dir))
     return 0
 
 

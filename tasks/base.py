@@ -62,6 +62,10 @@ class Task:
     def prepare(self, request: DataRequest, tokenizer, config, dist=None) -> TaskData:
         raise NotImplementedError
 
+    def problem_type(self, task_name: str) -> str | None:
+        """The config.json problem_type this task's loss is (a checkpoint saying otherwise is refused); None: any."""
+        return None
+
     def example_inputs(self, config, batch_size: int, seq_len: int, device="cpu", seed: int = 0) -> dict:
         """Random inputs for timing and export (the one maker: utils/timing.random_inputs)."""
         return random_inputs(config, batch_size, seq_len, device, seed)

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from arch.hooks import apply_masks
 from dataset.errors import DataError
-from dataset.lm_text import calibration_sequences, evaluation_sequences, lm_batches, load_text
+from dataset.lm_text import TextDataError, calibration_sequences, evaluation_sequences, lm_batches, load_text
 from evaluate.perplexity import greedy_generations, lm_loss, perplexity
 from evaluate.speed import decode_speed, prefill_latency
 from prune.reconstruct import swapped_weights
@@ -16,8 +16,15 @@ from tasks.registry import register
 
 log = logging.getLogger(__name__)
 
+MAX_CALIBRATION_TOKENS = 2**28       # 2 GB of token ids: a larger --num_samples is a typo
 # Greedy continuations of these are printed before and after pruning, for a person to read.
 PROMPTS = ["The Python tutorial explains that", "A list comprehension is", "Once upon a time"]
+
+
+def _windows(error, seq_len: int) -> str:
+    """lm_text's message in main.py's terms: the window length is --max_seq_length."""
+    return (str(error).replace(f"seq_len={seq_len}", f"--max_seq_length {seq_len} tokens")
+            .replace("or shorter windows", f"or a smaller --max_seq_length (now {seq_len})"))
 
 
 def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, num_sequences: int, seed: int,
@@ -33,8 +40,18 @@ def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, nu
     if calib_source == eval_source:
         log.warning("the calibration and evaluation text are the same (%s): the perplexity is not held out",
                     calib_source)
-    calib = calibration_sequences(calib_text, tokenizer, num_sequences, seq_len, seed)
-    held_out = evaluation_sequences(eval_text, tokenizer, seq_len, eval_sequences)
+    if num_sequences * seq_len > MAX_CALIBRATION_TOKENS:
+        raise DataError(f"--num_samples {num_sequences} x --max_seq_length {seq_len} = {num_sequences * seq_len:,} "
+                        f"calibration tokens, more than the {MAX_CALIBRATION_TOKENS:,} this tool holds in memory; "
+                        f"lower --num_samples (the default is 128).")
+    try:
+        calib = calibration_sequences(calib_text, tokenizer, num_sequences, seq_len, seed)
+    except TextDataError as e:
+        raise TextDataError(f"--calib_file '{calib_source}': {_windows(e, seq_len)}") from None
+    try:
+        held_out = evaluation_sequences(eval_text, tokenizer, seq_len, eval_sequences)
+    except TextDataError as e:
+        raise TextDataError(f"--eval_file '{eval_source}': {_windows(e, seq_len)}") from None
     sample_batches = lm_batches(calib, batch_size)
     eval_batches = lm_batches(held_out, batch_size)
     log.info("causal_lm: %d calibration and %d evaluation sequences of %d tokens", len(calib), len(held_out), seq_len)

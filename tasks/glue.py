@@ -94,6 +94,9 @@ class Glue(Task):
     max_seq_length = 128
     num_samples = 2048
 
+    def problem_type(self, task_name: str) -> str | None:
+        return "regression" if get_task(task_name).is_regression else "single_label_classification"
+
     def prepare(self, request: DataRequest, tokenizer, config, dist=None) -> TaskData:
         return prepare_glue(request.task_name, request.data_dir, tokenizer, config, request.num_samples,
                             request.seed, request.max_seq_length, request.batch_size, dist)

@@ -47,6 +47,7 @@ def place_dir(tmp: str, target: str) -> None:
     os.remove(os.path.join(tmp, TEMP_MARKER))
     if tmp in _staged:
         _staged.remove(tmp)
+    umask_modes(tmp)
     if not os.path.exists(target):
         os.rename(tmp, target)
         return
@@ -57,6 +58,22 @@ def place_dir(tmp: str, target: str) -> None:
     os.rename(target, aside)
     os.rename(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def umask_modes(folder: str) -> None:
+    """Give every file and folder under `folder` the mode a plain open() / mkdir gives under the
+    current umask: writers underneath (safetensors, mkdtemp) create theirs 0600 / 0700, which other
+    users could not read."""
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                executable = os.stat(path).st_mode & 0o100
+                os.chmod(path, (0o777 if executable else 0o666) & ~mask)
 
 
 def discard_dir(tmp: str | None) -> None:

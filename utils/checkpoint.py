@@ -9,6 +9,9 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForQuestion
                           AutoModelForSequenceClassification, AutoTokenizer)
 
 from utils.errors import UserError
+import socket
+from urllib.parse import urlparse
+import json
 
 log = logging.getLogger(__name__)
 
@@ -20,13 +23,45 @@ class CheckpointError(UserError):
     """A user-fixable problem with the checkpoint."""
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE set: a hub id cannot be fetched."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP connection to the hub's host (instead of the library's long retries)."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def check_local_or_hub(value: str, flag: str) -> None:
+    """A name that does not exist locally is only worth a hub look-up if it can be one: not a path
+    (./x, /x, or a folder whose parent exists here), the hub not switched off, and reachable. Otherwise
+    say "no such local folder" at once instead of after the library's retries."""
+    parent = os.path.dirname(value.rstrip(os.sep))
+    looks_like_path = (value.startswith((".", os.sep, "~")) or value.count("/") != 1
+                       or (parent and os.path.isdir(parent)))
+    why = ("it is a path, not a hub id of the form owner/name" if looks_like_path else
+           "HF_HUB_OFFLINE is set, so it is not looked up on the hub" if hub_offline() else
+           "and the HuggingFace hub cannot be reached to look it up as a hub id" if not hub_reachable() else None)
+    if why:
+        raise CheckpointError(f"{flag} '{value}' does not exist: no such local folder ({why}). Check the path (relative paths "
+                              f"start from {os.getcwd()}); pass the folder written by save_pretrained "
+                              f"(config.json + model.safetensors), or a hub id when online.")
+
+
 def check_checkpoint_dir(ckpt_dir: str) -> None:
     """Fail early, before any expensive work, when a local checkpoint folder is unusable."""
     if not os.path.exists(ckpt_dir):
-        if "/" in ckpt_dir and not ckpt_dir.startswith((".", "/")) and ckpt_dir.count("/") == 1:
-            return  # looks like a hub id (owner/name): let the hub path try it
-        raise CheckpointError(f"--ckpt_dir '{ckpt_dir}' does not exist. Pass the folder written by "
-                              f"save_pretrained (config.json + model.safetensors) or a hub id.")
+        check_local_or_hub(ckpt_dir, "--ckpt_dir")
+        return  # looks like a hub id (owner/name) and the hub answers: let the hub path try it
     if not os.path.isdir(ckpt_dir):
         raise CheckpointError(f"--ckpt_dir '{ckpt_dir}' is a file, not a folder; pass the folder holding config.json.")
     if not os.access(ckpt_dir, os.R_OK | os.X_OK):
@@ -36,6 +71,20 @@ def check_checkpoint_dir(ckpt_dir: str) -> None:
                               f"checkpoint folder (save one with model.save_pretrained).")
     if not any(os.path.isfile(os.path.join(ckpt_dir, w)) for w in WEIGHT_FILES):
         raise CheckpointError(f"--ckpt_dir '{ckpt_dir}' has no weights (none of {', '.join(WEIGHT_FILES)}).")
+    if os.path.isfile(os.path.join(ckpt_dir, "pruning.json")) or _has_pruned_shapes(ckpt_dir):
+        raise CheckpointError(f"--ckpt_dir '{ckpt_dir}' is a model this tool already pruned (it has pruning.json "
+                              f"and config.json's pruned_shapes); it cannot be pruned again. Pass the original "
+                              f"fine-tuned checkpoint with a smaller --constraint instead, or use this folder as it "
+                              f"is (export.hf_load.load_pruned, or from_pretrained(..., trust_remote_code=True)).")
+
+
+def _has_pruned_shapes(ckpt_dir: str) -> bool:
+    try:
+        with open(os.path.join(ckpt_dir, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return False                     # load_config says what is wrong with it
+    return isinstance(config, dict) and "pruned_shapes" in config
 
 
 def load_config(ckpt_dir: str):
@@ -76,6 +125,32 @@ def _check_label_maps(config, ckpt_dir: str) -> None:
     if problem:
         raise CheckpointError(f"{ckpt_dir}/config.json: its label maps are inconsistent ({problem}); fix "
                               f"id2label/label2id in config.json so that they map 0..N-1 to N label names.")
+
+
+def check_task_fields(config, ckpt_dir: str, task_name: str, wanted: str | None) -> None:
+    """config.json fields that change the loss or the outputs must fit the task (wanted: the problem_type the
+    task's loss is, None when it has none), or the gradients and the metric are computed for another problem
+    than the one asked."""
+    where = f"{ckpt_dir}/config.json" if os.path.isdir(ckpt_dir) else f"the config of '{ckpt_dir}'"
+    problem = getattr(config, "problem_type", None)
+    if wanted is not None and problem is not None:
+        if problem != wanted:
+            raise CheckpointError(f"{where} has problem_type '{problem}', but {task_name} is a "
+                                  f"{wanted.replace('_', '-')} task: the loss behind the importance scores would be "
+                                  f"the wrong one. Set \"problem_type\": \"{wanted}\" in config.json (or remove "
+                                  f"it), or pick the --task_name the checkpoint was fine-tuned for.")
+    if getattr(config, "is_encoder_decoder", False):
+        raise CheckpointError(f"{where} has is_encoder_decoder true (model_type {config.model_type}); this tool "
+                              f"prunes encoders and decoder-only language models: pass one of those.")
+    for field, good in (("return_dict", True), ("torchscript", False)):
+        value = config.to_dict().get(field, good) if hasattr(config, "to_dict") else good
+        if value != good:
+            raise CheckpointError(f"{where} has {field}: {json_bool(value)}, which changes what the model returns; "
+                                  f"set it to {json_bool(good)} (or remove it) in config.json.")
+
+
+def json_bool(value) -> str:
+    return "true" if value is True else "false" if value is False else repr(value)
 
 
 def check_fits(tokenizer, config, speed_seq_len: int | None = None) -> None:
@@ -158,7 +233,34 @@ def load_model(ckpt_dir: str, head: str, auto_class=None):
             f"{sorted(missing)[:3]}); {fix}")
     _check_finite(model, ckpt_dir)
     model.eval()
+    if head == "causal_lm":
+        check_causal(model, ckpt_dir)
     return model
+
+
+def check_causal(model, ckpt_dir: str) -> None:
+    """A causal LM's prediction at a position must not depend on later tokens; a masked-LM encoder loaded
+    as a causal LM (BERT's LM head with is_decoder false) sees them, and its "perplexity" is not one.
+    Probe: change the last of a few tokens and compare the logits at the earlier positions."""
+    vocab = getattr(model.config, "vocab_size", None) or 8
+    try:
+        device = next(p.device for p in model.parameters() if p.device.type != "meta")
+    except StopIteration:
+        return
+    ids = (torch.arange(6) * 7 + 3) % max(vocab - 1, 2) + 1
+    other = ids.clone()
+    other[-1] = (ids[-1] + 1) % max(vocab - 1, 2) + 1
+    with torch.no_grad():
+        logits = model(input_ids=torch.stack([ids, other]).to(device)).logits.float()
+    if not torch.allclose(logits[0, :-1], logits[1, :-1], rtol=1e-3, atol=1e-4):
+        flag = getattr(model.config, "is_decoder", None)
+        raise CheckpointError(
+            f"'{ckpt_dir}' is not a causal language model: its predictions at a position change with later tokens "
+            f"(model_type {model.config.model_type}, {type(model).__name__}"
+            + (f", is_decoder {json_bool(flag)} in config.json" if flag is not None else "")
+            + "), so a perplexity of it would not be a causal one. --task_name causal_lm takes a decoder-only "
+              "language model (Llama, Qwen2/3, Mistral, ...); prune an encoder with a GLUE or SQuAD --task_name "
+              "after fine-tuning it.")
 
 
 # Files that hold a tokenizer's vocabulary (one is enough); transformers 5 builds an empty tokenizer
@@ -169,7 +271,13 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", 
 
 def load_tokenizer(ckpt_dir: str, model_name: str | None):
     errors = []
-    for source in [ckpt_dir] + ([model_name] if model_name else []):
+    for flag, source in [("--ckpt_dir", ckpt_dir)] + ([("--model_name", model_name)] if model_name else []):
+        if not os.path.exists(source):
+            try:
+                check_local_or_hub(source, flag)
+            except CheckpointError as e:
+                errors.append(f"{source}: {str(e).split(': ', 1)[-1].split(' Check the path')[0]}")
+                continue
         if os.path.isdir(source) and not any(os.path.isfile(os.path.join(source, f)) for f in TOKENIZER_FILES):
             errors.append(f"{source}: no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...)")
             continue

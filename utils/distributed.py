@@ -88,6 +88,7 @@ def init_from_env(device_name: str = "auto", timeout_minutes: float = 30) -> Dis
     """Join the process group that torchrun / accelerate launch describe in the environment (or none)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
+        check_unread_launch(os.environ)
         return Dist()
     missing = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
     if missing:
@@ -107,6 +108,32 @@ def init_from_env(device_name: str = "auto", timeout_minutes: float = 30) -> Dis
                                              timeout=timedelta(minutes=timeout_minutes))
     log.info("process %d of %d (%s)", rank, world, backend)
     return Dist(rank, world, local_rank, backend)
+
+
+# Launchers whose processes this tool does not join: each process would run the whole job on its own.
+MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+
+
+def check_unread_launch(env) -> None:
+    """One process, but the environment says more were asked for: refuse rather than do all the work in
+    one process while the user believes it was split. `accelerate launch --cpu --num_processes N` (no
+    --multi_cpu support here) sets MASTER_ADDR/MASTER_PORT and ACCELERATE_USE_CPU but starts one process
+    without WORLD_SIZE; mpirun sets its own size variables, which this tool does not read."""
+    mpi = {v: env[v] for v in MPI_SIZE_VARS if v in env}
+    mpi = {v: n for v, n in mpi.items() if n.strip().isdigit() and int(n) > 1}
+    if mpi:
+        shown = ", ".join(f"{v}={n}" for v, n in mpi.items())
+        raise DistributedError(f"started by mpirun or an MPI launcher ({shown}), whose variables this tool does not "
+                               f"read: every process would run the whole job on its own. Start the processes with "
+                               f"torchrun --nproc_per_node N main.py ... (or accelerate launch --multi_gpu), or run "
+                               f"python main.py once.")
+    if "WORLD_SIZE" not in env and "MASTER_ADDR" in env and any(k.startswith("ACCELERATE_") for k in env):
+        shown = ", ".join(f"{k}={env[k]}" for k in ("ACCELERATE_USE_CPU", "MASTER_ADDR", "MASTER_PORT") if k in env)
+        raise DistributedError(f"started by accelerate launch for several processes ({shown}) but as one process "
+                               f"without WORLD_SIZE/RANK, which this tool reads: accelerate's --cpu --num_processes N "
+                               f"launch starts one process, so nothing would be split. For several CPU processes "
+                               f"use torchrun --nproc_per_node N main.py ... --device cpu; for one, run python "
+                               f"main.py (or accelerate launch --num_processes 1).")
 
 
 def close(dist: Dist) -> None:

@@ -6,6 +6,7 @@ import time
 from typing import Callable
 
 import torch
+from tqdm import tqdm
 
 
 def sync(device: torch.device) -> None:
@@ -39,7 +40,7 @@ def time_models(models: dict, inputs: dict, device="cpu", warmup: int = 2, repea
             for model in models.values():
                 model(**inputs)
         sync(device)
-        for _ in range(repeats):
+        for _ in tqdm(range(repeats), desc=f"timing {' vs '.join(models)}", unit="round", leave=False):
             for name, model in models.items():
                 start = time.perf_counter()
                 model(**inputs)
