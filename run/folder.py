@@ -266,6 +266,23 @@ def _take_over(file: str, what: str) -> dict | None:
     return owner
 
 
+@contextlib.contextmanager
+def claimed_outputs(paths: list[str], what: str, overwrite: bool, written_by: str):
+    """Hold a lock next to the first of `paths` while a script writes them, and refuse to replace any that
+    exists without --overwrite (two measurements or exports into one folder would mix their files)."""
+    lock = os.path.abspath(paths[0]) + ".lock"
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    try:
+        acquire_lock(os.path.dirname(lock), file=lock, what=what)
+        existing = [p for p in paths if os.path.lexists(p)]
+        if existing and not overwrite:
+            raise OutputError(f"{', '.join(existing)} {'exists' if len(existing) == 1 else 'exist'} ({written_by}); "
+                              f"not replaced. Pass --overwrite to replace {'it' if len(existing) == 1 else 'them'}.")
+        yield
+    finally:
+        release_locks()
+
+
 def release_locks() -> None:
     while _held:
         file, run_id = _held.pop()

@@ -21,7 +21,7 @@ import sys
 from export.hf_folder import PrunedModelError
 from export.hf_load import load_pruned
 from export.onnx import ONNX_FILE, example_inputs, export_and_check, missing_packages
-from run.folder import OutputError, acquire_lock, release_locks
+from run.folder import OutputError, claimed_outputs
 
 log = logging.getLogger("export_onnx")
 
@@ -50,19 +50,13 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     target = os.path.join(args.pruned_dir, ONNX_FILE)
-    try:      # one export at a time into a folder; an existing model.onnx (main.py --export's) only with --overwrite
-        acquire_lock(args.pruned_dir, file=target + ".lock", what=f"--pruned_dir '{args.pruned_dir}' (its {ONNX_FILE})")
-        if os.path.lexists(target) and not args.overwrite:
-            raise OutputError(f"{target} exists (written by main.py --export onnx or an earlier export); it is not "
-                              f"replaced. Pass --overwrite to replace it.")
+    try:
+        with claimed_outputs([target], f"--pruned_dir '{args.pruned_dir}' (its {ONNX_FILE})", args.overwrite,
+                             "written by main.py --export onnx or an earlier export"):
+            return _export(args, model, export_and_check, example_inputs)
     except OutputError as e:
-        release_locks()
         print(f"error: {e}", file=sys.stderr)
         return 2
-    try:
-        return _export(args, model, export_and_check, example_inputs)
-    finally:
-        release_locks()
 
 
 def _export(args, model, export_and_check, example_inputs) -> int:

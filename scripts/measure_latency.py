@@ -22,7 +22,7 @@ from transformers import AutoConfig
 from arch import UnsupportedModelError, facts_for
 from prune.latency import fit_piecewise_linear
 from prune.latency_tables import measure_luts
-from run.folder import OutputError, acquire_lock, release_locks
+from run.folder import OutputError, claimed_outputs
 
 
 def _positive(text: str) -> int:
@@ -80,21 +80,12 @@ def main(argv=None) -> int:
     ffn_path = args.ffn_lut or os.path.join(args.output_dir, "ffn_lut.pt")
     info_path = os.path.join(os.path.dirname(os.path.abspath(mha_path)), "lut_info.json")
     try:      # two measurements into one folder would mix their tables; existing ones only with --overwrite
-        os.makedirs(os.path.dirname(os.path.abspath(mha_path)), exist_ok=True)
-        acquire_lock(os.path.dirname(os.path.abspath(mha_path)), file=os.path.abspath(mha_path) + ".lock",
-                     what=f"--mha_lut '{mha_path}'")
-        existing = [p for p in (mha_path, ffn_path, info_path) if os.path.lexists(p)]
-        if existing and not args.overwrite:
-            raise OutputError(f"{', '.join(existing)} exist(s) (tables of an earlier measurement); they are not "
-                              f"replaced. Pass --overwrite to replace them, or choose another --output_dir.")
+        with claimed_outputs([mha_path, ffn_path, info_path], f"--mha_lut '{mha_path}'", args.overwrite,
+                             "tables of an earlier measurement; or choose another --output_dir"):
+            return _measure(args, config, facts, hidden, ffn, dtype, mha_path, ffn_path, info_path)
     except OutputError as e:
-        release_locks()
         print(f"error: {e}", file=sys.stderr)
         return 2
-    try:
-        return _measure(args, config, facts, hidden, ffn, dtype, mha_path, ffn_path, info_path)
-    finally:
-        release_locks()
 
 
 def _measure(args, config, facts, hidden, ffn, dtype, mha_path, ffn_path, info_path) -> int:

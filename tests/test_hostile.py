@@ -23,7 +23,7 @@ import export.hf_folder as pruned_io
 from export.hf_load import load_pruned
 from tests.test_errors import _argv, _glue, _save_ckpt, assert_user_error, run_main
 from tests.test_main_lm import _text
-from tests.test_safety import SAVE, _env, _wait_for_log, snapshot
+from tests.test_safety import SAVE, _env, _wait_for_log, ckpt, slow_data, snapshot, sst2  # noqa: F401  (fixtures)
 from tests.tiny import save_tiny_checkpoint, tiny_config, tiny_decoder_config
 from export.hf_folder import PrunedModelError
 
@@ -32,22 +32,6 @@ SENTENCES = [("a charming and affecting journey", 1), ("dull and lifeless", 0), 
              ("a mess", 0), ("moving and funny", 1), ("painfully slow", 0)]
 
 pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory, tokenizer):
-    return _save_ckpt(tmp_path_factory.mktemp("ckpt"), tokenizer)
-
-
-@pytest.fixture(scope="module")
-def sst2(tmp_path_factory):
-    return _glue(tmp_path_factory.mktemp("glue"))
-
-
-@pytest.fixture(scope="module")
-def slow_data(tmp_path_factory):
-    rows = [f"{s} number {i}\t{y}" for i in range(120) for s, y in SENTENCES]
-    return _glue(tmp_path_factory.mktemp("slow"), train="sentence\tlabel\n" + "\n".join(rows) + "\n")
 
 
 @pytest.fixture(scope="module")
