@@ -21,6 +21,7 @@ from prune.methods import TuningInputs
 from prune.rearrange import rearrange_masks
 from prune.reconstruct import RIDGE
 from prune.search import teacher_constraint
+from prune.widths import apply_width_multiple
 from utils.arch import BoundArch
 from utils.distributed import Dist
 from utils.offload import Placement
@@ -47,6 +48,7 @@ class PruneOptions:
     last_mha_all_tokens: bool = False   # lsq: fit the last layer's attention on all tokens, not only the loss's
     head_refit: bool = True             # lsq: refit the task head's first Linear to the unpruned model's
     checkpoint_layers: bool = False     # gradients: recompute blocks in the backward pass (less memory, same result)
+    width_multiple: int = 1             # every layer keeps a multiple of this many FFN channels (prune/widths.py)
 
 
 @dataclass
@@ -103,6 +105,8 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
         else:
             teacher = budget.search(head_imp, neuron_imp, teacher_constraint(options.constraint, options.teacher_exponent))
         student = budget.search(head_imp, neuron_imp, options.constraint)
+        student = apply_width_multiple(budget, neuron_imp, student, options.constraint, options.width_multiple,
+                                       options.search)
     result.masks["teacher"] = teacher
     result.masks["search"] = student
     log.info("search: head units kept per layer %s, neurons kept per layer %s",
