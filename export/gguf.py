@@ -152,13 +152,13 @@ def _tensors(model, head_dim: int, plan: list[dict], rope_factors) -> list[tuple
     T, N = gguf.MODEL_TENSOR, gguf.TENSOR_NAMES
     hidden = model.config.hidden_size
     base = model.model
-    out = [(N[T.TOKEN_EMBD], _np(base.embed_tokens.weight))]
+    out = [(N[T.TOKEN_EMBD] + ".weight", _np(base.embed_tokens.weight))]
     tied = model.lm_head.weight.data_ptr() == base.embed_tokens.weight.data_ptr()
     if not tied:
-        out.append((N[T.OUTPUT], _np(model.lm_head.weight)))
-    out.append((N[T.OUTPUT_NORM], _np(base.norm.weight)))
+        out.append((N[T.OUTPUT] + ".weight", _np(model.lm_head.weight)))
+    out.append((N[T.OUTPUT_NORM] + ".weight", _np(base.norm.weight)))
     if rope_factors is not None:
-        out.append((N[T.ROPE_FREQS], rope_factors))
+        out.append((N[T.ROPE_FREQS] + ".weight", rope_factors))
     for i, (block, p) in enumerate(zip(base.layers, plan)):
         def name(kind, suffix="weight"):
             return N[kind].format(bid=i) + "." + suffix
