@@ -375,3 +375,9 @@ def quantize_gguf(src: str, dst: str, kind: str = "q4_k_m", threads: int = 0) ->
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
     return {"path": dst, "bytes": os.path.getsize(dst), "quant": kind, "tensor_types": types,
             "weight_bytes_per_token": weight_bytes_per_token(dst)}
+
+
+def gguf_exporter(pruned_model, folder: str, task_data=None) -> dict:
+    """The `--export gguf` entry for export/__init__.py's EXPORTERS table: `folder` is the saved (staged) pruned
+    model folder, which holds the tokenizer; writes folder/model-f16.gguf."""
+    return export_gguf(pruned_model, folder, tokenizer_dir=folder, dtype="f16")
