@@ -9,7 +9,7 @@ Every --model (LABEL=FOLDER: a save_pruned folder or an unpruned checkpoint) is 
 GGUF, in llama.cpp (llama-cpp-python 0.3.36, --threads threads):
 - file size and weight bytes read per generated token (every tensor but the token embedding, counted from the
   GGUF tensor sizes: generation is memory-bound, so dense bytes / pruned bytes is the limit of its speedup);
-- perplexity on data/lm/eval.txt: the same consecutive non-overlapping windows of --seq_len tokens as the
+- perplexity on data/lm/eval.txt (and, beside it, PyTorch's fp32 perplexity of the same windows): the same consecutive non-overlapping windows of --seq_len tokens as the
   project's causal_lm task (dataset.lm_text.evaluation_sequences, the model folder's tokenizer), each window
   evaluated from an empty KV cache, token-weighted NLL over every predicted token (the project's protocol);
 - prompt tokens/s: one batch of --prompt_tokens tokens (the first evaluation window's) from an empty cache,
@@ -61,8 +61,7 @@ def perplexity(path, windows, threads) -> float:
     llm = _open(path, windows.shape[1], threads, logits_all=True)
     nll, count = 0.0, 0
     for row in windows.tolist():
-        llm.reset()
-        llm._ctx.memory_clear(True) if hasattr(llm._ctx, "memory_clear") else None
+        llm.reset()           # eval then drops the KV cache from position 0
         llm.eval(row)
         logits = np.asarray(llm.scores[:len(row) - 1], dtype=np.float64)
         m = logits.max(1, keepdims=True)
@@ -74,16 +73,15 @@ def perplexity(path, windows, threads) -> float:
 
 def speed(path, prompt, gen_tokens, threads, repetitions) -> dict:
     llm = _open(path, len(prompt) + gen_tokens + 8, threads, logits_all=False)
+    n_vocab = llm.n_vocab()
     prompt_s, gen_s = [], []
     for rep in range(repetitions + 1):            # the first run warms up and is not counted
         llm.reset()
-        if hasattr(llm._ctx, "memory_clear"):
-            llm._ctx.memory_clear(True)
         t0 = time.perf_counter()
         llm.eval(prompt)
         t1 = time.perf_counter()
         for _ in range(gen_tokens):
-            nxt = int(np.argmax(llm.eval_logits[-1]))
+            nxt = int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(n_vocab,))))
             llm.eval([nxt])
         t2 = time.perf_counter()
         if rep:
@@ -97,7 +95,14 @@ def speed(path, prompt, gen_tokens, threads, repetitions) -> dict:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import torch
     from transformers import AutoTokenizer
+
+    from dataset.lm_text import lm_batches
+    from evaluate.perplexity import perplexity as _ppl
+
+    def torch_perplexity(model, windows, batch_size):
+        return _ppl(model.float(), lm_batches(windows, batch_size))
 
     from dataset.lm_text import evaluation_sequences
     from export.gguf import export_gguf, quantize_gguf
@@ -112,11 +117,15 @@ def main(argv=None) -> int:
         windows = evaluation_sequences(text, tokenizer, args.seq_len, args.eval_sequences)
         prompt = windows[0, :args.prompt_tokens].tolist()
         out_dir = os.path.join(args.work_dir, label)
-        f16 = export_gguf(load_model(folder), out_dir, folder, dtype="f16")
+        model = load_model(folder)
+        torch_ppl = torch_perplexity(model, windows.to(torch.long)[:], 8)["perplexity"]
+        f16 = export_gguf(model, out_dir, folder, dtype="f16")
+        del model
         for quant in args.quant:
             info = f16 if quant == "f16" else quantize_gguf(f16["path"], os.path.join(out_dir, f"model-{quant}.gguf"),
                                                             quant)
             row = {"model": label, "folder": folder, "quant": quant, "file_bytes": info["bytes"],
+                   "pytorch_perplexity_fp32": torch_ppl,
                    "weight_bytes_per_token": info["weight_bytes_per_token"],
                    "perplexity": perplexity(info["path"], windows, args.threads),
                    **speed(info["path"], prompt, args.gen_tokens, args.threads, args.repetitions)}
@@ -137,12 +146,12 @@ def main(argv=None) -> int:
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
-    print("| model | type | file MB | bytes/token MB | perplexity | prompt tok/s | gen tok/s | gen speedup | "
+    print("| model | type | file MB | bytes/token MB | perplexity (PyTorch fp32) | prompt tok/s | gen tok/s | gen speedup | "
           "bytes ratio (limit) | speedup / limit |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['quant']} | {r['file_bytes'] / 1e6:.1f} | {r['weight_bytes_per_token'] / 1e6:.1f} | "
-              f"{r['perplexity']:.2f} | {r['prompt_tokens_per_s']:.0f} | {r['generation_tokens_per_s']:.1f} | "
+              f"{r['perplexity']:.2f} ({r['pytorch_perplexity_fp32']:.2f}) | {r['prompt_tokens_per_s']:.0f} | {r['generation_tokens_per_s']:.1f} | "
               f"{r['generation_speedup']:.2f}x | {r['bytes_ratio_limit']:.2f}x | {r['speedup_over_limit']:.2f} |")
     print(f"load average before {load_before}, after {result['load_average_after']}")
     return 0

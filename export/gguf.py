@@ -363,7 +363,8 @@ def quantize_gguf(src: str, dst: str, kind: str = "q4_k_m", threads: int = 0) ->
     params.ftype = getattr(llama_cpp, QUANT_TYPES[kind])
     params.nthread = threads
     tmp = dst + ".partial"
-    rc = llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), params)
+    import ctypes
+    rc = llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params))
     if rc != 0:
         if os.path.exists(tmp):
             os.remove(tmp)
