@@ -155,6 +155,21 @@ def test_unsupported_inputs_are_user_errors(tokenizer_dir, tmp_path):
         export_gguf(_model("llama", tokenizer_dir), str(tmp_path), str(tmp_path))
 
 
+@pytest.mark.parametrize("family,case", [("llama", "pruned"), ("qwen2", "pruned"), ("llama", "no_heads_layer0"),
+                                         ("llama", "dense"), ("qwen2", "tied_dense")])
+def test_numpy_reading_of_deci_matches_pytorch(family, case, tokenizer_dir, tmp_path):
+    """The exported F32 file run by tests/deci_reference.py (deci.cpp's graph in NumPy): no llama.cpp needed."""
+    from tests.deci_reference import deci_logits
+    model = _model(family, tokenizer_dir, tied=case == "tied_dense")
+    if case == "pruned":
+        model, _ = _pruned(model)
+    elif case == "no_heads_layer0":
+        model, _ = _pruned(model, no_heads_layer=0, no_channels_layer=1)
+    info = export_gguf(model, str(tmp_path), tokenizer_dir, dtype="f32")
+    expected, got = _torch_logits(model, IDS), deci_logits(info["path"], IDS)
+    assert np.abs(got - expected).max() / np.abs(expected).max() < TOL["f32"]
+
+
 # ------------------------------------------------------------------------------------------ in llama.cpp
 def _llama(path, f32_cache):
     llama_cpp = pytest.importorskip("llama_cpp")
