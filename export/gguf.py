@@ -204,7 +204,7 @@ def _pre_tokenizer_name(spec: dict) -> str:
     parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [p.get("type") for p in parts]
     if kinds == ["ByteLevel"] and parts[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"       # llama.cpp's name for GPT-2's regex
     if kinds == ["Digits", "ByteLevel"] and parts[0].get("individual_digits") and parts[1].get("use_regex", True):
         return "smollm"      # digits one by one, then GPT-2's regex (llama.cpp: starcoder/smollm)
     if kinds and kinds[0] == "Split":
