@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", default=run_defaults.data.batch_size, type=_positive_int,
                    help=f"sample batch size for the gradients, mask tuning and evaluation (default "
                         f"{run_defaults.data.batch_size})")
+    p.add_argument("--width_multiple", default=defaults.width_multiple, type=_positive_int,
+                   help=f"every layer keeps a multiple of this many FFN channels (0 allowed), under the same budget, "
+                        f"e.g. 32 or 256 for llama.cpp's quantized types (default {defaults.width_multiple}: any count)")
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_mask_tuning", "--no_rescale", dest="no_mask_tuning", action="store_true",
                    help="ablation: skip mask tuning (--no_rescale is the old name)")
@@ -270,7 +273,8 @@ def config_from_args(argv=None) -> RunConfig:
     options = PruneOptions(args.constraint, rearrange=not args.no_rearrange, mask_tuning=not args.no_mask_tuning,
                            method=args.method, importance=args.importance, metric=args.metric, search=args.search,
                            seed=args.seed, teacher=args.teacher, teacher_exponent=args.teacher_exponent,
-                           ridge=args.ridge, head_refit=not args.no_head_refit)
+                           ridge=args.ridge, head_refit=not args.no_head_refit,
+                           width_multiple=args.width_multiple)
     output_dir = args.output_dir or os.path.join(
         "outputs", os.path.basename(os.path.normpath(args.ckpt_dir)), args.task_name, args.metric,
         f"{args.constraint:g}", f"seed_{args.seed}")

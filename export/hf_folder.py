@@ -14,6 +14,7 @@ import json
 import os
 
 from export.hf_native import make_native
+from export.stock import save_stock
 from prune.physical import count_parameters
 from utils.atomic import discard_dir, place_dir, stage_dir
 from utils.errors import UserError
@@ -55,8 +56,10 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
         raise FileExistsError(f"'{path}' exists; pass overwrite=True to replace it")
     tmp = stage_dir(path)
     try:
-        model.save_pretrained(tmp)
-        make_native(model, tmp)
+        stock = save_stock(model, None, tmp)       # same widths in every layer: the family's own config
+        if stock is None:
+            model.save_pretrained(tmp)
+            make_native(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         info = {
@@ -69,6 +72,7 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
                                       "hidden_size", "heads_per_layer", "neurons_per_layer", "kept_heads",
                                       "kept_neurons", "biased")},
             **({"run_id": run_id} if run_id else {}),
+            **({"stock": stock} if stock else {}),
         }
         with open(os.path.join(tmp, PRUNING_FILE), "w") as f:
             json.dump(info, f, indent=1)
@@ -152,6 +156,8 @@ PRUNING_FIELDS = {     # required fields, checked in this order (later checks re
     "heads_per_layer": _per_layer("num_heads"), "neurons_per_layer": _per_layer("ffn_dim"),
     "kept_heads": _kept("num_heads", "heads_per_layer"), "kept_neurons": _kept("ffn_dim", "neurons_per_layer"),
 }
+
+
 def _biased(value, info):
     if not isinstance(value, list):
         return "must be a list of [layer, role] pairs"
@@ -162,7 +168,13 @@ def _biased(value, info):
     return None
 
 
-OPTIONAL_FIELDS = {"run_id": _text, "heads_per_unit": _positive_int, "biased": _biased}
+def _stock(value, info):
+    if not isinstance(value, dict) or not isinstance(value.get("architecture"), str):
+        return "must be the stock config's record (a dict naming its architecture)"
+    return None
+
+
+OPTIONAL_FIELDS = {"run_id": _text, "heads_per_unit": _positive_int, "biased": _biased, "stock": _stock}
 
 
 def validate_pruning_info(info: dict) -> dict:

@@ -12,7 +12,7 @@ import os
 
 import transformers
 from safetensors.torch import load_file
-from transformers import AutoConfig
+from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.initialization import no_init_weights
 
 from arch import bind
@@ -26,6 +26,8 @@ def load_pruned(path: str, device="cpu"):
     """Rebuild a model saved by `save_pruned`: config -> model -> same shrinking -> strict weights."""
 
     info = read_pruning_info(path)
+    if info.get("stock"):        # a plain checkpoint of its family (export/stock.py): transformers builds it
+        return _load_stock(path, device)
     config_file = os.path.join(path, "config.json")
     try:
         config = AutoConfig.from_pretrained(path)
@@ -138,3 +140,13 @@ def _load_weights(path: str, device) -> dict:
 def _first_line(e: BaseException, limit: int = 200) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:limit] if text else type(e).__name__
+
+
+def _load_stock(path: str, device):
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path)
+    except Exception as e:      # a damaged file of the folder: name it and the fix, not the library's error
+        raise PrunedModelError(f"cannot load the stock checkpoint in '{path}' ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0][:300]}); the folder is damaged: copy it again, or save the "
+                               f"model again (main.py --save_pruned)") from None
+    return model.to(device).eval()

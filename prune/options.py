@@ -37,6 +37,7 @@ class PruneOptions:
     last_mha_all_tokens: bool = False   # lsq: fit the last layer's attention on all tokens, not only the loss's
     head_refit: bool = True             # lsq: refit the task head's first Linear to the unpruned model's
     checkpoint_layers: bool = False     # gradients: recompute blocks in the backward pass (less memory, same result)
+    width_multiple: int = 1             # every layer keeps a multiple of this many FFN channels (prune/widths.py)
 
 
 def option_defaults() -> dict:
@@ -77,6 +78,7 @@ def variant_name(chosen: dict) -> str:
         "search": lambda v: f"search_{v}",
         "head_refit": lambda v: ("nohead" if not v else "head") if tuning and method == "lsq" else None,
         "last_mha_all_tokens": lambda v: "lastmha_all" if v and tuning and method == "lsq" else None,
+        "width_multiple": lambda v: f"width{int(v)}",
     }
     for key in defaults:
         if key in named or _same(o[key], defaults[key]):

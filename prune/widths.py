@@ -1,0 +1,85 @@
+"""Hardware-friendly FFN widths: every layer keeps a multiple of N channels (0 allowed), under the same budget.
+
+Quantized kernels work on blocks of a row: llama.cpp's K-quants (Q4_K_M ...) on 256 values, Q8_0/Q4_0 on 32,
+and GPU GEMMs are fastest on multiples of 64/128. A row of the FFN output projection is as long as the layer's
+channel count, so a width such as 1,336 leaves that projection in a fallback type.
+
+`multiple_widths` takes the search's masks and re-chooses the FFN channels: with the kept head units fixed, the
+neurons the budget pays for are spent in blocks of N, each layer's k-th block being its channels ranked
+kN..(k+1)N-1 by importance. Within a layer the blocks' values fall (channels are ranked), and every block costs
+the same, so taking the most valuable blocks over all layers is the exact optimum of "most importance kept
+with per-layer counts that are multiples of N" (the greedy on a concave separable objective). With the uniform
+search, every layer keeps the same count: the largest multiple of N that fits.
+"""
+from __future__ import annotations
+
+import torch
+
+from utils.errors import UserError
+
+
+class WidthMultipleError(UserError):
+    """--width_multiple given a value or a budget metric it cannot work with."""
+
+
+def _rank_blocks(importance: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer, channel order by importance (desc) and the value of each whole block of `multiple` channels."""
+    layers, ffn = importance.shape
+    order = importance.float().argsort(dim=1, descending=True, stable=True)
+    ranked = importance.float().gather(1, order)
+    blocks = ffn // multiple
+    values = ranked[:, :blocks * multiple].reshape(layers, blocks, multiple).sum(-1) if blocks else \
+        ranked.new_zeros(layers, 0)
+    return order, values
+
+
+def multiple_widths(neuron_importance: torch.Tensor, head_mask: torch.Tensor, cost, constraint: float,
+                    multiple: int, uniform: bool = False) -> torch.Tensor:
+    """A binary neuron mask [layers, ffn] whose per-layer counts are multiples of `multiple` and whose cost with
+    `head_mask` stays within constraint x the full cost (cost: prune.cost.UnitCost, equal cost per unit).
+
+    multiple=1 returns the most important neurons the budget pays for (global, or the same count per layer
+    with uniform=True). Raises WidthMultipleError when multiple < 1 or the head units alone exceed the budget."""
+    if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
+        raise WidthMultipleError(f"width_multiple must be a positive integer, got {multiple!r}")
+    layers, ffn = neuron_importance.shape
+    budget = constraint * cost.of_counts(head_mask.numel(), neuron_importance.numel())
+    heads = int((head_mask != 0).sum())
+    left = budget - cost.of_counts(heads, 0)
+    if left < -1e-9 * abs(budget):
+        raise WidthMultipleError(f"the kept head units alone cost more than the budget ({constraint}); "
+                                 f"raise the constraint")
+    neurons = max(0, int(left // cost.per_neuron)) if cost.per_neuron > 0 else layers * ffn
+    while neurons > 0 and cost.of_counts(heads, neurons) > budget:     # float rounding
+        neurons -= 1
+    order, values = _rank_blocks(neuron_importance, multiple)
+    counts = torch.zeros(layers, dtype=torch.long)
+    if uniform:
+        per_layer = min(ffn // multiple, neurons // (layers * multiple)) * multiple
+        counts[:] = per_layer
+    elif values.numel():
+        take = min(neurons // multiple, values.numel())
+        # ties broken towards earlier layers and earlier blocks: a stable sort of the flattened values
+        best = values.flatten().argsort(descending=True, stable=True)[:take]
+        counts = torch.bincount(best // values.shape[1], minlength=layers) * multiple
+    mask = torch.zeros(layers, ffn, dtype=torch.float32)
+    ranks = torch.arange(ffn).expand(layers, ffn)
+    mask.scatter_(1, order, (ranks < counts[:, None]).float())
+    return mask.to(neuron_importance.device)
+
+
+def apply_width_multiple(budget, neuron_importance: torch.Tensor, masks: tuple, constraint: float,
+                         multiple: int, search: str) -> tuple:
+    """The pipeline's hook: the search's (head mask, neuron mask) with the neurons re-chosen by multiple_widths.
+    `budget` is the run's prune.budgets budget; only count budgets (mac, params) have a per-unit cost."""
+    if multiple == 1:
+        return masks
+    cost = getattr(budget, "cost", None)
+    if cost is None:
+        raise WidthMultipleError("width_multiple needs the mac or params metric (the latency metric's tables "
+                                 "price every width separately); drop --width_multiple or use --metric mac")
+    if search == "threshold":
+        raise WidthMultipleError("width_multiple works with --search global or uniform, not threshold")
+    head_mask, _ = masks
+    return head_mask, multiple_widths(neuron_importance, head_mask, cost, constraint, multiple,
+                                      uniform=search == "uniform")
