@@ -63,6 +63,8 @@ class RunConfig:
     head_refit: bool = True
     device_map: str | None = None
     max_memory: dict | None = None
+    eval_tasks: str | None = None
+    eval_limit: int | None = None
 
 
 def _fraction(text: str) -> float:
@@ -123,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "wikitext2 or c4); keep it disjoint from --calib_file")
     p.add_argument("--eval_sequences", default=None, type=_positive_int,
                    help="causal_lm: evaluate on at most this many sequences of --max_seq_length tokens (default: all)")
+    p.add_argument("--eval_tasks", default=None,
+                   help="causal_lm: also score zero-shot accuracy with lm-evaluation-harness (pip install lm-eval) "
+                        "before and after pruning: task names (arc_easy,piqa; online), a folder of task YAML files "
+                        "(offline: python -m scripts.make_zero_shot_tasks -> data/zero_shot) or YAML files")
+    p.add_argument("--eval_limit", default=None, type=_positive_int,
+                   help="--eval_tasks: at most this many items per task (default: all)")
     p.add_argument("--metric", default=defaults.metric, choices=choices("metric"),
                    help="what --constraint is a fraction of: mac (heads + FFN at the task's average length), "
                         "params (heads + FFN weights) or latency (tables from scripts/measure_latency.py)")
@@ -208,6 +216,8 @@ def config_from_args(argv=None) -> RunConfig:
     if kind == "lm" and not (args.calib_file and args.eval_file):
         parser.error("--task_name causal_lm needs --calib_file and --eval_file (text files or folders; "
                      "wikitext2 or c4 from the hub when online)")
+    if args.eval_tasks and kind != "lm":
+        parser.error("--eval_tasks scores causal LMs (--task_name causal_lm)")
     if args.device_map and kind != "lm":
         parser.error("--device_map auto is for decoders (--task_name causal_lm); an encoder fits on one device")
     if args.max_memory and not args.device_map:
@@ -238,7 +248,7 @@ def config_from_args(argv=None) -> RunConfig:
         calib_file=args.calib_file, eval_file=args.eval_file, eval_sequences=args.eval_sequences,
         save_pruned=args.save_pruned, speed_batch_size=args.speed_batch_size, speed_seq_len=args.speed_seq_len,
         export=args.export, head_refit=not args.no_head_refit, device_map=args.device_map,
-        max_memory=args.max_memory)
+        max_memory=args.max_memory, eval_tasks=args.eval_tasks, eval_limit=args.eval_limit)
 
 
 def run(cfg: RunConfig, dist=None) -> dict:
@@ -311,6 +321,11 @@ def run(cfg: RunConfig, dist=None) -> dict:
         before = task.evaluate(model, arch)
     eval_seconds = time.perf_counter() - eval_start
     log.info("unpruned %s: %s", task.primary_metric, before)
+    zero_shot = {}
+    if cfg.eval_tasks and dist.is_main:           # lm-evaluation-harness on the in-memory model (issue #23)
+        from evaluate.zero_shot import zero_shot_scores
+        with placement.whole_model(model, "zero_shot"):
+            zero_shot["before"] = zero_shot_scores(model, tokenizer, cfg.eval_tasks, cfg.eval_limit, cfg.batch_size)
 
     prune_start = time.perf_counter()
     options = PruneOptions(cfg.constraint, rearrange=cfg.rearrange, mask_tuning=cfg.mask_tuning,
@@ -326,6 +341,11 @@ def run(cfg: RunConfig, dist=None) -> dict:
     with swapped_weights(arch, result.weight_updates), placement.whole_model(model, "evaluate"):
         after = task.evaluate(model, arch, head_mask, neuron_mask)
     log.info("pruned %s: %s (MAC ratio %.4f, pruning %.1f s)", task.primary_metric, after, result.mac_ratio, prune_seconds)
+    if zero_shot:
+        from utils.hooks import apply_masks
+        with swapped_weights(arch, result.weight_updates), placement.whole_model(model, "zero_shot"):
+            zero_shot["after"] = zero_shot_scores(model, tokenizer, cfg.eval_tasks, cfg.eval_limit, cfg.batch_size,
+                                                  context=lambda: apply_masks(arch, head_mask, neuron_mask))
     generations = _generations(model, arch, tokenizer, result, placement) if kind == "lm" else None
 
     stages = {}
@@ -372,6 +392,8 @@ def run(cfg: RunConfig, dist=None) -> dict:
     }
     if generations:
         results["generations"] = generations
+    if zero_shot:
+        results["zero_shot"] = zero_shot
     if cfg.metric == "latency":
         results["latency_ratio"] = result.budget_ratio
     staged = None
