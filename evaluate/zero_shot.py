@@ -215,11 +215,16 @@ def _quiet(level=logging.WARNING):
         logger.setLevel(old)
 
 
-def _metric(values: dict, name: str):
-    for key, value in values.items():
-        if key.split(",")[0] == name and isinstance(value, (int, float)):
-            return float(value)
-    return None
+def _prefix_token_id(model, tokenizer):
+    """None (the harness takes BOS, else EOS) unless the tokenizer has neither: then CLS, the config's BOS/EOS,
+    PAD or 0 (the harness would fail on a None prefix token, e.g. with a BERT-style tokenizer)."""
+    if tokenizer.bos_token_id is not None or tokenizer.eos_token_id is not None:
+        return None
+    for candidate in (getattr(tokenizer, "cls_token_id", None), getattr(model.config, "bos_token_id", None),
+                      getattr(model.config, "eos_token_id", None), tokenizer.pad_token_id):
+        if isinstance(candidate, int):
+            return candidate
+    return 0
 
 
 def _summarise(out: dict, names: list[str], keep_loglikelihoods: bool = False) -> dict:
@@ -285,7 +290,8 @@ def zero_shot_scores(model, tokenizer, tasks: str, limit: int | None = None, bat
     try:
         with _kept_rng_state(), _quiet(), _light_env_info(), torch.inference_mode(), \
                 (context() if context else contextlib.nullcontext()):
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(batch_size), max_length=max_length)
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=int(batch_size), max_length=max_length,
+                      prefix_token_id=_prefix_token_id(model, tokenizer))
             out = lm_eval.simple_evaluate(model=lm, tasks=specs, task_manager=manager, limit=limit,
                                           batch_size=int(batch_size), bootstrap_iters=1000, log_samples=True,
                                           write_out=False, cache_requests=False)
