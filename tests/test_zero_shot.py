@@ -111,7 +111,7 @@ def test_hand_computed_loglikelihood_choice_equals_harness(tiny_lm, word_tokeniz
 
 
 @needs_lm_eval
-def test_masks_change_the_scores_and_rng_is_kept(tiny_lm, word_tokenizer, tmp_path):
+def test_context_is_held_and_rng_is_kept(tiny_lm, word_tokenizer, tmp_path):
     folder = write_task(tmp_path / "tasks", "tiny_three", THREE_ITEMS)
     torch.manual_seed(123)
     expected = torch.rand(3)
