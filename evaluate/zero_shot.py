@@ -246,7 +246,7 @@ def _summarise(out: dict, names: list[str], keep_loglikelihoods: bool = False) -
         if items:
             row["items"] = len(items)
             choices = [len(s.get("arguments") or []) for s in items]
-            if all(choices):
+            if all(c > 1 for c in choices):         # multiple choice; an open-vocabulary task has no chance level
                 row["chance"] = sum(1.0 / c for c in choices) / len(choices)
             row["per_item"] = {m: [int(round(float(s[m]))) for s in items] for m in REPORTED
                                if all(m in s for s in items)}
@@ -255,12 +255,13 @@ def _summarise(out: dict, names: list[str], keep_loglikelihoods: bool = False) -
         else:
             row["items"] = out.get("n-samples", {}).get(name, {}).get("effective")
         tasks[name] = row
-    average = {}
+    average, over = {}, {}
     for metric in REPORTED:
-        values = [row[metric] for row in tasks.values() if row.get(metric) is not None]
-        if values and len(values) == len(tasks):
-            average[metric] = sum(values) / len(values)
-    return {"tasks": tasks, "average": average}
+        names_with = [name for name, row in tasks.items() if row.get(metric) is not None]
+        if names_with:
+            average[metric] = sum(tasks[n][metric] for n in names_with) / len(names_with)
+            over[metric] = names_with
+    return {"tasks": tasks, "average": average, "average_over": over}
 
 
 def zero_shot_scores(model, tokenizer, tasks: str, limit: int | None = None, batch_size: int = 8,

@@ -379,24 +379,39 @@ TASKS = {
     "pp_shakespeare_nextline": dict(kind="next verse line", chance=0.25, source="shakespeare",
                                     doc_to_text='"{{context}}"', doc_to_choice='"{{choices}}"',
                                     doc_to_target="label", target_delimiter='"\\n"'),
+    # LAMBADA-style, open vocabulary, on pp_fortune_cloze's items: acc = the greedy continuation is the word
+    "pp_fortune_lastword": dict(kind="final word, open vocabulary (greedy)", chance=None, source="fortunes",
+                                data="pp_fortune_cloze", output_type="loglikelihood",
+                                doc_to_text='"{{context}}"', doc_to_target='"{{\' \' + choices[label]}}"',
+                                target_delimiter='""'),
 }
+
+
+_GREEDY_METRICS = """metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
 
 
 def task_yaml(name: str) -> str:
     t = TASKS[name]
+    output_type = t.get("output_type", "multiple_choice")
     return (f"# Built by scripts/make_zero_shot_tasks.py ({t['kind']}, chance {t['chance']}); see PROVENANCE.json.\n"
             f"task: {name}\n"
             f"dataset_path: json\n"
             f"dataset_kwargs:\n"
             f"  data_files:\n"
-            f"    test: {name}.jsonl\n"
+            f"    test: {t.get('data', name)}.jsonl\n"
             f"test_split: test\n"
-            f"output_type: multiple_choice\n"
+            f"output_type: {output_type}\n"
             f"doc_to_text: {t['doc_to_text']}\n"
-            f"doc_to_choice: {t['doc_to_choice']}\n"
-            f"doc_to_target: {t['doc_to_target']}\n"
+            + (f"doc_to_choice: {t['doc_to_choice']}\n" if "doc_to_choice" in t else "")
+            + f"doc_to_target: {t['doc_to_target']}\n"
             f"target_delimiter: {t['target_delimiter']}\n"
-            f"{_MC_METRICS}")
+            + (_MC_METRICS if output_type == "multiple_choice" else _GREEDY_METRICS))
 
 
 def jsonl_bytes(items: list[dict]) -> bytes:
@@ -474,16 +489,19 @@ def build(out_dir: str = DEFAULT_OUT_DIR, vader_sdist: str | None = None, fortun
         shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(out_dir, exist_ok=True)
     outputs = {}
-    for name, task_items in items.items():
-        for file, data in ((f"{name}.jsonl", jsonl_bytes(task_items)), (f"{name}.yaml", task_yaml(name).encode())):
+    for name, t in TASKS.items():
+        data_name = t.get("data", name)
+        files = [(f"{name}.yaml", task_yaml(name).encode())]
+        if data_name == name:
+            files.append((f"{name}.jsonl", jsonl_bytes(items[name])))
+        for file, data in files:
             temp = os.path.join(out_dir, f".{file}.{os.getpid()}.tmp")
             with open(temp, "wb") as f:
                 f.write(data)
             os.replace(temp, os.path.join(out_dir, file))
-        t = TASKS[name]
-        outputs[name] = {"file": f"{name}.jsonl", "yaml": f"{name}.yaml", "items": len(task_items),
+        outputs[name] = {"file": f"{data_name}.jsonl", "yaml": f"{name}.yaml", "items": len(items[data_name]),
                          "kind": t["kind"], "chance": t["chance"], "source": t["source"],
-                         "sha256": _sha256(os.path.join(out_dir, f"{name}.jsonl")),
+                         "sha256": _sha256(os.path.join(out_dir, f"{data_name}.jsonl")),
                          "yaml_sha256": _sha256(os.path.join(out_dir, f"{name}.yaml"))}
     prov = {"builder": "scripts/make_zero_shot_tasks.py", "seed": SEED, "items_per_task": n,
             "sources": sources, "outputs": outputs,
@@ -511,7 +529,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, o in prov["outputs"].items():
-        print(f"{os.path.join(args.out_dir, o['file'])}: {o['items']} items, {o['kind']}, chance {o['chance']}, "
+        print(f"{name} ({os.path.join(args.out_dir, o['file'])}): {o['items']} items, {o['kind']}, chance {o['chance']}, "
               f"sha256 {o['sha256']}" + (" (unchanged)" if prov.get("skipped") else ""))
     return 0
 
