@@ -62,8 +62,10 @@ def main(argv=None) -> int:
     scores["folder"] = args.folder
     scores["seconds_total"] = round(time.perf_counter() - start, 3)
     for name, row in without_items(scores)["tasks"].items():
-        print(f"{name}: acc {row.get('acc', float('nan')):.4f} +- {row.get('acc_stderr') or 0:.4f}  "
-              f"acc_norm {row.get('acc_norm', float('nan')):.4f}  items {row.get('items')}  chance {row.get('chance')}")
+        def fmt(key):
+            return "n/a" if row.get(key) is None else f"{row[key]:.4f}"
+        print(f"{name}: acc {fmt('acc')} +- {fmt('acc_stderr')}  acc_norm {fmt('acc_norm')}  items {row.get('items')}  "
+              f"chance {fmt('chance')}")
     if scores["average"]:
         print("average: " + "  ".join(f"{k} {v:.4f}" for k, v in scores["average"].items()))
     print(f"seconds: scoring {scores['seconds']}, total {scores['seconds_total']}")
