@@ -298,3 +298,19 @@ def test_built_tasks_run_in_the_harness(fake_sources, tmp_path, tiny_lm, word_to
     for name, row in scores["tasks"].items():
         assert row["items"] == 2 and row.get("chance") == pytest.approx(TASKS[name]["chance"])
         assert 0 <= row["acc"] <= 1
+
+
+@needs_lm_eval
+def test_eval_saved_scores_a_folder(tiny_lm, word_tokenizer, tmp_path, capsys):
+    from scripts.eval_saved import main as eval_saved
+    folder = tmp_path / "model"
+    tiny_lm.save_pretrained(folder)
+    word_tokenizer.save_pretrained(folder)
+    tasks = write_task(tmp_path / "tasks", "tiny_three", THREE_ITEMS)
+    out = tmp_path / "scores.json"
+    assert eval_saved([str(folder), "--eval_tasks", tasks, "--batch_size", "2", "--output", str(out)]) == 0
+    direct = zero_shot_scores(tiny_lm, word_tokenizer, tasks, batch_size=2)
+    saved = json.loads(out.read_text())
+    assert saved["tasks"]["tiny_three"]["per_item"] == direct["tasks"]["tiny_three"]["per_item"]
+    assert "tiny_three: acc" in capsys.readouterr().out
+    assert eval_saved([str(tmp_path / "nowhere"), "--eval_tasks", tasks]) == 2
