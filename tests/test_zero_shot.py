@@ -261,10 +261,7 @@ def test_builder_is_deterministic(fake_sources, tmp_path):
     nextline = [json.loads(x) for x in (tmp_path / "a" / "pp_shakespeare_nextline.jsonl").read_text().splitlines()]
     assert all(it["play"] in ("tempest", "lear") for it in nextline)        # poems (sonnets) are left out
     cloze = [json.loads(x) for x in (tmp_path / "a" / "pp_fortune_cloze.jsonl").read_text().splitlines()]
-    order = [json.loads(x) for x in (tmp_path / "a" / "pp_fortune_order.jsonl").read_text().splitlines()]
-    order_texts = [o["context"] + " " + o["choices"][o["label"]] for o in order]
-    assert not any(t.startswith(c["context"]) for c in cloze for t in order_texts)   # disjoint fortunes
-    assert all("--" not in it["context"] for it in cloze + order)          # attribution lines dropped
+    assert all("--" not in it["context"] for it in cloze)                   # attribution lines dropped
     # the second build of the same folder is skipped (sha256 match)
     assert build(str(tmp_path / "a"), n=6, **fake_sources).get("skipped") is True
 
