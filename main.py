@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "wikitext2 or c4); keep it disjoint from --calib_file")
     p.add_argument("--eval_sequences", default=None, type=_positive_int,
                    help="causal_lm: evaluate on at most this many sequences of --max_seq_length tokens (default: all)")
+    p.add_argument("--eval_tasks", default=None,
+                   help="causal_lm: also score zero-shot accuracy with lm-evaluation-harness (pip install lm-eval) "
+                        "before and after pruning: task names (arc_easy,piqa; online), a folder of task YAML files "
+                        "(offline: python -m scripts.make_zero_shot_tasks -> data/zero_shot) or YAML files")
+    p.add_argument("--eval_limit", default=None, type=_positive_int,
+                   help="--eval_tasks: at most this many items per task (default: all)")
     p.add_argument("--metric", default=defaults.metric, choices=choices("metric"),
                    help="what --constraint is a fraction of: mac (heads + FFN at the task's average length), "
                         "params (heads + FFN weights) or latency (tables from python -m scripts.measure_latency)")
@@ -257,7 +263,8 @@ def config_from_args(argv=None) -> RunConfig:
     data = DataRequest(task_name=args.task_name, num_samples=args.num_samples or task.num_samples, seed=args.seed,
                        max_seq_length=args.max_seq_length or task.max_seq_length, batch_size=args.batch_size,
                        data_dir=args.data_dir, doc_stride=args.doc_stride, calib_file=args.calib_file,
-                       eval_file=args.eval_file, eval_sequences=args.eval_sequences)
+                       eval_file=args.eval_file, eval_sequences=args.eval_sequences,
+                       eval_tasks=args.eval_tasks, eval_limit=args.eval_limit)
     for problem in task.check_request(data):
         parser.error(problem)
     if args.device_map and task.head != "causal_lm":
@@ -347,7 +354,8 @@ def run(cfg: RunConfig, dist=None) -> dict:
         after = data.evaluate(model, arch, head_mask, neuron_mask)
     log.info("pruned %s: %s (MAC ratio %.4f, pruning %.1f s)", data.primary_metric, after, result.mac_ratio,
              prune_seconds)
-    extras = task.pruned_extras(model, arch, tokenizer, result.final, result.weight_updates, placement)
+    extras = task.pruned_extras(cfg.data, model, arch, tokenizer, result.final, result.weight_updates, placement,
+                                dist)
 
     stages = {}
     if cfg.eval_stages:

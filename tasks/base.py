@@ -25,6 +25,12 @@ class DataRequest:
     calib_file: str | None = None        # causal LM: calibration text
     eval_file: str | None = None         # causal LM: held-out text
     eval_sequences: int | None = None    # causal LM: cap on evaluation windows
+    eval_tasks: str | None = None        # causal LM: lm-evaluation-harness tasks (names, YAML folders or files)
+    eval_limit: int | None = None        # causal LM: items per zero-shot task
+
+
+# flags that only some tasks read: a task that does not list one in `reads` refuses it instead of ignoring it
+TASK_SPECIFIC = ("calib_file", "eval_file", "eval_sequences", "eval_tasks", "eval_limit")
 
 
 @dataclass
@@ -54,10 +60,17 @@ class Task:
     max_seq_length: int = 128         # default --max_seq_length
     num_samples: int = 2048           # default --num_samples
     needs: dict[str, str] = {}        # DataRequest field -> why it is required (the error names the flag)
+    reads: tuple[str, ...] = ()       # the task-specific DataRequest fields it reads (others must stay unset)
 
     def check_request(self, request: DataRequest) -> list[str]:
-        """What the user must add: one message per missing required input."""
-        return [why for field, why in self.needs.items() if getattr(request, field) in (None, "")]
+        """What the user must change: one message per missing required input or per flag the task ignores."""
+        problems = [why for field, why in self.needs.items() if getattr(request, field) in (None, "")]
+        for field in TASK_SPECIFIC:
+            if field not in self.reads and getattr(request, field) not in (None, ""):
+                users = ", ".join(self.names[:3]) + ("..." if len(self.names) > 3 else "")
+                problems.append(f"--{field} does not apply to --task_name {request.task_name} ({users} ignore it): "
+                                f"drop it, or pick a task that reads it")
+        return problems
 
     def prepare(self, request: DataRequest, tokenizer, config, dist=None) -> TaskData:
         raise NotImplementedError
@@ -70,7 +83,8 @@ class Task:
         """Random inputs for timing and export (the one maker: utils/timing.random_inputs)."""
         return random_inputs(config, batch_size, seq_len, device, seed)
 
-    def pruned_extras(self, model, arch, tokenizer, masks, weight_updates, placement) -> dict:
+    def pruned_extras(self, request: DataRequest, model, arch, tokenizer, masks, weight_updates, placement,
+                      dist=None) -> dict:
         """Extra results of the pruned (masked) model beside the metric, e.g. generations; {} by default."""
         return {}
 

@@ -10,6 +10,7 @@ from dataset.errors import DataError
 from dataset.lm_text import TextDataError, calibration_sequences, evaluation_sequences, lm_batches, load_text
 from evaluate.perplexity import greedy_generations, lm_loss, perplexity
 from evaluate.speed import decode_speed, prefill_latency
+from evaluate.zero_shot import zero_shot_scores
 from prune.reconstruct import swapped_weights
 from tasks.base import DataRequest, Task, TaskData
 from tasks.registry import register
@@ -68,12 +69,27 @@ def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, nu
                     loss_fn=lm_loss, checkpoint_layers=True, eval_batch_count=len(eval_batches))
 
 
+def zero_shot_before_after(model, arch, tokenizer, masks, weight_updates, placement, request: DataRequest) -> dict:
+    """lm-evaluation-harness scores of the unpruned model and of the pruned one (its masks and weight updates
+    applied to the same in-memory model)."""
+    score = lambda context=None: zero_shot_scores(model, tokenizer, request.eval_tasks, request.eval_limit,  # noqa: E731
+                                                  request.batch_size, context=context)
+    with placement.whole_model(model, "zero_shot"):
+        before = score()
+    with swapped_weights(arch, weight_updates), placement.whole_model(model, "zero_shot"):
+        after = score(lambda: apply_masks(arch, *masks))
+    log.info("zero-shot average acc: unpruned %s, pruned %s", before.get("average", {}).get("acc"),
+             after.get("average", {}).get("acc"))
+    return {"before": before, "after": after}
+
+
 class CausalLM(Task):
     names = ("causal_lm",)
     head = "causal_lm"
     auto_class = AutoModelForCausalLM
     max_seq_length = 256
     num_samples = 128
+    reads = ("calib_file", "eval_file", "eval_sequences", "eval_tasks", "eval_limit")
     needs = {"calib_file": "--task_name causal_lm needs --calib_file (a text file or folder; wikitext2 or c4 from "
                            "the hub when online)",
              "eval_file": "--task_name causal_lm needs --eval_file (held-out text, disjoint from --calib_file)"}
@@ -83,8 +99,17 @@ class CausalLM(Task):
                                  request.seed, request.max_seq_length, request.batch_size, request.eval_sequences,
                                  dist)
 
-    def pruned_extras(self, model, arch, tokenizer, masks, weight_updates, placement) -> dict:
-        """Greedy continuations of a few fixed prompts by the unpruned and the pruned model, for a person to read."""
+    def pruned_extras(self, request: DataRequest, model, arch, tokenizer, masks, weight_updates, placement,
+                      dist=None) -> dict:
+        """Greedy continuations of a few fixed prompts by the unpruned and the pruned model, for a person to read;
+        with --eval_tasks, their zero-shot accuracy through lm-evaluation-harness (on the first process only)."""
+        extras = self._generations(model, arch, tokenizer, masks, weight_updates, placement)
+        if request.eval_tasks and (dist is None or dist.is_main):
+            extras["zero_shot"] = zero_shot_before_after(model, arch, tokenizer, masks, weight_updates, placement,
+                                                         request)
+        return extras
+
+    def _generations(self, model, arch, tokenizer, masks, weight_updates, placement) -> dict:
         with placement.whole_model(model, "generations"):
             before = greedy_generations(model, tokenizer, PROMPTS, max_new_tokens=24)
         with swapped_weights(arch, weight_updates), placement.whole_model(model, "generations"):
