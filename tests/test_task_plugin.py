@@ -69,3 +69,11 @@ def test_an_unregistered_task_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main.config_from_args(["--task_name", "toy_parity", "--ckpt_dir", "x", "--constraint", "0.5"])
     assert e.value.code == 2 and "invalid choice: 'toy_parity'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", [["--eval_tasks", "data/zero_shot"], ["--calib_file", "calib.txt"]])
+def test_a_flag_the_task_does_not_read_is_refused_not_ignored(flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        main.config_from_args(["--task_name", "sst2", "--ckpt_dir", "x", "--constraint", "0.5", *flag])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"{flag[0]} does not apply to --task_name sst2" in err, err
