@@ -1,6 +1,6 @@
 """Hardware-friendly FFN widths: every layer keeps a multiple of N channels (0 allowed), under the same budget.
 
-Quantized kernels work on blocks of a row: llama.cpp's K-quants (Q4_K_M ...) on 256 values, Q8_0/Q4_0 on 32,
+Quantized kernels work on blocks of a row: the K-quants of GGUF engines (Q4_K_M ...) on 256 values, Q8_0/Q4_0 on 32,
 and GPU GEMMs are fastest on multiples of 64/128. A row of the FFN output projection is as long as the layer's
 channel count, so a width such as 1,336 leaves that projection in a fallback type.
 
