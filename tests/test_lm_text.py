@@ -88,7 +88,7 @@ def test_load_text_errors_name_the_path(tmp_path, kind):
         load_text(str(p))
     assert isinstance(e.value, ValueError)
     msg = str(e.value)
-    assert str(p) in msg and "make_lm_text.py" in msg
+    assert str(p) in msg and "scripts.make_lm_text" in msg
     expected = {"missing": "no such file", "empty": "empty", "blank": "empty", "binary": "binary",
                 "latin1": "not UTF-8", "empty_folder": "no .txt"}[kind]
     assert expected in msg
