@@ -11,11 +11,24 @@ import argparse
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
 
 STARTUP_INTERRUPTED = "\ninterrupted: stopped while starting up, before any file was written; run the same command again"
+
+
+def _interrupted_while_starting(signum, frame):
+    """SIGINT before main() runs: nothing is written yet, so leave at once. (A KeyboardInterrupt raised inside a
+    library's import can be swallowed by it, and the run would go on as if no Ctrl-C had come.)"""
+    sys.stderr.write(STARTUP_INTERRUPTED + "\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 try:    # a Ctrl-C while the libraries load is one line, not the import machinery's traceback
     import torch
@@ -134,7 +147,7 @@ def _seed(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = PruneOptions(constraint=0.5)
-    run_defaults = RunConfig("", "", "", defaults, DataRequest("", 0, 0, 0, 0))
+    run_defaults = RunConfig("", "", "", defaults, DataRequest("", 0, 0, 0))
     task_defaults = ", ".join(f"{task_registry.get(n).max_seq_length} for {n}" for n in task_registry.names()
                               if n in ("sst2", "squad", "causal_lm"))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -475,6 +488,8 @@ def main(argv=None) -> int:
     """Exit status: 0 done, 2 a user-fixable error (one `error: ...` paragraph on stderr; argparse's
     usage errors too), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Other exceptions are bugs and
     keep their traceback. Ctrl-C anywhere, the argument parsing included, is the one `interrupted:` line."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)     # from here on, Ctrl-C is a KeyboardInterrupt
     cfg = None
     dist = None
     try:

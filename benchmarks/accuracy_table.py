@@ -1,7 +1,7 @@
 """Accuracy at aggressive budgets on three tasks, methods compared with paired statistics (issue 14).
 
 Tasks: the movie-review benchmark (../shared/benchmark) and real GLUE MRPC and STS-B
-(../shared/data/glue) with all-MiniLM-L6-v2 fine-tuned by scripts/finetune.py (recipe below; the
+(../shared/data/glue) with all-MiniLM-L6-v2 fine-tuned by python -m scripts.finetune (recipe below; the
 checkpoints are rebuilt under checkpoints/ when missing). For every task x seed the mask gradients and
 the unpruned model's dev predictions are computed once; every (constraint, variant) cell then runs
 search -> rearrangement -> tuning and stores its per-example dev predictions, so the table is
@@ -50,10 +50,10 @@ class BenchTask:
     ckpt_dir: str
     data_dir: str
     max_length: int
-    finetune: dict | None = None    # scripts/finetune.py arguments that rebuild the checkpoint
+    finetune: dict | None = None    # python -m scripts.finetune arguments that rebuild the checkpoint
 
 
-# The recipe of the two GLUE checkpoints: scripts/finetune.py's defaults (3 epochs, lr 1e-4, batch 32,
+# The recipe of the two GLUE checkpoints: python -m scripts.finetune's defaults (3 epochs, lr 1e-4, batch 32,
 # AdamW, 6% warm-up) at 128 tokens, seed 0; STS-B 2 epochs (the sentence-similarity model converges fast).
 TASKS = {
     "movie": BenchTask("sst2", os.path.join(BENCH, "minilm-movie-sst2"), os.path.join(BENCH, "movie-sst2"), 64),

@@ -1,7 +1,7 @@
 """Text for the causal-LM task: loading, calibration windows, evaluation windows, batches.
 
 Offline (the default, and all that CI uses): a plain UTF-8 text file, or a folder of ``.txt`` files, e.g.
-``data/lm/calib.txt`` and ``data/lm/eval.txt`` built by ``scripts/make_lm_text.py`` from the Python 3.11
+``data/lm/calib.txt`` and ``data/lm/eval.txt`` built by ``python -m scripts.make_lm_text`` from the Python 3.11
 documentation (PSF licence; provenance in ``data/lm/PROVENANCE.json``).
 
 Online (kept for users with hub access; never exercised offline): ``wikitext2`` (datasets ``wikitext`` /

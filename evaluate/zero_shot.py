@@ -10,7 +10,7 @@ mask hooks or physically, never re-saved) in lm-eval's ``HFLM`` and runs ``lm_ev
 - one task YAML file.
 
 Local-file tasks (``dataset_path: json`` with ``dataset_kwargs: data_files``) may give their data files
-relative to the YAML's folder, so that a built task folder (``scripts/make_zero_shot_tasks.py``) can be moved;
+relative to the YAML's folder, so that a built task folder (``python -m scripts.make_zero_shot_tasks``) can be moved;
 a relative path that does not exist there is left to the harness (which resolves it against the working
 directory, as the ``lm_eval`` command does).
 
@@ -66,7 +66,7 @@ def _split_items(tasks: str) -> list[str]:
     items = [t.strip() for t in (tasks or "").split(",") if t.strip()]
     if not items:
         raise ZeroShotError("--eval_tasks is empty: give task names (arc_easy,piqa), a folder of task YAML files "
-                            "(data/zero_shot, built by scripts/make_zero_shot_tasks.py) or a YAML file.")
+                            "(data/zero_shot, built by python -m scripts.make_zero_shot_tasks) or a YAML file.")
     return items
 
 

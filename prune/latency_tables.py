@@ -113,7 +113,7 @@ def check_lut(lut, units: int, flag: str, what: str) -> torch.Tensor:
                     "by count 0..N (entry 0 = a block with no units).")
         raise LutError(f"{flag} has {lut.numel()} entries but the model has {units} {what} per layer, so it "
                        f"needs {units + 1} (counts 0..{units}).{hint} Measure it for this model with "
-                       f"scripts/measure_latency.py.")
+                       f"python -m scripts.measure_latency.")
     return lut
 
 
@@ -121,7 +121,7 @@ def load_lut(path: str, units: int, flag: str, what: str) -> torch.Tensor:
     """torch.load a LUT file and validate it (see check_lut)."""
     problem = file_problem(path)
     if problem:
-        raise LutError(f"{flag} '{path}' {problem}; pass the table file created by scripts/measure_latency.py")
+        raise LutError(f"{flag} '{path}' {problem}; pass the table file created by python -m scripts.measure_latency")
     try:
         table = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -129,10 +129,10 @@ def load_lut(path: str, units: int, flag: str, what: str) -> torch.Tensor:
     if not (isinstance(table, torch.Tensor) and table.dim() == 1 and table.is_floating_point()):
         kind = f"a {table.dim()}-D {table.dtype} tensor" if isinstance(table, torch.Tensor) else type(table).__name__
         raise LutError(f"{flag} '{path}' holds {kind}, not a 1-D float tensor of seconds; create it with "
-                       f"scripts/measure_latency.py")
+                       f"python -m scripts.measure_latency")
     lut = check_lut(table, units, flag, what)
     if float(lut.max()) == 0 or float(lut.max()) == float(lut.min()):
         raise LutError(f"{flag} '{path}' is {'all zero' if float(lut.max()) == 0 else 'flat'} ({lut[0]:.3g} s "
                        f"for every count), so no pruning changes the latency; measure it again with "
-                       f"scripts/measure_latency.py on the target device.")
+                       f"python -m scripts.measure_latency on the target device.")
     return lut

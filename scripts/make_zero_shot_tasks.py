@@ -1,9 +1,9 @@
 """Build offline zero-shot tasks for lm-evaluation-harness from human-written text shipped in registry packages.
 
 Each task is an lm-eval task YAML (``dataset_path: json``, ``dataset_kwargs: data_files`` relative to the YAML)
-beside its JSONL file, so ``--eval_tasks data/zero_shot`` (main.py, scripts/eval_saved.py) or
+beside its JSONL file, so ``--eval_tasks data/zero_shot`` (main.py, python -m scripts.eval_saved) or
 ``cd data/zero_shot && lm_eval --include_path . --tasks pp_review_sentiment ...`` scores them without the hub.
-None of them uses the causal-LM calibration / perplexity text (Python 3.11 documentation, scripts/make_lm_text.py).
+None of them uses the causal-LM calibration / perplexity text (Python 3.11 documentation, python -m scripts.make_lm_text).
 
 Tasks (multiple choice, scored by log-likelihood: ``acc`` takes the choice with the highest summed log-probability,
 ``acc_norm`` the highest per character of the choice); chance = mean of 1/choices:
@@ -402,7 +402,7 @@ metadata:
 def task_yaml(name: str) -> str:
     t = TASKS[name]
     output_type = t.get("output_type", "multiple_choice")
-    return (f"# Built by scripts/make_zero_shot_tasks.py ({t['kind']}, chance {t['chance']}); see PROVENANCE.json.\n"
+    return (f"# Built by python -m scripts.make_zero_shot_tasks ({t['kind']}, chance {t['chance']}); see PROVENANCE.json.\n"
             f"task: {name}\n"
             f"dataset_path: json\n"
             f"dataset_kwargs:\n"
@@ -507,7 +507,7 @@ def build(out_dir: str = DEFAULT_OUT_DIR, vader_sdist: str | None = None, fortun
                          "kind": t["kind"], "chance": t["chance"], "source": t["source"],
                          "sha256": _sha256(os.path.join(out_dir, f"{data_name}.jsonl")),
                          "yaml_sha256": _sha256(os.path.join(out_dir, f"{name}.yaml"))}
-    prov = {"builder": "scripts/make_zero_shot_tasks.py", "seed": SEED, "items_per_task": n,
+    prov = {"builder": "python -m scripts.make_zero_shot_tasks", "seed": SEED, "items_per_task": n,
             "sources": sources, "outputs": outputs,
             "not_calibration_text": "none of these texts is the Python 3.11 documentation used by data/lm"}
     with open(prov_path, "w") as f:

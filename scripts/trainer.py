@@ -1,4 +1,4 @@
-"""The fine-tuning trainer behind scripts/finetune.py (GLUE) and scripts/finetune_qa.py (SQuAD).
+"""The fine-tuning trainer behind python -m scripts.finetune (GLUE) and python -m scripts.finetune_qa (SQuAD).
 
 One recipe, train loop and output folder for both tasks; a task head (GlueHead, QaHead) adds the
 model class, the features, the batches' collate and the dev evaluation. The loop: AdamW (weight decay
@@ -328,6 +328,7 @@ def label_maps(task: GlueTask) -> tuple[dict[int, str], dict[str, int]]:
     return dict(enumerate(names)), {name: i for i, name in enumerate(names)}
 
 
+@torch.no_grad()
 def predict(model, features: list[dict], pad_id: int) -> np.ndarray:
     """Logits [N, num_labels] in the order of `features`."""
     model.eval()

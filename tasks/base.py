@@ -19,7 +19,7 @@ class DataRequest:
     num_samples: int
     seed: int
     max_seq_length: int
-    batch_size: int
+    batch_size: int = 32                 # the sample's batches (gradients, mask tuning) and the evaluation's
     data_dir: str | None = None          # GLUE TSV / SQuAD JSON folder (None: the hub)
     doc_stride: int = 128                # SQuAD windows
     calib_file: str | None = None        # causal LM: calibration text

@@ -50,7 +50,7 @@ def test_main_prunes_end_to_end(tiny_ckpt, sst2_dir, tmp_path):
     assert {"gradients", "search", "rearrange", "mask_tuning"} <= set(results["seconds"])
     head_mask = torch.load(out / "head_mask.pt")
     assert head_mask.shape == (3, 4) and results["heads_kept_per_layer"] == (head_mask != 0).sum(1).tolist()
-    assert json.loads((out / "args.json").read_text())["constraint"] == 0.5
+    assert json.loads((out / "args.json").read_text())["prune"]["constraint"] == 0.5
 
     # the same inputs and seed give the same masks
     again = tmp_path / "again"

@@ -223,11 +223,11 @@ def load_model(ckpt_dir: str, head: str, auto_class=None):
         if saved and saved != head:
             fix = ("it was saved with a question-answering head: use --task_name squad or squad_v2"
                    if saved == "qa" else "it was saved with a sequence-classification head: use a GLUE --task_name")
-            fix += (", or fine-tune it for this task first (scripts/finetune_qa.py for squad, scripts/finetune.py "
+            fix += (", or fine-tune it for this task first (python -m scripts.finetune_qa for squad, python -m scripts.finetune "
                     "for GLUE).")
         else:
             fix = ("it is probably a bare encoder or a checkpoint for another head: fine-tune it first "
-                   "(scripts/finetune.py, or scripts/finetune_qa.py for squad) or pick the matching --task_name.")
+                   "(python -m scripts.finetune, or python -m scripts.finetune_qa for squad) or pick the matching --task_name.")
         raise CheckpointError(
             f"'{ckpt_dir}' lacks weights for a {what} model ({len(missing)} missing, e.g. "
             f"{sorted(missing)[:3]}); {fix}")
