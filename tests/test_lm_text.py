@@ -10,6 +10,8 @@ import math
 import os
 
 import pytest
+
+from tests.tiny import word_level_tokenizer
 import torch
 
 from dataset.lm_text import (TextDataError, calibration_sequences, evaluation_sequences, lm_batches, load_text,
@@ -35,15 +37,7 @@ def _corpus(n_words=3000, seed=0):
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, ".": 3}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="</s>")
+    return word_level_tokenizer(WORDS)
 
 
 @pytest.fixture(scope="module")

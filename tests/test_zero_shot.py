@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from evaluate.zero_shot import ZeroShotError, lm_eval_available, zero_shot_scores
+from tests.tiny import word_level_tokenizer
 from utils.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,15 +57,7 @@ def write_task(folder, name, items):
 
 @pytest.fixture(scope="module")
 def word_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, ".": 3}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                   pad_token="</s>")
+    return word_level_tokenizer(WORDS)
 
 
 @pytest.fixture(scope="module")

@@ -84,3 +84,16 @@ def save_tiny_checkpoint(folder, auto_class, make_config):
     auto_class.from_config(make_config(tokenizer.vocab_size)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def word_level_tokenizer(words):
+    """A word-level tokenizer over `words` (with <unk>, <s>, </s> and "."), for tiny language-model tests."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, ".": 3}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+                                   pad_token="</s>")
