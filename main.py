@@ -516,14 +516,5 @@ def main(argv=None) -> int:
     return 0
 
 
-def _entry() -> int:
-    """`python main.py`: a Ctrl-C even between the imports and main() is the one line."""
-    try:
-        return main()
-    except KeyboardInterrupt:
-        print(STARTUP_INTERRUPTED, file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
 if __name__ == "__main__":
-    sys.exit(_entry())
+    sys.exit(main())

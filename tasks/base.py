@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from utils.timing import random_inputs
 
 
 @dataclass(frozen=True)
@@ -78,10 +77,6 @@ class Task:
     def problem_type(self, task_name: str) -> str | None:
         """The config.json problem_type this task's loss is (a checkpoint saying otherwise is refused); None: any."""
         return None
-
-    def example_inputs(self, config, batch_size: int, seq_len: int, device="cpu", seed: int = 0) -> dict:
-        """Random inputs for timing and export (the one maker: utils/timing.random_inputs)."""
-        return random_inputs(config, batch_size, seq_len, device, seed)
 
     def pruned_extras(self, request: DataRequest, model, arch, tokenizer, masks, weight_updates, placement,
                       dist=None) -> dict:

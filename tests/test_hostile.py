@@ -45,7 +45,7 @@ def pruned(ckpt, sst2, tmp_path_factory):
 
 def _popen(argv, prelude=""):
     """main.py in a real process (stdout to /dev/null, stderr kept)."""
-    code = f"import sys; sys.path.insert(0, {REPO!r}); {prelude}\nimport main; sys.exit(main._entry())"
+    code = f"import sys; sys.path.insert(0, {REPO!r}); {prelude}\nimport main; sys.exit(main.main())"
     return subprocess.Popen([sys.executable, "-c", code, *map(str, argv)], cwd=REPO, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

@@ -1,6 +1,7 @@
-"""What is wrong with a path where a regular file is expected."""
+"""Facts about files: what is wrong with a path where a regular file is expected, and a file's sha256."""
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 
@@ -19,3 +20,12 @@ def file_problem(path: str) -> str | None:
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
         return f"is {kind}, not a regular file"
     return None
+
+
+def sha256_of(path: str) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (provenance records)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
