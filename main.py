@@ -43,6 +43,7 @@ try:    # a Ctrl-C while the libraries load is one line, not the import machiner
     from prune.physical import count_parameters, physically_pruned_copy
     from prune.pipeline import PruneOptions, prune
     from prune.reconstruct import save_weight_updates, swapped_weights
+    from prune.widths import resolve_width_multiple
     from prune.registry import choices
     from run.folder import current_run_id, package_versions, prepare_run_folder, setup_logging, write_json
     from run.safety import (Terminated, check_save_target, claim_save_target, finish_run, resolve_save_target,
@@ -191,9 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", default=run_defaults.data.batch_size, type=_positive_int,
                    help=f"sample batch size for the gradients, mask tuning and evaluation (default "
                         f"{run_defaults.data.batch_size})")
-    p.add_argument("--width_multiple", default=defaults.width_multiple, type=_positive_int,
+    width_defaults = ", ".join(f"{task_registry.get(n).width_multiple} for {n}" for n in task_registry.names()
+                               if task_registry.get(n).width_multiple != defaults.width_multiple)
+    p.add_argument("--width_multiple", default=None, type=_positive_int,
                    help=f"every layer keeps a multiple of this many FFN channels (0 allowed), under the same budget, "
-                        f"e.g. 32 or 256 for llama.cpp's quantized types (default {defaults.width_multiple}: any count)")
+                        f"e.g. 256 for llama.cpp's K-quants (Q4_K_M) (default: the task's: {width_defaults}, so that "
+                        f"llama.cpp runs the pruned model on its fast kernels, where the FFN has >= 8 such blocks and "
+                        f"the metric is mac/params; {defaults.width_multiple} = any count otherwise)")
     p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
     p.add_argument("--no_mask_tuning", "--no_rescale", dest="no_mask_tuning", action="store_true",
                    help="ablation: skip mask tuning (--no_rescale is the old name)")
@@ -342,6 +347,10 @@ def run(cfg: RunConfig, dist=None) -> dict:
     model = model if placement.streaming else model.to(device)     # streaming: held in CPU memory
     arch = bind(model)
     options = cfg.prune
+    multiple, why = resolve_width_multiple(options.width_multiple, task.width_multiple, arch.ffn_dim, options.metric,
+                                           options.search)
+    options = replace(options, width_multiple=multiple)
+    log.info("FFN widths: multiples of %d (%s)", multiple, why)
     if options.metric == "latency":               # bad tables fail here, before the data and the gradients
         heads = "attention heads" if arch.heads_per_unit == 1 else "attention head units (key/value groups)"
         options = replace(options, mha_lut=load_lut(cfg.mha_lut, arch.num_head_units, "--mha_lut", heads),
@@ -383,7 +392,8 @@ def run(cfg: RunConfig, dist=None) -> dict:
             save_masks(cfg.output_dir, head_mask, neuron_mask)
             if result.weight_updates:   # lsq: the refitted output projections belong with the masks
                 save_weight_updates(os.path.join(cfg.output_dir, "weight_updates.pt"), result.weight_updates)
-    chosen = differences(cfg.prune, gradient_batches=cfg.gradient_batches)
+    chosen = differences(replace(cfg.prune, width_multiple=options.width_multiple),
+                         gradient_batches=cfg.gradient_batches)
     results = {
         "task": data.name,
         "primary_metric": data.primary_metric,

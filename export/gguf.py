@@ -274,10 +274,24 @@ def gguf_file_name(dtype: str) -> str:
     return f"model-{dtype}.gguf"
 
 
+def _check_llama_graph(plan: list[dict]) -> None:
+    """llama.cpp's `llama` graph sizes every layer by one head count and one FFN width and loads no output biases."""
+    shapes = {(p["n_head"], p["n_head_kv"], p["n_ff"]) for p in plan}
+    if len(shapes) > 1:
+        raise GGUFExportError(f"architecture 'llama' needs the same head and FFN counts in every layer; this model "
+                              f"has {len(shapes)} different ones: use architecture 'deci' (the default)")
+    if any(p["attn_bias"] or p["ffn_bias"] or p["qkv_bias"] for p in plan):
+        raise GGUFExportError("architecture 'llama' has no place for the refit's output biases (or q/k/v biases): "
+                              "use architecture 'deci' (the default)")
+
+
 @torch.no_grad()
-def export_gguf(model, folder: str, tokenizer_dir: str | None = None, dtype: str = "f16") -> dict:
+def export_gguf(model, folder: str, tokenizer_dir: str | None = None, dtype: str = "f16",
+                architecture: str = ARCH) -> dict:
     """Write `folder`/model-<dtype>.gguf (llama.cpp architecture deci) from an in-memory HF Llama/Mistral/Qwen2
     causal LM, physically pruned (uneven widths, NoHeadsAttention layers, lsq output biases) or not.
+    architecture="llama" writes llama.cpp's plain Llama graph instead (same tensors, scalar sizes), for a model
+    with the same widths in every layer and no biases (e.g. the dense checkpoint).
 
     Returns a summary: {"path", "bytes", "architecture", "dtype", "n_head", "n_head_kv", "n_ff", "phantom",
     "tokenizer", ...}. The file is written next to its final name and renamed into place."""
@@ -285,14 +299,19 @@ def export_gguf(model, folder: str, tokenizer_dir: str | None = None, dtype: str
     if dtype not in DTYPES:
         raise GGUFExportError(f"GGUF dtype '{dtype}' is not one of {', '.join(DTYPES)} (quantize afterwards with "
                               f"quantize_gguf for q8_0 / q4_k_m)")
+    if architecture not in (ARCH, "llama"):
+        raise GGUFExportError(f"GGUF architecture '{architecture}' is not one of {ARCH}, llama")
     config = model.config
     head_dim, layers = _layer_shapes(model)
     plan, phantom = _plan(layers)
+    per_layer = (lambda values: values) if architecture == ARCH else (lambda values: values[0])
+    if architecture == "llama":
+        _check_llama_graph(plan)
     tokenizer_dir = _find_tokenizer_dir(model, tokenizer_dir)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, gguf_file_name(dtype))
     tmp = path + ".partial"
-    writer = gguf.GGUFWriter(tmp, ARCH)
+    writer = gguf.GGUFWriter(tmp, architecture)
     try:
         name = os.path.basename(os.path.normpath(str(getattr(config, "_name_or_path", "") or "model"))) or "model"
         writer.add_name(name)
@@ -306,9 +325,9 @@ def export_gguf(model, folder: str, tokenizer_dir: str | None = None, dtype: str
         writer.add_context_length(context)
         writer.add_embedding_length(config.hidden_size)
         writer.add_block_count(len(plan))
-        writer.add_head_count([p["n_head"] for p in plan])
-        writer.add_head_count_kv([p["n_head_kv"] for p in plan])
-        writer.add_feed_forward_length([p["n_ff"] for p in plan])
+        writer.add_head_count(per_layer([p["n_head"] for p in plan]))
+        writer.add_head_count_kv(per_layer([p["n_head_kv"] for p in plan]))
+        writer.add_feed_forward_length(per_layer([p["n_ff"] for p in plan]))
         writer.add_key_length(head_dim)
         writer.add_value_length(head_dim)
         writer.add_rope_dimension_count(head_dim)
@@ -328,11 +347,11 @@ def export_gguf(model, folder: str, tokenizer_dir: str | None = None, dtype: str
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
-    summary = {"path": path, "bytes": os.path.getsize(path), "architecture": ARCH, "dtype": dtype,
+    summary = {"path": path, "bytes": os.path.getsize(path), "architecture": architecture, "dtype": dtype,
                "n_head": [s["n_head"] for s in layers], "n_head_kv": [s["n_head_kv"] for s in layers],
                "n_ff": [s["n_ff"] for s in layers], "phantom": phantom, **tok}
     summary["weight_bytes_per_token"] = weight_bytes_per_token(path)
-    log.info("GGUF %s (%s, %.1f MB) written to %s", ARCH, dtype, summary["bytes"] / 1e6, path)
+    log.info("GGUF %s (%s, %.1f MB) written to %s", architecture, dtype, summary["bytes"] / 1e6, path)
     return summary
 
 
@@ -346,6 +365,29 @@ def weight_bytes_per_token(path: str) -> int:
     if "output.weight" in sizes:
         total -= sizes.get("token_embd.weight", 0)
     return total
+
+
+# the row block of each type's main tensors (K-quants: 256 values, the 32-block types: 32), as llama.cpp's quantizer
+# needs it; a row that does not fit is written in the type's fallback (llama.cpp src/llama-quant.cpp)
+QUANT_BLOCK = {"q8_0": 32, "q4_0": 32, "q4_k_m": 256, "q5_k_m": 256, "q6_k": 256, "f16": 1}
+FALLBACK = {"q4_k_m": "Q5_0 (Q8_0 where it would use Q6_K)", "q5_k_m": "Q5_1 (Q8_0 where it would use Q6_K)",
+            "q6_k": "Q8_0"}
+
+
+def ffn_width_misfits(src: str, kind: str) -> dict:
+    """The layers whose FFN width (the row length of ffn_down) does not fit `kind`'s block, and what llama.cpp
+    writes instead: {layer: width}, the block, the fallback. Empty when every width fits."""
+    block = QUANT_BLOCK.get(kind.lower(), 1)
+    if block == 1:
+        return {}
+    gguf = _gguf()
+    widths = {int(t.name.split(".")[1]): int(t.shape[0]) for t in gguf.GGUFReader(src).tensors
+              if t.name.endswith("ffn_down.weight")}
+    misfits = {i: w for i, w in sorted(widths.items()) if w % block}
+    if not misfits:
+        return {}
+    f16 = sorted(i for i, w in misfits.items() if w % 32)
+    return {"layers": misfits, "block": block, "fallback": FALLBACK.get(kind.lower(), "F16"), "f16_layers": f16}
 
 
 def quantize_gguf(src: str, dst: str, kind: str = "q4_k_m", threads: int = 0) -> dict:
@@ -362,6 +404,14 @@ def quantize_gguf(src: str, dst: str, kind: str = "q4_k_m", threads: int = 0) ->
         raise GGUFExportError("quantizing needs llama-cpp-python: pip install llama-cpp-python==0.3.36") from None
     if not os.path.isfile(src):
         raise GGUFExportError(f"'{src}' is not a GGUF file; export one first (export_gguf)")
+    misfits = ffn_width_misfits(src, kind)
+    if misfits:
+        log.warning("%s: the FFN width of %d layer(s) is not a multiple of %d (e.g. layer %d: %d channels), so "
+                    "llama.cpp writes their ffn_down in %s%s: a larger file and slower kernels than %s; prune with "
+                    "--width_multiple %d for this type", kind, len(misfits["layers"]), misfits["block"],
+                    *next(iter(misfits["layers"].items())), misfits["fallback"] if misfits["block"] > 32 else "F16",
+                    f", and in F16 where not a multiple of 32 (layers {misfits['f16_layers']})"
+                    if misfits["f16_layers"] and misfits["block"] > 32 else "", kind, misfits["block"])
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[kind])
     params.nthread = threads
@@ -377,7 +427,8 @@ def quantize_gguf(src: str, dst: str, kind: str = "q4_k_m", threads: int = 0) ->
     for t in gguf.GGUFReader(dst).tensors:
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
     return {"path": dst, "bytes": os.path.getsize(dst), "quant": kind, "tensor_types": types,
-            "weight_bytes_per_token": weight_bytes_per_token(dst)}
+            "weight_bytes_per_token": weight_bytes_per_token(dst),
+            "ffn_width_misfits": {str(k): v for k, v in misfits.get("layers", {}).items()}}
 
 
 def gguf_exporter(pruned_model, folder: str, task_data=None) -> dict:

@@ -68,6 +68,29 @@ def multiple_widths(neuron_importance: torch.Tensor, head_mask: torch.Tensor, co
     return mask.to(neuron_importance.device)
 
 
+MIN_BLOCKS = 8   # a default multiple applies only when each layer's FFN holds at least this many blocks of it
+COUNT_METRICS = ("mac", "params")
+
+
+def resolve_width_multiple(requested: int | None, default: int, ffn_dim: int, metric: str, search: str
+                           ) -> tuple[int, str]:
+    """The width multiple a run uses, and why: `requested` (the user's --width_multiple) as given; None takes the
+    task's `default` where it can work (a count metric, a search other than threshold, and at least MIN_BLOCKS
+    blocks of it per layer, so that rounding to it costs little); otherwise 1 (any count)."""
+    if requested is not None:
+        return requested, "--width_multiple"
+    if default == 1:
+        return 1, "the task's default"
+    if metric not in COUNT_METRICS:
+        return 1, f"the task's default {default} does not apply to --metric {metric} (its tables price every width)"
+    if search == "threshold":
+        return 1, f"the task's default {default} does not apply to --search threshold"
+    if ffn_dim < MIN_BLOCKS * default:
+        return 1, (f"the task's default {default} does not apply: the FFN has {ffn_dim} channels, fewer than "
+                   f"{MIN_BLOCKS} blocks of {default}")
+    return default, "the task's default"
+
+
 def apply_width_multiple(budget, neuron_importance: torch.Tensor, masks: tuple, constraint: float,
                          multiple: int, search: str) -> tuple:
     """The pipeline's hook: the search's (head mask, neuron mask) with the neurons re-chosen by multiple_widths.

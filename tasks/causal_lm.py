@@ -89,6 +89,10 @@ class CausalLM(Task):
     auto_class = AutoModelForCausalLM
     max_seq_length = 256
     num_samples = 128
+    # llama.cpp's CPU kernels want FFN widths in multiples of 32: F16 prompt matmuls (tinyBLAS) need 16 | width on
+    # AVX-512 (8 on AVX2), Q8_0/Q5_0 rows 32 | width, or llama.cpp stores the FFN output projection in F16
+    # (benchmarks/llama_cpp_widths.py measures it; README Results)
+    width_multiple = 32
     reads = ("calib_file", "eval_file", "eval_sequences", "eval_tasks", "eval_limit")
     needs = {"calib_file": "--task_name causal_lm needs --calib_file (a text file or folder; wikitext2 or c4 from "
                            "the hub when online)",

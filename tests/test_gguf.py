@@ -12,13 +12,14 @@ Tolerances (max |logit difference| over every position, relative to the largest 
   products) the activations are rounded to 11 significant bits, a relative error of up to 2^-11 ~ 4.9e-4 each;
   measured 2.6e-4 to 4.5e-4, so 5e-3 (about ten roundings' worth) is the bound.
 """
+import importlib.util
 import os
 
 import numpy as np
 import pytest
 import torch
 
-from export.gguf import GGUFExportError, export_gguf, quantize_gguf, weight_bytes_per_token
+from export.gguf import GGUFExportError, export_gguf, ffn_width_misfits, quantize_gguf, weight_bytes_per_token
 from prune.layer_io import first_layer_inputs
 from prune.masks import full_masks
 from prune.physical import physically_pruned_copy
@@ -247,3 +248,51 @@ def test_quantize_pruned_model(tokenizer_dir, tmp_path):
     llm = _llama(q["path"], f32_cache=False)
     got = _cpp_logits(llm, IDS)
     assert np.isfinite(got).all()
+
+
+# ------------------------------------------------------------------ the llama graph, and widths that misfit
+def test_llama_graph_for_a_uniform_unbiased_model(tokenizer_dir, tmp_path):
+    """architecture='llama' writes scalar sizes under llama.* keys; llama.cpp computes the same logits."""
+    model = _model("llama", tokenizer_dir)
+    info = export_gguf(model, str(tmp_path), tokenizer_dir, dtype="f32", architecture="llama")
+    fields = {f.name: f for f in gguf.GGUFReader(info["path"]).fields.values()}
+    assert fields["general.architecture"].contents() == "llama" and info["architecture"] == "llama"
+    assert fields["llama.attention.head_count"].contents() == 4
+    assert fields["llama.attention.head_count_kv"].contents() == 2
+    assert fields["llama.feed_forward_length"].contents() == F
+    if importlib.util.find_spec("llama_cpp"):
+        got = _cpp_logits(_llama(info["path"], f32_cache=True), IDS)
+        expected = _torch_logits(model, IDS)
+        assert np.abs(got - expected).max() / np.abs(expected).max() < TOL["f32"]
+
+
+def test_llama_graph_refuses_uneven_widths_and_biases(tokenizer_dir, tmp_path):
+    uneven, _ = _pruned(_model("llama", tokenizer_dir), lsq=False)
+    with pytest.raises(GGUFExportError, match="same head and FFN counts in every layer"):
+        export_gguf(uneven, str(tmp_path), tokenizer_dir, architecture="llama")
+    biased = _model("llama", tokenizer_dir)
+    for block in biased.model.layers:
+        block.mlp.down_proj.bias = torch.nn.Parameter(torch.zeros(block.mlp.down_proj.out_features))
+    with pytest.raises(GGUFExportError, match="output biases"):
+        export_gguf(biased, str(tmp_path), tokenizer_dir, architecture="llama")
+    with pytest.raises(GGUFExportError, match="architecture 'qwen9'"):
+        export_gguf(_model("llama", tokenizer_dir), str(tmp_path), tokenizer_dir, architecture="qwen9")
+    assert not os.listdir(tmp_path) or not any(n.endswith(".gguf") for n in os.listdir(tmp_path))
+
+
+def test_ffn_width_misfits_names_the_layers_and_the_fallback(tokenizer_dir, tmp_path):
+    """A row of ffn_down is as long as the layer's FFN width: K-quants need multiples of 256, Q8_0 of 32."""
+    model = tiny_decoder("llama", vocab_size=_vocab(tokenizer_dir), layers=3)
+    model.config.max_position_embeddings = 64
+    head, neuron = full_masks(L, U, F)
+    neuron[0, 32:] = 0                      # 32 channels: fits Q8_0, not Q4_K
+    neuron[1, 20:] = 0                      # 20: fits neither (llama.cpp writes F16)
+    neuron[2, 32:] = 0
+    pruned, _ = physically_pruned_copy(model, head, neuron)
+    path = export_gguf(pruned, str(tmp_path), tokenizer_dir, dtype="f16")["path"]
+    q8 = ffn_width_misfits(path, "q8_0")
+    assert q8["layers"] == {1: 20} and q8["block"] == 32 and q8["f16_layers"] == [1]
+    k4 = ffn_width_misfits(path, "q4_k_m")
+    assert k4["layers"] == {0: 32, 1: 20, 2: 32} and k4["block"] == 256 and k4["f16_layers"] == [1]
+    assert "Q5_0" in k4["fallback"]
+    assert ffn_width_misfits(path, "f16") == {}

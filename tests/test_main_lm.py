@@ -60,3 +60,48 @@ def test_causal_lm_needs_both_texts(tiny_llama, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main.main(["--task_name", "causal_lm", "--ckpt_dir", ckpt, "--calib_file", calib, "--constraint", "0.5"])
     assert exit_info.value.code == 2 and "--eval_file" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def wide_llama(tmp_path_factory):
+    """The tiny Llama with an FFN of 256 channels: 8 blocks of 32, where the decoder default multiple applies."""
+    from transformers import AutoModelForCausalLM
+
+    def config(vocab):
+        c = tiny_decoder_config("llama", vocab_size=vocab)
+        c.intermediate_size = 256
+        return c
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("wide"), AutoModelForCausalLM, config)
+
+
+@pytest.mark.parametrize("flag,multiple", [([], 32), (["--width_multiple", "1"], 1), (["--metric", "params"], 32),
+                                           (["--search", "threshold"], 1)])
+def test_decoder_default_width_multiple(wide_llama, tiny_llama, tmp_path, flag, multiple):
+    """causal_lm keeps FFN widths in multiples of 32 unless told otherwise (or where 32 cannot apply), records
+    the multiple in results.json and says so in the log."""
+    _, calib, held_out = tiny_llama
+    out = tmp_path / "run"
+    code = main.main(["--task_name", "causal_lm", "--ckpt_dir", wide_llama, "--calib_file", calib, "--eval_file",
+                      held_out, "--constraint", "0.7", "--num_samples", "8", "--max_seq_length", "32",
+                      "--batch_size", "4", "--output_dir", str(out), *flag])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    counts = results["neurons_kept_per_layer"]
+    assert all(c % multiple == 0 for c in counts), counts
+    if multiple == 1:
+        assert any(c % 32 for c in counts), counts      # free widths on this model are not all multiples by chance
+    assert results["options"].get("width_multiple", 1) == multiple
+    assert f"FFN widths: multiples of {multiple}" in (out / "log.txt").read_text()
+    assert results["budget_ratio"] <= 0.7 + 1e-9
+
+
+def test_tiny_ffn_keeps_free_widths_by_default(tiny_llama, tmp_path):
+    """An FFN with fewer than 8 blocks of 32 channels (37 here) is not rounded by the default."""
+    ckpt, calib, held_out = tiny_llama
+    out = tmp_path / "run"
+    assert main.main(["--task_name", "causal_lm", "--ckpt_dir", ckpt, "--calib_file", calib, "--eval_file", held_out,
+                      "--constraint", "0.5", "--num_samples", "8", "--max_seq_length", "32", "--batch_size", "4",
+                      "--output_dir", str(out)]) == 0
+    log_text = (out / "log.txt").read_text()
+    assert "FFN widths: multiples of 1 (the task's default 32 does not apply: the FFN has 37 channels" in log_text
+    assert "width_multiple" not in json.loads((out / "results.json").read_text())["options"]

@@ -98,3 +98,24 @@ def test_pipeline_keeps_multiples_through_rearrangement_and_tuning():
         counts = (result.masks[stage][1] != 0).sum(1)
         assert all(int(c) % 4 == 0 for c in counts), (stage, counts)
     assert result.budget_ratio <= 0.6 + 1e-9
+
+
+@pytest.mark.parametrize("requested,default,ffn,metric,search,expected", [
+    (None, 32, 1536, "mac", "global", 32),      # the decoder default applies
+    (None, 32, 1536, "params", "uniform", 32),
+    (None, 1, 1536, "mac", "global", 1),        # encoders: free widths
+    (None, 32, 255, "mac", "global", 1),        # fewer than 8 blocks of 32
+    (None, 32, 256, "mac", "global", 32),
+    (None, 32, 1536, "latency", "global", 1),   # the latency tables price every width
+    (None, 32, 1536, "mac", "threshold", 1),
+    (256, 32, 1536, "mac", "global", 256),      # the user's value always wins
+    (1, 32, 1536, "mac", "global", 1),
+    (7, 1, 37, "mac", "global", 7),
+])
+def test_resolve_width_multiple(requested, default, ffn, metric, search, expected):
+    from prune.widths import resolve_width_multiple
+    multiple, why = resolve_width_multiple(requested, default, ffn, metric, search)
+    assert multiple == expected
+    assert why == ("--width_multiple" if requested is not None else why)
+    if requested is None and default != 1 and expected == 1:
+        assert "does not apply" in why

@@ -1,0 +1,96 @@
+"""The benchmark helpers whose numbers reach the README: cells, machine metadata, paired differences, goals."""
+import json
+import math
+import os
+import time
+
+import pytest
+
+from benchmarks.llama_cpp_table import add_ratios, table
+from benchmarks.llm_prune import method_options, paired_difference, zero_shot_table
+from benchmarks.record import LoadSampler, cell_done, machine_metadata, read_cell, write_cell
+
+
+def test_cells_are_written_whole_and_recognised(tmp_path):
+    path = str(tmp_path / "sub" / "cell.json")
+    assert not cell_done(path)
+    with open(tmp_path / "half.json", "w") as f:
+        f.write('{"perplexity": 3')                 # a cell cut short is not done
+    assert not cell_done(str(tmp_path / "half.json"))
+    with open(tmp_path / "undone.json", "w") as f:
+        json.dump({"perplexity": 3.0}, f)          # written by something else, without the done mark
+    assert not cell_done(str(tmp_path / "undone.json"))
+    write_cell(path, {"perplexity": 3.0})
+    assert cell_done(path) and read_cell(path) == {"perplexity": 3.0, "done": True}
+    assert os.listdir(tmp_path / "sub") == ["cell.json"]       # no temporary file left
+
+
+def test_machine_metadata_and_load_sampler():
+    meta = machine_metadata(threads=2)
+    assert meta["threads"] == 2 and meta["cpu_count"] == os.cpu_count()
+    assert meta["versions"]["torch"] and meta["versions"]["python"]
+    assert len(meta["load_average_before"]) == 3
+    assert meta["git"]["commit"] is None or len(meta["git"]["commit"]) == 40
+    with LoadSampler(every=0.05) as load:
+        time.sleep(0.2)
+    s = load.summary(limit=1e9)
+    assert s["quiet"] and s["load_max"] >= s["load_mean"] >= 0 and len(load.samples) >= 2
+    assert not load.summary(limit=-1.0)["quiet"]
+
+
+def _zs(per_task):
+    """A zero_shot_scores-shaped result from {task: [0/1 per item]}."""
+    tasks = {n: {"acc": sum(v) / len(v), "acc_stderr": 0.01, "items": len(v), "per_item": {"acc": v}}
+             for n, v in per_task.items()}
+    return {"tasks": tasks, "average": {"acc": sum(t["acc"] for t in tasks.values()) / len(tasks)}}
+
+
+def test_paired_difference_by_hand():
+    a = _zs({"t1": [1, 1, 0, 1], "t2": [1, 0]})
+    b = _zs({"t1": [1, 0, 0, 0], "t2": [0, 0]})
+    d = paired_difference(a, b)
+    # t1 differences 0,1,0,1: mean 0.5, sample variance 1/3, over 4 items; t2: 1,0: mean 0.5, variance 0.5, over 2
+    assert d["per_task"] == [0.5, 0.5] and d["difference"] == pytest.approx(0.5)
+    se = math.sqrt((1 / 3) / 4 + 0.5 / 2) / 2
+    assert d["stderr"] == pytest.approx(se)
+    assert d["ci95"] == pytest.approx([0.5 - 1.96 * se, 0.5 + 1.96 * se])
+    assert d["difference"] == pytest.approx(a["average"]["acc"] - b["average"]["acc"])
+    assert paired_difference(a, _zs({"other": [1]})) == {}
+
+
+def test_zero_shot_table_pairs_ours_against_flap():
+    out = {"dense_zero_shot": _zs({"t1": [1, 1, 1, 1]}),
+           "runs": [{"method": "flap", "constraint": 0.8, "zero_shot": _zs({"t1": [1, 0, 0, 0]})},
+                    {"method": "ours", "constraint": 0.8, "zero_shot": _zs({"t1": [1, 1, 0, 0]})},
+                    {"method": "wanda_sp", "constraint": 0.8, "zero_shot": _zs({"t1": [0, 0, 0, 0]})}]}
+    text = zero_shot_table(out)
+    ours = next(line for line in text.splitlines() if "| ours |" in line)
+    assert "0.5000" in ours and "+0.2500" in ours
+    assert next(line for line in text.splitlines() if "| wanda_sp |" in line).endswith("|  |")
+
+
+def test_method_options_width_variants():
+    assert method_options("ours_w256")["width_multiple"] == 256
+    assert method_options("ours")["width_multiple"] == 32          # main.py's decoder default (tasks/causal_lm.py)
+    assert "width_multiple" not in method_options("flap")
+
+
+def _row(model, quant, file_mb, bytes_mb, prompt, gen):
+    return {"model": model, "quant": quant, "file_bytes": file_mb * 1e6, "weight_bytes_per_token": bytes_mb * 1e6,
+            "perplexity": 10.0, "pytorch_perplexity_fp32": 10.0,
+            "speed": {"128x64": {"prompt_tokens_per_s": prompt, "generation_tokens_per_s": gen}}}
+
+
+def test_llama_cpp_goals():
+    rows = [_row("dense", "f16", 200, 180, 500, 100), _row("dense", "q4_k_m", 100, 80, 550, 130),
+            _row("0.8", "f16", 160, 144, 640, 118), _row("0.8", "q4_k_m", 90, 64, 520, 140)]
+    add_ratios(rows, "dense")
+    f16, q4 = rows[2], rows[3]
+    assert f16["bytes_ratio_limit"] == pytest.approx(1.25)
+    s = f16["speed"]["128x64"]
+    assert s["prompt_speedup"] == pytest.approx(1.28) and s["generation_speedup"] == pytest.approx(1.18)
+    assert s["speed_goal_met"]                       # both >= 0.9 x 1.25 = 1.125 and >= 1
+    assert not q4["speed"]["128x64"]["speed_goal_met"]   # prompt 520 < dense 550: slower than dense
+    # size goal: dense Q4 100 MB x (160/200 + 0.02) = 82 MB; 90 MB misses it; F16 160 <= 200 x 0.82
+    assert f16["size_goal_met"] and not q4["size_goal_met"]
+    assert "0.8 | q4_k_m" in table(rows, ["128x64"])
