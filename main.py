@@ -431,7 +431,7 @@ def run(cfg: RunConfig, dist=None) -> dict:
     staged = None
     if cfg.save_pruned:
         results["pruned_model"], staged = _save_pruned_model(cfg, task, model, tokenizer, data, result, device, dist,
-                                                             placement)
+                                                             placement, options.width_multiple)
     results["placement"] = placement.record()          # where each pass ran, the pruned model's included
     results["peak_memory_mb"]["rss_per_process"] = [round(m, 1) for m in dist.all_gather_object(peak_rss_mb())]
     dist.barrier()      # every process finished its share: a failed one never gets here, so no results.json
@@ -452,8 +452,8 @@ def _split(dist, data, gradient_batches) -> dict:
             else "all on every process (not split)"}
 
 
-def _save_pruned_model(cfg: RunConfig, task, model, tokenizer, data, result, device, dist, placement
-                       ) -> tuple[dict, str | None]:
+def _save_pruned_model(cfg: RunConfig, task, model, tokenizer, data, result, device, dist, placement,
+                       width_multiple: int = 1) -> tuple[dict, str | None]:
     """Physically prune a copy of the model, stage it next to its target, check it and time it against
     the original. Returns (results.json's pruned_model, the staged folder). With several processes all
     evaluate their share; only the first one saves, times and exports."""
@@ -465,7 +465,8 @@ def _save_pruned_model(cfg: RunConfig, task, model, tokenizer, data, result, dev
     if not dist.is_main:
         return {}, None
     with writing("the pruned model", os.path.dirname(os.path.abspath(path))):
-        staged = save_pruned(pruned, tokenizer, path, shapes, run_id=current_run_id(), place=False)["staged_dir"]
+        staged = save_pruned(pruned, tokenizer, path, shapes, run_id=current_run_id(), place=False,
+                             width_multiple=width_multiple)["staged_dir"]
     with placement.whole_model(model, "speed_original"), placement.whole_model(pruned, "speed_pruned"):
         speed = measure_speedup(model, pruned, cfg.speed_batch_size, cfg.speed_seq_len, device)
     info = {

@@ -42,7 +42,7 @@ def weights_size_bytes(path: str) -> int:
 
 
 def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = True, run_id: str | None = None,
-                place: bool = True) -> dict:
+                place: bool = True, width_multiple: int | None = None) -> dict:
     """Write the pruned model to `path` atomically; returns what pruning.json holds.
 
     Everything is written into a temporary folder next to `path` and renamed into place, so `path`
@@ -72,6 +72,7 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
                                       "hidden_size", "heads_per_layer", "neurons_per_layer", "kept_heads",
                                       "kept_neurons", "biased")},
             **({"run_id": run_id} if run_id else {}),
+            **({"width_multiple": width_multiple} if width_multiple else {}),   # FFN widths are multiples of it
             **({"stock": stock} if stock else {}),
         }
         with open(os.path.join(tmp, PRUNING_FILE), "w") as f:
@@ -174,7 +175,8 @@ def _stock(value, info):
     return None
 
 
-OPTIONAL_FIELDS = {"run_id": _text, "heads_per_unit": _positive_int, "biased": _biased, "stock": _stock}
+OPTIONAL_FIELDS = {"run_id": _text, "heads_per_unit": _positive_int, "biased": _biased, "stock": _stock,
+                   "width_multiple": _positive_int}
 
 
 def validate_pruning_info(info: dict) -> dict:

@@ -53,6 +53,8 @@ def test_causal_lm_prunes_saves_and_reloads(tiny_llama, tmp_path):
     ids = torch.tensor([[101, 1996, 4248, 2829]])
     assert model.generate(ids, max_new_tokens=4, do_sample=False).shape == (1, 8)
     assert os.path.isfile(out / "head_mask.pt") and torch.load(out / "head_mask.pt").shape == (3, 2)
+    # the FFN of 37 channels has fewer than 8 blocks of 32: free widths, recorded with the saved model
+    assert json.loads(open(os.path.join(saved["path"], "pruning.json")).read())["width_multiple"] == 1
 
 
 def test_causal_lm_needs_both_texts(tiny_llama, capsys):

@@ -378,6 +378,7 @@ def test_edited_pruning_json_names_the_field(ckpt, sst2, tmp_path, capsys):
         (edit(kept_heads=[list(range(good["num_heads"]))] * good["num_layers"]), "kept_heads"),   # count mismatch
         ({k: v for k, v in good.items() if k != "ffn_dim"}, "ffn_dim"),
         (edit(run_id=5), "run_id"),
+        (edit(width_multiple=0), "width_multiple"),
     ]
     if good["heads_per_layer"] == [good["num_heads"]] * good["num_layers"]:
         cases.pop(7)
