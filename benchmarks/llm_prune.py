@@ -43,6 +43,7 @@ from prune.fisher import collect_mask_grads
 from prune.physical import physically_pruned_copy
 from prune.pipeline import PruneOptions, prune
 from prune.reconstruct import swapped_weights
+from prune.widths import resolve_width_multiple
 from tasks import registry as task_registry
 from tasks.causal_lm import prepare_causal_lm
 from utils.checkpoint import load_model, load_tokenizer
@@ -89,13 +90,16 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def method_options(name: str) -> dict:
+def method_options(name: str, ffn_dim: int, metric: str = "mac") -> dict:
     """PruneOptions keywords of a method name: a METHODS entry, or ours_wN (ours keeping multiples of N channels).
-    'ours' keeps main.py's decoder default for the width multiple."""
+    'ours' takes the width multiple main.py would (prune.widths.resolve_width_multiple with the decoder task's
+    default)."""
     if name.startswith("ours_w") and name[6:].isdigit():
         return {**METHODS["ours"], "width_multiple": int(name[6:])}
     if name == "ours":
-        return {**METHODS["ours"], "width_multiple": task_registry.get("causal_lm").width_multiple}
+        multiple, _ = resolve_width_multiple(None, task_registry.get("causal_lm").width_multiple, ffn_dim, metric,
+                                             METHODS["ours"]["search"])
+        return {**METHODS["ours"], "width_multiple": multiple}
     return dict(METHODS[name])
 
 
@@ -153,7 +157,7 @@ def main(argv=None) -> int:
             grads = collect_mask_grads(model, arch, task.sample_batches, task.loss_fn, task.checkpoint_layers)
             out["gradient_seconds"] = round(time.perf_counter() - start, 1)
             print(f"gradients {out['gradient_seconds']} s", flush=True)
-        options = PruneOptions(constraint, metric=args.metric, seed=args.seed, **method_options(name))
+        options = PruneOptions(constraint, metric=args.metric, seed=args.seed, **method_options(name, arch.ffn_dim, args.metric))
         with LoadSampler() as load:
             start = time.perf_counter()
             result = prune(model, arch, task.sample_batches, task.seq_len, options, "all", grads=grads)

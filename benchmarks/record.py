@@ -17,11 +17,13 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import threading
 
+from run.folder import package_versions
+from run.folder import write_json as write_run_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("torch", "transformers", "numpy", "llama_cpp_python", "gguf", "lm_eval", "onnxruntime")
+PACKAGES = ("llama_cpp_python", "gguf", "lm_eval", "onnxruntime")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_fp16", "avx512_bf16", "avx_vnni", "amx_tile", "f16c", "fma", "neon")
 
 
@@ -41,12 +43,14 @@ def _cpu() -> dict:
 
 
 def _versions() -> dict:
-    out = {"python": sys.version.split()[0]}
+    """run.folder.package_versions plus the optional engines a benchmark may have used."""
+    out = package_versions()
     for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name.replace("_", "-"))
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
+        if name not in out:
+            try:
+                out[name] = importlib.metadata.version(name.replace("_", "-"))
+            except importlib.metadata.PackageNotFoundError:
+                out[name] = None
     return out
 
 
@@ -118,20 +122,11 @@ def read_cell(path: str) -> dict:
 
 
 def write_cell(path: str, data: dict) -> None:
-    """Write one finished cell atomically (temporary name, then rename), marked done."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump({**data, "done": True}, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write one finished cell atomically, marked done."""
+    write_json(path, {**data, "done": True})
 
 
 def write_json(path: str, data: dict) -> None:
-    """Write a result JSON atomically."""
+    """Write a result JSON atomically (run.folder.write_json), creating its folder."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_run_json(path, data)

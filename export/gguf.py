@@ -406,12 +406,12 @@ def quantize_gguf(src: str, dst: str, kind: str = "q4_k_m", threads: int = 0) ->
         raise GGUFExportError(f"'{src}' is not a GGUF file; export one first (export_gguf)")
     misfits = ffn_width_misfits(src, kind)
     if misfits:
+        f16 = misfits["f16_layers"] if misfits["block"] > 32 else []     # 32-block types fall back to F16 anyway
         log.warning("%s: the FFN width of %d layer(s) is not a multiple of %d (e.g. layer %d: %d channels), so "
                     "llama.cpp writes their ffn_down in %s%s: a larger file and slower kernels than %s; prune with "
                     "--width_multiple %d for this type", kind, len(misfits["layers"]), misfits["block"],
-                    *next(iter(misfits["layers"].items())), misfits["fallback"] if misfits["block"] > 32 else "F16",
-                    f", and in F16 where not a multiple of 32 (layers {misfits['f16_layers']})"
-                    if misfits["f16_layers"] and misfits["block"] > 32 else "", kind, misfits["block"])
+                    *next(iter(misfits["layers"].items())), misfits["fallback"],
+                    f", and in F16 where not a multiple of 32 (layers {f16})" if f16 else "", kind, misfits["block"])
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[kind])
     params.nthread = threads

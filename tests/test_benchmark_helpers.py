@@ -70,9 +70,10 @@ def test_zero_shot_table_pairs_ours_against_flap():
 
 
 def test_method_options_width_variants():
-    assert method_options("ours_w256")["width_multiple"] == 256
-    assert method_options("ours")["width_multiple"] == 32          # main.py's decoder default (tasks/causal_lm.py)
-    assert "width_multiple" not in method_options("flap")
+    assert method_options("ours_w256", 1536)["width_multiple"] == 256
+    assert method_options("ours", 1536)["width_multiple"] == 32    # main.py's decoder default (tasks/causal_lm.py)
+    assert method_options("ours", 37)["width_multiple"] == 1       # fewer than 8 blocks of 32: as main.py
+    assert "width_multiple" not in method_options("flap", 1536)
 
 
 def _row(model, quant, file_mb, bytes_mb, prompt, gen):

@@ -116,6 +116,9 @@ def test_resolve_width_multiple(requested, default, ffn, metric, search, expecte
     from prune.widths import resolve_width_multiple
     multiple, why = resolve_width_multiple(requested, default, ffn, metric, search)
     assert multiple == expected
-    assert why == ("--width_multiple" if requested is not None else why)
-    if requested is None and default != 1 and expected == 1:
-        assert "does not apply" in why
+    if requested is not None:
+        assert why == "--width_multiple"
+    elif default != 1 and expected == 1:
+        assert "does not apply" in why and f"default {default}" in why
+    else:
+        assert why == "the task's default"
