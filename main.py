@@ -50,6 +50,7 @@ try:    # a Ctrl-C while the libraries load is one line, not the import machiner
                             run_guard, target_state, writing)
     from tasks import registry as task_registry  # importing tasks/ registers the built-in tasks
     from tasks.base import DataRequest
+    from utils.arg_types import positive_int
     from utils.checkpoint import (check_checkpoint_dir, check_fits, check_task_fields, load_config, load_model,
                                   load_tokenizer)
     from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
@@ -100,7 +101,6 @@ def _fraction(text: str) -> float:
     return value
 
 
-MAX_INT = 2**31 - 1            # a count above this is a typo; it would overflow the tokenizer or a buffer
 MAX_LENGTH = 2**20             # tokens: longer than any supported model's position table
 MAX_SPEED_TOKENS = 2**20       # batch x length of the timing input
 # Flags naming a file, folder or model: an empty value (an unset shell variable) must not mean "none".
@@ -108,22 +108,9 @@ PATH_FLAGS = ("ckpt_dir", "model_name", "data_dir", "output_dir", "calib_file", 
               "save_pruned")
 
 
-def _positive_int(text: str, limit: int = MAX_INT) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    if value > limit:
-        raise argparse.ArgumentTypeError(f"{value} is larger than {limit:,}, more than any model here can use; "
-                                         f"give a smaller number")
-    return value
-
-
 def _length(text: str) -> int:
     """A length in tokens: bounded before it reaches the tokenizer (which overflows on huge values)."""
-    return _positive_int(text, MAX_LENGTH)
+    return positive_int(text, MAX_LENGTH)
 
 
 def _positive_float(text: str) -> float:
@@ -163,13 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "them), or wikitext2 / c4 from the hub when online")
     p.add_argument("--eval_file", default=None, help="causal_lm: held-out text for the perplexity (file, folder, "
                    "wikitext2 or c4); keep it disjoint from --calib_file")
-    p.add_argument("--eval_sequences", default=None, type=_positive_int,
+    p.add_argument("--eval_sequences", default=None, type=positive_int,
                    help="causal_lm: evaluate on at most this many sequences of --max_seq_length tokens (default: all)")
     p.add_argument("--eval_tasks", default=None,
                    help="causal_lm: also score zero-shot accuracy with lm-evaluation-harness (pip install lm-eval) "
                         "before and after pruning: task names (arc_easy,piqa; online), a folder of task YAML files "
                         "(offline: python -m scripts.make_zero_shot_tasks -> data/zero_shot) or YAML files")
-    p.add_argument("--eval_limit", default=None, type=_positive_int,
+    p.add_argument("--eval_limit", default=None, type=positive_int,
                    help="--eval_tasks: at most this many items per task (default: all)")
     p.add_argument("--metric", default=defaults.metric, choices=choices("metric"),
                    help="what --constraint is a fraction of: mac (heads + FFN at the task's average length), "
@@ -177,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constraint", required=True, type=_fraction,
                    help="fraction to keep, 0 < c < 1, of what --metric measures: MACs (mac), heads + FFN weights "
                         "(params) or the latency the tables estimate (latency)")
-    p.add_argument("--num_samples", default=None, type=_positive_int,
+    p.add_argument("--num_samples", default=None, type=positive_int,
                    help="training examples for the gradients and mask tuning (default: the task's, 2048; causal_lm: "
                         "128 calibration sequences)")
     p.add_argument("--seed", default=defaults.seed, type=_seed,
@@ -189,12 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc_stride", default=run_defaults.data.doc_stride, type=_length,
                    help=f"squad/squad_v2: overlap in tokens of consecutive windows over a long context (default "
                         f"{run_defaults.data.doc_stride})")
-    p.add_argument("--batch_size", default=run_defaults.data.batch_size, type=_positive_int,
+    p.add_argument("--batch_size", default=run_defaults.data.batch_size, type=positive_int,
                    help=f"sample batch size for the gradients, mask tuning and evaluation (default "
                         f"{run_defaults.data.batch_size})")
     width_defaults = ", ".join(f"{task_registry.get(n).width_multiple} for {n}" for n in task_registry.names()
                                if task_registry.get(n).width_multiple != defaults.width_multiple)
-    p.add_argument("--width_multiple", default=None, type=_positive_int,
+    p.add_argument("--width_multiple", default=None, type=positive_int,
                    help=f"every layer keeps a multiple of this many FFN channels (0 allowed), under the same budget, "
                         f"e.g. 256 for llama.cpp's K-quants (Q4_K_M) (default: the task's: {width_defaults}, so that "
                         f"llama.cpp runs the pruned model on its fast kernels, where the FFN has >= 8 such blocks and "
@@ -236,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also save the physically pruned model (HF files + pruning.json; load it with "
                         "export.hf_load.load_pruned) and time it; a relative DIR is inside --output_dir "
                         "(default DIR: pruned_model)")
-    p.add_argument("--speed_batch_size", default=run_defaults.speed_batch_size, type=_positive_int,
+    p.add_argument("--speed_batch_size", default=run_defaults.speed_batch_size, type=positive_int,
                    help=f"--save_pruned: batch size of the timing (default {run_defaults.speed_batch_size})")
     p.add_argument("--speed_seq_len", default=run_defaults.speed_seq_len, type=_length,
                    help=f"--save_pruned: sequence length of the timing (default {run_defaults.speed_seq_len})")
@@ -325,10 +312,19 @@ def run(cfg: RunConfig, dist=None) -> dict:
     placement = Placement(device, cfg.device_map, cfg.max_memory)
     check_checkpoint_dir(cfg.ckpt_dir)
     model_config = load_config(cfg.ckpt_dir)
-    facts_for(model_config.model_type)            # unsupported architectures fail here, before loading
+    facts = facts_for(model_config.model_type)    # unsupported architectures fail here, before loading
     check_task_fields(model_config, cfg.ckpt_dir, cfg.task_name, task.problem_type(cfg.task_name))
     tokenizer = load_tokenizer(cfg.ckpt_dir, cfg.model_name)
     check_fits(tokenizer, model_config, cfg.speed_seq_len if cfg.save_pruned else None)
+    if cfg.export:
+        try:                                       # a format that cannot take the model: before any work
+            exporters.get(cfg.export).check(model_config, tokenizer)
+        except USER_ERRORS as e:
+            raise type(e)(f"--export {cfg.export} cannot take --ckpt_dir '{cfg.ckpt_dir}': {e}") from None
+    options = cfg.prune
+    multiple, why = resolve_width_multiple(options.width_multiple, task.width_multiple,
+                                           getattr(model_config, facts.ffn_attr), options.metric, options.search)
+    options = replace(options, width_multiple=multiple)
     target_held = None
     if dist.is_main:
         claim_save_target(save_target, cfg.output_dir, cfg.ckpt_dir, cfg.overwrite)   # before anything is removed
@@ -346,10 +342,6 @@ def run(cfg: RunConfig, dist=None) -> dict:
     model = load_model(cfg.ckpt_dir, task.head, task.auto_class)
     model = model if placement.streaming else model.to(device)     # streaming: held in CPU memory
     arch = bind(model)
-    options = cfg.prune
-    multiple, why = resolve_width_multiple(options.width_multiple, task.width_multiple, arch.ffn_dim, options.metric,
-                                           options.search)
-    options = replace(options, width_multiple=multiple)
     log.info("FFN widths: multiples of %d (%s)", multiple, why)
     if options.metric == "latency":               # bad tables fail here, before the data and the gradients
         heads = "attention heads" if arch.heads_per_unit == 1 else "attention head units (key/value groups)"

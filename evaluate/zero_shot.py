@@ -175,6 +175,65 @@ def resolve_tasks(tasks: str):
     return specs, manager, names
 
 
+def _data_file_paths(cfg: dict) -> list[str]:
+    files = (cfg.get("dataset_kwargs") or {}).get("data_files") if isinstance(cfg.get("dataset_kwargs"), dict) else None
+    if isinstance(files, dict):
+        files = [p for v in files.values() for p in (v if isinstance(v, list) else [v])]
+    elif not isinstance(files, list):
+        files = [files] if files else []
+    return [p for p in files if isinstance(p, str) and "://" not in p]
+
+
+def _check_task_file(path: str) -> str | None:
+    """The task name a local YAML defines (None for an include base or a group), after checking that it parses
+    and that its local data files exist (beside the YAML or from the working directory, as the harness reads them)."""
+    try:
+        cfg = _load_task_yaml(path)
+    except Exception as e:  # yaml.YAMLError, a missing !include or !function, an unreadable file
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise ZeroShotError(f"--eval_tasks: the task file {path} cannot be read as lm-eval task YAML ({detail}); "
+                            f"fix it or rebuild the tasks with 'python -m scripts.make_zero_shot_tasks'.") from None
+    name = cfg.get("task") if isinstance(cfg, dict) else None
+    if not isinstance(name, str):
+        return None
+    for data in _data_file_paths(cfg):
+        beside = os.path.join(os.path.dirname(path), data)
+        if not (os.path.isfile(beside) or os.path.isfile(data)):
+            raise ZeroShotError(f"--eval_tasks: task {name!r} ({path}) reads the data file {data}, which is neither "
+                                f"beside the YAML nor under {os.getcwd()}; put it there, or rebuild the tasks with "
+                                f"'python -m scripts.make_zero_shot_tasks'.")
+    return name
+
+
+def check_task_sources(tasks: str) -> list[str]:
+    """Before any work: every folder or YAML file in `tasks` parses, defines tasks whose local data files exist,
+    and none of whose task names is one of lm-eval's own (its scores would be reported under the standard task's
+    name); then the whole list resolves (names the harness knows). Returns the task names; raises ZeroShotError."""
+    _require_lm_eval()
+    local: dict[str, str] = {}
+    for item in _split_items(tasks):
+        if os.path.isdir(item):
+            files = sorted(os.path.join(item, f) for f in os.listdir(item) if f.endswith((".yaml", ".yml")))
+        elif item.endswith((".yaml", ".yml")) and os.path.isfile(item):
+            files = [item]
+        else:
+            continue                                   # a name, or a missing file: resolve_tasks says which
+        for path in files:
+            name = _check_task_file(path)
+            if name is not None:
+                local.setdefault(name, path)
+    if local:
+        from lm_eval.tasks import TaskManager
+        standard = TaskManager().task_index
+        taken = sorted(n for n in local if n in standard and os.path.abspath(str(standard[n].yaml_path or "")) !=
+                       os.path.abspath(local[n]))
+        if taken:
+            raise ZeroShotError(f"--eval_tasks: the task name {taken[0]!r} ({local[taken[0]]}) is one of lm-eval's own "
+                                f"tasks; its scores would be reported as that standard task's. Rename it (the 'task:' "
+                                f"line) or name lm-eval's task instead of the file.")
+    return resolve_tasks(tasks)[2]
+
+
 @contextlib.contextmanager
 def _kept_rng_state():
     """Undo lm-eval's global seeding (random, numpy, torch CPU and CUDA) when the block ends."""

@@ -61,14 +61,19 @@ def _gguf():
 
 
 # ---------------------------------------------------------------------------------------------------- model
+def _check_model_type(config) -> None:
+    model_type = getattr(config, "model_type", None)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        extra = (" (its per-head query/key RMSNorm has no place in llama.cpp's deci architecture)"
+                 if model_type == "qwen3" else "; for other models use --export onnx")
+        raise GGUFExportError(f"GGUF export supports model types {', '.join(SUPPORTED_MODEL_TYPES)}, not "
+                              f"'{model_type}'{extra}")
+
+
 def _layer_shapes(model) -> tuple[int, list[dict]]:
     """Head size and, per layer, the real head/kv-head/channel counts and which output biases exist."""
     config = model.config
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        extra = (" (its per-head query/key RMSNorm has no place in llama.cpp's deci architecture)"
-                 if config.model_type == "qwen3" else "")
-        raise GGUFExportError(f"GGUF export supports model types {', '.join(SUPPORTED_MODEL_TYPES)}, not "
-                              f"'{config.model_type}'{extra}")
+    _check_model_type(config)
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     layers = []
     for i, block in enumerate(model.model.layers):
@@ -220,18 +225,48 @@ def _pre_tokenizer_name(spec: dict) -> str:
     return "default"
 
 
-def _write_tokenizer(writer, tokenizer_dir: str, n_vocab: int) -> dict:
-    gguf = _gguf()
+def _tokenizer_spec(tokenizer_dir: str) -> dict:
     path = os.path.join(tokenizer_dir, "tokenizer.json")
     if not os.path.isfile(path):
         raise GGUFExportError(f"'{tokenizer_dir}' has no tokenizer.json; the GGUF export carries over byte-level BPE "
                               f"tokenizers from tokenizer.json (pass tokenizer_dir=/ --tokenizer_dir a folder with one)")
-    with open(path, encoding="utf-8") as f:
-        spec = json.load(f)
-    bpe = spec.get("model") or {}
-    if bpe.get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("decoder") or {}):
-        raise GGUFExportError(f"{path} is not a byte-level BPE tokenizer (model {bpe.get('type')}); the GGUF export "
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except (OSError, ValueError) as e:
+        raise GGUFExportError(f"cannot read {path} ({e}); copy the tokenizer again or pass --tokenizer_dir") from None
+    check_tokenizer_spec(spec, path)
+    return spec
+
+
+def check_tokenizer_spec(spec, where: str) -> None:
+    """Refuse a tokenizer (its tokenizer.json content) that the GGUF export cannot carry over."""
+    bpe = spec.get("model") if isinstance(spec, dict) else None
+    if not isinstance(bpe, dict) or bpe.get("type") != "BPE" or not isinstance(bpe.get("vocab"), dict) \
+            or "ByteLevel" not in json.dumps(spec.get("decoder") or {}):
+        kind = bpe.get("type") if isinstance(bpe, dict) else None
+        raise GGUFExportError(f"{where} is not a byte-level BPE tokenizer (model {kind}); the GGUF export "
                               f"supports those (GPT-2 style: SmolLM2, Llama 3, Qwen2) only")
+
+
+def check_exportable(config, tokenizer) -> None:
+    """Before any work: refuse a checkpoint (its config) or tokenizer (a fast tokenizer object, or a folder
+    holding tokenizer.json) that export_gguf would refuse after the pruning."""
+    _check_model_type(config)
+    if isinstance(tokenizer, str):
+        _tokenizer_spec(tokenizer)
+        return
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise GGUFExportError(f"the tokenizer ({type(tokenizer).__name__}) is not a fast tokenizer with a "
+                              f"tokenizer.json; the GGUF export needs a byte-level BPE one")
+    check_tokenizer_spec(json.loads(backend.to_str()), "the checkpoint's tokenizer")
+
+
+def _write_tokenizer(writer, tokenizer_dir: str, n_vocab: int) -> dict:
+    gguf = _gguf()
+    spec = _tokenizer_spec(tokenizer_dir)
+    bpe = spec["model"]
     tokens = {i: t for t, i in bpe["vocab"].items()}
     types = {i: gguf.TokenType.NORMAL for i in tokens}
     for added in spec.get("added_tokens", []):
@@ -390,6 +425,23 @@ def ffn_width_misfits(src: str, kind: str) -> dict:
     return {"layers": misfits, "block": block, "fallback": FALLBACK.get(kind.lower(), "F16"), "f16_layers": f16}
 
 
+def check_quant_types(kinds: list[str], dtype: str = "f16") -> list[str]:
+    """The --quantize types, lower-cased and without repeats; an unknown type, or the --dtype itself (the file
+    would be its own source), is refused before anything is written."""
+    out = []
+    for kind in kinds:
+        low = str(kind).strip().lower()
+        if low not in QUANT_TYPES:
+            raise GGUFExportError(f"--quantize '{kind}' is not a quantization type this export knows; choose from "
+                                  f"{', '.join(QUANT_TYPES)}")
+        if low == dtype:
+            raise GGUFExportError(f"--quantize {kind} is what --dtype {dtype} already writes (model-{dtype}.gguf); drop "
+                                  f"it from --quantize, or export --dtype f32 and quantize to f16")
+        if low not in out:
+            out.append(low)
+    return out
+
+
 def quantize_gguf(src: str, dst: str, kind: str = "q4_k_m", threads: int = 0) -> dict:
     """llama.cpp's quantizer (through llama-cpp-python) from an F16/F32 GGUF to `kind` (q8_0, q4_k_m, ...).
 
@@ -415,13 +467,17 @@ def quantize_gguf(src: str, dst: str, kind: str = "q4_k_m", threads: int = 0) ->
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, QUANT_TYPES[kind])
     params.nthread = threads
+    if os.path.realpath(src) == os.path.realpath(dst):
+        raise GGUFExportError(f"quantizing '{src}' into itself; write the {kind} file under another name")
     tmp = dst + ".partial"
-    rc = llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params))
-    if rc != 0:
+    try:
+        rc = llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params))
+        if rc != 0:
+            raise RuntimeError(f"llama.cpp's quantizer failed on {src} -> {kind} (status {rc})")
+        os.replace(tmp, dst)
+    finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise RuntimeError(f"llama.cpp's quantizer failed on {src} -> {kind} (status {rc})")
-    os.replace(tmp, dst)
     gguf = _gguf()
     types: dict = {}
     for t in gguf.GGUFReader(dst).tensors:
@@ -437,7 +493,7 @@ def gguf_exporter(pruned_model, folder: str, task_data=None) -> dict:
     return export_gguf(pruned_model, folder, tokenizer_dir=folder, dtype="f16")
 
 
-register(Exporter("gguf", write=gguf_exporter, missing_packages=lambda: [] if importlib.util.find_spec("gguf") else ["gguf"],
+register(Exporter("gguf", write=gguf_exporter, check=check_exportable, missing_packages=lambda: [] if importlib.util.find_spec("gguf") else ["gguf"],
                   help="model-f16.gguf for llama.cpp (architecture deci: per-layer head and FFN counts; Llama, "
                        "Mistral, Qwen2 decoders); quantize it with python -m scripts.export_gguf --quantize; needs the "
                        "gguf package"))

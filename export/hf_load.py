@@ -20,6 +20,7 @@ from arch.pruned_modeling import apply_pruned_shapes
 from export.hf_folder import PRUNING_FILE, PrunedModelError, read_pruning_info
 from export.hf_native import SHAPES_KEY
 from prune.physical import add_biases, masks_from_shapes, physically_prune
+from utils.checkpoint import check_causal, load_config, load_model
 
 
 def load_pruned(path: str, device="cpu"):
@@ -150,3 +151,21 @@ def _load_stock(path: str, device):
                                f"{str(e).splitlines()[0][:300]}); the folder is damaged: copy it again, or save the "
                                f"model again (main.py --save_pruned)") from None
     return model.to(device).eval()
+
+
+def load_causal_lm(folder: str, device="cpu"):
+    """A saved causal LM: a pruned folder (pruning.json) through load_pruned, else a plain HF checkpoint (its
+    errors named as main.py names them). Anything that is not a causal LM (an encoder, a classifier) is refused:
+    its "perplexity" or zero-shot score would not be one."""
+    if os.path.isfile(os.path.join(folder, PRUNING_FILE)):
+        model = load_pruned(folder, device=device)
+        if not type(model).__name__.endswith("ForCausalLM"):
+            raise PrunedModelError(f"'{folder}' holds a pruned {type(model).__name__}, not a causal language model; "
+                                   f"this takes a decoder LLM pruned with --task_name causal_lm")
+        check_causal(model, folder)
+        return model
+    saved_as = getattr(load_config(folder), "architectures", None) or []
+    if saved_as and not any(str(a).endswith("ForCausalLM") for a in saved_as):
+        raise PrunedModelError(f"'{folder}' holds a {saved_as[0]}, not a causal language model (config.json "
+                               f"architectures); this takes a decoder LLM such as Llama, Qwen2 or Mistral")
+    return load_model(folder, "causal_lm", AutoModelForCausalLM).to(device)

@@ -17,6 +17,8 @@ import inspect
 import io
 import logging
 import os
+import shutil
+import tempfile
 import time
 import warnings
 
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 from export.onnx_fuse import fuse_for_ort
 from export.registry import Exporter, register
+from utils.atomic import current_umask
 from utils.timing import random_inputs
 
 log = logging.getLogger(__name__)
@@ -170,12 +173,35 @@ def max_abs_difference(model: nn.Module, ort_model: OrtModel, batches: list[dict
     return worst
 
 
+STAGE_PREFIX = ".onnx-export-"       # the temporary folder, inside the target folder, that the export writes into
+
+
+def remove_stale_stages(folder: str) -> list[str]:
+    """Remove what an export killed before its rename left in `folder`; returns the removed paths."""
+    stale = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.startswith(STAGE_PREFIX))
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def export_and_check(model: nn.Module, folder: str, batches: list[dict], example: dict | None = None,
                      fuse: bool = False) -> dict:
-    """Write folder/model.onnx and compare it with PyTorch on `batches`; the report goes to results.json."""
+    """Write folder/model.onnx and compare it with PyTorch on `batches`; the report goes to results.json.
+
+    The graph (and its .data file, for a large model) is written and checked in a temporary folder inside `folder`
+    under its final name, then renamed into place, so an interrupted export leaves the earlier model.onnx or none."""
+    stage = tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=folder)
+    try:
+        staged = os.path.join(stage, ONNX_FILE)
+        info = export_onnx(model, staged, example, fuse)
+        diff = max_abs_difference(model, OrtModel(staged), batches)
+        names = sorted(os.listdir(stage), key=lambda n: n == ONNX_FILE)      # the graph last: it names the data file
+        for name in names:
+            os.chmod(os.path.join(stage, name), 0o666 & ~current_umask())
+            os.replace(os.path.join(stage, name), os.path.join(folder, name))
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     path = os.path.join(folder, ONNX_FILE)
-    info = export_onnx(model, path, example, fuse)
-    diff = max_abs_difference(model, OrtModel(path), batches)
     info.update(path=path, max_abs_diff=diff, tolerance=TOLERANCE, within_tolerance=diff <= TOLERANCE,
                 checked_batches=len(batches))
     if diff > TOLERANCE:

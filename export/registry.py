@@ -14,12 +14,18 @@ def _nothing_missing() -> list[str]:
     return []
 
 
+def _takes_any(config, tokenizer) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Exporter:
     name: str
     write: Callable            # write(pruned_model, folder, task_data) -> dict for results.json (a "path" in it
                                # is inside `folder`, which is placed with the saved model)
     missing_packages: Callable[[], list[str]] = _nothing_missing   # optional packages it needs that are absent
+    check: Callable = _takes_any   # check(model_config, tokenizer): raises a UserError, before any work, for a
+                                   # checkpoint the format cannot take
     help: str = ""
 
 

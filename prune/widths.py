@@ -72,12 +72,29 @@ MIN_BLOCKS = 8   # a default multiple applies only when each layer's FFN holds a
 COUNT_METRICS = ("mac", "params")
 
 
+def check_width_multiple(multiple: int, ffn_dim: int, metric: str, search: str) -> None:
+    """Refuse a --width_multiple that cannot work with this model and budget (instead of ignoring it)."""
+    if multiple == 1:
+        return
+    if metric not in COUNT_METRICS:
+        raise WidthMultipleError(f"--width_multiple {multiple} needs a count metric (--metric mac or params); the "
+                                 f"latency tables price every width themselves: drop --width_multiple or use --metric mac")
+    if search == "threshold":
+        raise WidthMultipleError(f"--width_multiple {multiple} works with --search global or uniform, not threshold: "
+                                 f"drop --width_multiple or pick another --search")
+    if multiple > ffn_dim:
+        raise WidthMultipleError(f"--width_multiple {multiple} is larger than the model's FFN ({ffn_dim} channels per "
+                                 f"layer): every layer would lose its whole FFN. Pass a multiple of at most "
+                                 f"{ffn_dim}, e.g. 32 or 256 for llama.cpp's kernels, or 1 for any width")
+
+
 def resolve_width_multiple(requested: int | None, default: int, ffn_dim: int, metric: str, search: str
                            ) -> tuple[int, str]:
     """The width multiple a run uses, and why: `requested` (the user's --width_multiple) as given; None takes the
     task's `default` where it can work (a count metric, a search other than threshold, and at least MIN_BLOCKS
     blocks of it per layer, so that rounding to it costs little); otherwise 1 (any count)."""
     if requested is not None:
+        check_width_multiple(requested, ffn_dim, metric, search)
         return requested, "--width_multiple"
     if default == 1:
         return 1, "the task's default"

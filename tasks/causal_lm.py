@@ -10,7 +10,7 @@ from dataset.errors import DataError
 from dataset.lm_text import TextDataError, calibration_sequences, evaluation_sequences, lm_batches, load_text
 from evaluate.perplexity import greedy_generations, lm_loss, perplexity
 from evaluate.speed import decode_speed, prefill_latency
-from evaluate.zero_shot import zero_shot_scores
+from evaluate.zero_shot import ZeroShotError, check_task_sources, zero_shot_scores
 from prune.reconstruct import swapped_weights
 from tasks.base import DataRequest, Task, TaskData
 from tasks.registry import register
@@ -97,6 +97,18 @@ class CausalLM(Task):
     needs = {"calib_file": "--task_name causal_lm needs --calib_file (a text file or folder; wikitext2 or c4 from "
                            "the hub when online)",
              "eval_file": "--task_name causal_lm needs --eval_file (held-out text, disjoint from --calib_file)"}
+
+    def check_request(self, request: DataRequest) -> list[str]:
+        problems = super().check_request(request)
+        if request.eval_limit is not None and not request.eval_tasks:
+            problems.append(f"--eval_limit {request.eval_limit} limits the items of --eval_tasks, which is not given: "
+                            f"add --eval_tasks (e.g. data/zero_shot) or drop --eval_limit")
+        if request.eval_tasks and not problems:
+            try:
+                check_task_sources(request.eval_tasks)
+            except ZeroShotError as e:
+                problems.append(str(e))
+        return problems
 
     def prepare(self, request: DataRequest, tokenizer, config, dist=None) -> TaskData:
         return prepare_causal_lm(request.calib_file, request.eval_file, tokenizer, config, request.num_samples,

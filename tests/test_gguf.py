@@ -24,7 +24,7 @@ from prune.layer_io import first_layer_inputs
 from prune.masks import full_masks
 from prune.physical import physically_pruned_copy
 from prune.reconstruct import reconstruct_weights
-from tests.tiny import tiny_decoder
+from tests.tiny import byte_level_bpe_tokenizer, tiny_decoder
 from arch import bind
 
 gguf = pytest.importorskip("gguf")
@@ -38,18 +38,7 @@ TOL = {"f32": 1e-5, "f16": 5e-3}
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=330, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(TEXTS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                   unk_token="<|endoftext|>")
-    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                          "{% endfor %}")
+    fast = byte_level_bpe_tokenizer(TEXTS)
     folder = tmp_path_factory.mktemp("tok")
     fast.save_pretrained(folder)
     return str(folder)
