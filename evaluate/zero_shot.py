@@ -355,9 +355,11 @@ def zero_shot_scores(model, tokenizer, tasks: str, limit: int | None = None, bat
             out = lm_eval.simple_evaluate(model=lm, tasks=specs, task_manager=manager, limit=limit,
                                           batch_size=int(batch_size), bootstrap_iters=1000, log_samples=True,
                                           write_out=False, cache_requests=False)
-    except (KeyError, FileNotFoundError) as e:
-        raise ZeroShotError(f"--eval_tasks {tasks}: lm-eval could not load the tasks ({e}); offline, build the "
-                            f"local tasks with 'python -m scripts.make_zero_shot_tasks' and pass their folder.") from e
+    except (KeyError, FileNotFoundError, ConnectionError) as e:      # ConnectionError: a hub data set, offline
+        detail = " ".join(str(e).split())[:300]
+        raise ZeroShotError(f"--eval_tasks {tasks}: lm-eval could not load the tasks ({type(e).__name__}: {detail}); "
+                            f"offline, build the local tasks with 'python -m scripts.make_zero_shot_tasks' and pass "
+                            f"their folder.") from None
     finally:
         model.train(was_training)
     summary = _summarise(out, names, keep_loglikelihoods)

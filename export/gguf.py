@@ -254,13 +254,22 @@ def check_exportable(config, tokenizer) -> None:
     holding tokenizer.json) that export_gguf would refuse after the pruning."""
     _check_model_type(config)
     if isinstance(tokenizer, str):
-        _tokenizer_spec(tokenizer)
-        return
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        raise GGUFExportError(f"the tokenizer ({type(tokenizer).__name__}) is not a fast tokenizer with a "
-                              f"tokenizer.json; the GGUF export needs a byte-level BPE one")
-    check_tokenizer_spec(json.loads(backend.to_str()), "the checkpoint's tokenizer")
+        spec, where = _tokenizer_spec(tokenizer), f"the tokenizer in '{tokenizer}'"
+    else:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise GGUFExportError(f"the tokenizer ({type(tokenizer).__name__}) is not a fast tokenizer with a "
+                                  f"tokenizer.json; the GGUF export needs a byte-level BPE one")
+        spec, where = json.loads(backend.to_str()), "the checkpoint's tokenizer"
+        check_tokenizer_spec(spec, where)
+    _check_token_ids(spec, config.vocab_size, where)
+
+
+def _check_token_ids(spec: dict, n_vocab: int, where: str) -> None:
+    ids = list(spec["model"]["vocab"].values()) + [t.get("id", -1) for t in spec.get("added_tokens", [])]
+    if ids and max(ids) >= n_vocab:
+        raise GGUFExportError(f"{where} has token id {max(ids)} but the model's vocabulary has {n_vocab} rows: it is "
+                              f"not this model's tokenizer (pass the model's own tokenizer folder)")
 
 
 def _write_tokenizer(writer, tokenizer_dir: str, n_vocab: int) -> dict:
@@ -272,9 +281,7 @@ def _write_tokenizer(writer, tokenizer_dir: str, n_vocab: int) -> dict:
     for added in spec.get("added_tokens", []):
         tokens[added["id"]] = added["content"]
         types[added["id"]] = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
-    if max(tokens) >= n_vocab:
-        raise GGUFExportError(f"the tokenizer in '{tokenizer_dir}' has token id {max(tokens)} but the model's vocabulary "
-                              f"has {n_vocab} rows: it is not this model's tokenizer")
+    _check_token_ids(spec, n_vocab, f"the tokenizer in '{tokenizer_dir}'")
     names, kinds = [], []
     for i in range(n_vocab):
         if i in tokens:
@@ -439,6 +446,9 @@ def check_quant_types(kinds: list[str], dtype: str = "f16") -> list[str]:
                                   f"it from --quantize, or export --dtype f32 and quantize to f16")
         if low not in out:
             out.append(low)
+    if out and importlib.util.find_spec("llama_cpp") is None:
+        raise GGUFExportError("--quantize needs llama-cpp-python (llama.cpp's quantizer): bash scripts/setup.sh "
+                              "builds it, or pip install llama-cpp-python==0.3.36; or drop --quantize")
     return out
 
 

@@ -166,6 +166,17 @@ def test_export_gguf_checks_quant_types_before_writing(quant, needles, pruned, t
 
 
 @needs_gguf
+def test_export_gguf_without_the_quantizer_refuses_before_writing(pruned, tmp_path, capsys, monkeypatch):
+    import importlib.util as util
+    real = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    out = tmp_path / "gguf"
+    code, err = run_script("export_gguf", ["--model_dir", pruned, "--output_dir", out, "--quantize", "q8_0"], capsys)
+    assert_user_error(code, err, "--quantize", "llama-cpp-python", "scripts/setup.sh")
+    assert not out.exists()
+
+
+@needs_gguf
 @pytest.mark.parametrize("where", ["same", "inside", "file"])
 def test_export_gguf_output_dir_that_cannot_be_used(where, pruned, tmp_path, capsys):
     before = snapshot(pruned)
@@ -300,6 +311,26 @@ def test_odd_width_multiple_gives_multiples_within_the_budget(llama, texts, tmp_
     assert all(w % 7 == 0 for w in widths) and sum(widths) < 3 * 256, widths
 
 
+def test_stock_folder_reloads_with_plain_from_pretrained_and_the_same_perplexity(llama, texts, tmp_path, capsys):
+    """An independent check of --search uniform's stock checkpoint (lsq output biases, 32-multiple widths): plain
+    transformers, no code of ours in the loading, reproduces the run's pruned perplexity on the held-out text."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from dataset.lm_text import evaluation_sequences, lm_batches
+    from evaluate.perplexity import perplexity
+    out = tmp_path / "out"
+    code, err = run_main(_lm_argv(llama, texts, out, "--search", "uniform", "--save_pruned"), capsys)
+    assert code == 0, err
+    results = json.loads((out / "results.json").read_text())
+    folder = out / "pruned_model"
+    assert json.loads((folder / "pruning.json").read_text()).get("stock"), "a uniform search gives a stock folder"
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert model.config.intermediate_size % 32 == 0 and model.config.intermediate_size < 256
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    seqs = evaluation_sequences((texts / "eval.txt").read_text(), tokenizer, 32)
+    ppl = perplexity(model, lm_batches(seqs, 4))["perplexity"]
+    assert ppl == pytest.approx(results["metric_after"]["perplexity"], rel=1e-4)
+
+
 # ----------------------------------------------------------------------------- --eval_tasks / --eval_limit
 
 def _task_folder(root, kind):
@@ -343,7 +374,7 @@ def test_eval_limit_without_eval_tasks_is_refused(llama, texts, tmp_path, capsys
 
 @needs_lm_eval
 @pytest.mark.parametrize("case", ["encoder", "no_config", "staged", "output_exists", "output_is_folder",
-                                  "output_inside_model", "limit_0", "batch_0", "bad_tasks"])
+                                  "output_inside_model", "limit_0", "batch_0", "bad_tasks", "hub_task_offline"])
 def test_eval_saved_refusals(case, pruned, bert, tmp_path, capsys):
     import shutil
     folder, extra, needles = pruned, [], ()
@@ -368,6 +399,8 @@ def test_eval_saved_refusals(case, pruned, bert, tmp_path, capsys):
         extra, needles = ["--eval_limit", "0"], ("--eval_limit", "at least 1")
     elif case == "batch_0":
         extra, needles = ["--batch_size", "0"], ("--batch_size", "at least 1")
+    elif case == "hub_task_offline":      # the tests run with HF_DATASETS_OFFLINE=1 (tests/conftest.py)
+        tasks, extra, needles = "arc_easy", ["--eval_limit", "2"], ("--eval_tasks arc_easy", "make_zero_shot_tasks")
     else:
         tasks, needles = str(_task_folder(tmp_path, "malformed")), ("cannot be read",)
     before = snapshot(pruned)
