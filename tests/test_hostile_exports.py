@@ -177,6 +177,18 @@ def test_export_gguf_without_the_quantizer_refuses_before_writing(pruned, tmp_pa
 
 
 @needs_gguf
+def test_export_gguf_with_another_models_tokenizer_is_refused_before_loading(pruned, tmp_path, capsys):
+    bigger = byte_level_bpe_tokenizer([_text(seed, 200) for seed in range(3)] + ["zebra quartz jukebox"] * 3,
+                                      vocab_size=2000)
+    bigger.save_pretrained(tmp_path / "tok")
+    out = tmp_path / "gguf"
+    code, err = run_script("export_gguf", ["--model_dir", pruned, "--output_dir", out, "--tokenizer_dir", tmp_path / "tok"],
+                           capsys)
+    assert_user_error(code, err, str(tmp_path / "tok"), "not this model's tokenizer")
+    assert not out.exists()
+
+
+@needs_gguf
 @pytest.mark.parametrize("where", ["same", "inside", "file"])
 def test_export_gguf_output_dir_that_cannot_be_used(where, pruned, tmp_path, capsys):
     before = snapshot(pruned)
