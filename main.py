@@ -139,105 +139,109 @@ def build_parser() -> argparse.ArgumentParser:
     task_defaults = ", ".join(f"{task_registry.get(n).max_seq_length} for {n}" for n in task_registry.names()
                               if n in ("sst2", "squad", "causal_lm"))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task_name", required=True, type=str.lower, choices=task_registry.names())
-    p.add_argument("--ckpt_dir", required=True, help="fine-tuned checkpoint folder (or hub id when online)")
-    p.add_argument("--model_name", default=None, help="base model for the tokenizer, if the checkpoint has none")
-    p.add_argument("--data_dir", default=None, help="GLUE TSV folder, or the folder of the official SQuAD JSON "
-                   "files (train-v1.1.json/dev-v1.1.json, train-v2.0.json/dev-v2.0.json); omit to load from the "
-                   "HuggingFace hub")
-    p.add_argument("--output_dir", default=None, help="default: outputs/<model>/<task>/<metric>/<constraint>/seed_<seed>")
-    p.add_argument("--calib_file", default=None, help="causal_lm: calibration text (a .txt file or a folder of "
-                   "them), or wikitext2 / c4 from the hub when online")
-    p.add_argument("--eval_file", default=None, help="causal_lm: held-out text for the perplexity (file, folder, "
-                   "wikitext2 or c4); keep it disjoint from --calib_file")
-    p.add_argument("--eval_sequences", default=None, type=positive_int,
-                   help="causal_lm: evaluate on at most this many sequences of --max_seq_length tokens (default: all)")
-    p.add_argument("--eval_tasks", default=None,
-                   help="causal_lm: also score zero-shot accuracy with lm-evaluation-harness (pip install lm-eval) "
-                        "before and after pruning: task names (arc_easy,piqa; online), a folder of task YAML files "
-                        "(offline: python -m scripts.make_zero_shot_tasks -> data/zero_shot) or YAML files")
-    p.add_argument("--eval_limit", default=None, type=positive_int,
-                   help="--eval_tasks: at most this many items per task (default: all)")
-    p.add_argument("--metric", default=defaults.metric, choices=choices("metric"),
-                   help="what --constraint is a fraction of: mac (heads + FFN at the task's average length), "
-                        "params (heads + FFN weights) or latency (tables from python -m scripts.measure_latency)")
-    p.add_argument("--constraint", required=True, type=_fraction,
-                   help="fraction to keep, 0 < c < 1, of what --metric measures: MACs (mac), heads + FFN weights "
-                        "(params) or the latency the tables estimate (latency)")
-    p.add_argument("--num_samples", default=None, type=positive_int,
-                   help="training examples for the gradients and mask tuning (default: the task's, 2048; causal_lm: "
-                        "128 calibration sequences)")
-    p.add_argument("--seed", default=defaults.seed, type=_seed,
-                   help=f"picks the sample and breaks ties (default {defaults.seed})")
-    p.add_argument("--device", default=run_defaults.device, help="auto, cpu or cuda[:N]")
-    p.add_argument("--gpu", default=None, type=int, help="alias of --device cuda:N (original tool's flag)")
-    p.add_argument("--max_seq_length", default=None, type=_length,
-                   help=f"default: the task's ({task_defaults}; 128 for every GLUE task, 384 for squad_v2)")
-    p.add_argument("--doc_stride", default=run_defaults.data.doc_stride, type=_length,
-                   help=f"squad/squad_v2: overlap in tokens of consecutive windows over a long context (default "
-                        f"{run_defaults.data.doc_stride})")
-    p.add_argument("--batch_size", default=run_defaults.data.batch_size, type=positive_int,
-                   help=f"sample batch size for the gradients, mask tuning and evaluation (default "
-                        f"{run_defaults.data.batch_size})")
     width_defaults = ", ".join(f"{task_registry.get(n).width_multiple} for {n}" for n in task_registry.names()
                                if task_registry.get(n).width_multiple != defaults.width_multiple)
-    p.add_argument("--width_multiple", default=None, type=positive_int,
-                   help=f"every layer keeps a multiple of this many FFN channels (0 allowed), under the same budget, "
-                        f"e.g. 256 for llama.cpp's K-quants (Q4_K_M) (default: the task's: {width_defaults}, so that "
-                        f"llama.cpp runs the pruned model on its fast kernels, where the FFN has >= 8 such blocks and "
-                        f"the metric is mac/params; {defaults.width_multiple} = any count otherwise)")
-    p.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
-    p.add_argument("--no_mask_tuning", "--no_rescale", dest="no_mask_tuning", action="store_true",
-                   help="ablation: skip mask tuning (--no_rescale is the old name)")
-    p.add_argument("--no_head_refit", action="store_true",
-                   help="ablation (lsq): do not refit the task head's first Linear to the unpruned model's")
-    p.add_argument("--importance", default=defaults.importance, choices=choices("importance"),
-                   help="how units are scored: fisher (the paper), or a baseline: magnitude, random, wanda_sp, flap")
-    p.add_argument("--search", default=defaults.search, choices=choices("search"),
-                   help="how masks are chosen under a mac/params budget: global (the paper: most total importance), "
-                        "uniform (the same fraction in every layer, as Wanda-sp) or threshold (one global score "
-                        "threshold, as FLAP)")
-    p.add_argument("--method", default=defaults.method, choices=choices("method"),
-                   help="how mask tuning works: lsq (default) refits the output projections of the kept heads/"
-                        "neurons by layer-wise ridge least squares; kwon is the paper's, one scale per kept unit; "
-                        "bias is FLAP's bias compensation (pruned inputs replaced by their mean)")
-    p.add_argument("--ridge", default=defaults.ridge, type=_positive_float,
+
+    g = p.add_argument_group("model and data")
+    g.add_argument("--task_name", required=True, type=str.lower, choices=task_registry.names(),
+                   help="a GLUE task, squad / squad_v2, or causal_lm (a decoder LLM)")
+    g.add_argument("--ckpt_dir", required=True, help="fine-tuned checkpoint folder (or hub id when online)")
+    g.add_argument("--model_name", default=None, help="base model for the tokenizer, if the checkpoint has none")
+    g.add_argument("--data_dir", default=None, help="GLUE TSV folder, or the folder of the official SQuAD JSON "
+                   "files (default: the HuggingFace hub)")
+    g.add_argument("--num_samples", default=None, type=positive_int,
+                   help="examples for the gradients and mask tuning (default: the task's, 2048; causal_lm: 128)")
+    g.add_argument("--max_seq_length", default=None, type=_length,
+                   help=f"tokens per example (default: the task's: {task_defaults}; 384 for squad_v2)")
+    g.add_argument("--doc_stride", default=run_defaults.data.doc_stride, type=_length,
+                   help=f"squad/squad_v2: overlap of consecutive windows over a long context (default "
+                        f"{run_defaults.data.doc_stride})")
+    g.add_argument("--batch_size", default=run_defaults.data.batch_size, type=positive_int,
+                   help=f"batch size of the gradients, mask tuning and evaluation (default {run_defaults.data.batch_size})")
+    g.add_argument("--seed", default=defaults.seed, type=_seed,
+                   help=f"picks the sample and breaks ties (default {defaults.seed})")
+
+    g = p.add_argument_group("budget")
+    g.add_argument("--constraint", required=True, type=_fraction,
+                   help="fraction to keep, 0 < c < 1, of what --metric measures: MACs (mac), heads + FFN weights "
+                        "(params) or the latency the tables estimate (latency)")
+    g.add_argument("--metric", default=defaults.metric, choices=choices("metric"),
+                   help=f"what --constraint is a fraction of (default {defaults.metric})")
+    g.add_argument("--mha_lut", default=None, help="--metric latency: attention latency table (mha_lut.pt from "
+                   "python -m scripts.measure_latency)")
+    g.add_argument("--ffn_lut", default=None, help="--metric latency: FFN latency table (ffn_lut.pt)")
+    g.add_argument("--width_multiple", default=None, type=positive_int,
+                   help=f"every layer keeps a multiple of this many FFN channels, e.g. 256 for Q4_K_M (default: the "
+                        f"task's: {width_defaults}, where the FFN has >= 8 such blocks and the metric is mac/params; "
+                        f"{defaults.width_multiple} = any count otherwise)")
+
+    g = p.add_argument_group("method and ablations")
+    g.add_argument("--method", default=defaults.method, choices=choices("method"),
+                   help=f"mask tuning: lsq refits the kept units' output projections by ridge least squares, kwon is "
+                        f"the paper's, bias is FLAP's (default {defaults.method})")
+    g.add_argument("--importance", default=defaults.importance, choices=choices("importance"),
+                   help=f"how units are scored (default {defaults.importance}, the paper's)")
+    g.add_argument("--search", default=defaults.search, choices=choices("search"),
+                   help=f"how masks are chosen: global (the paper), uniform (as Wanda-sp) or threshold (as FLAP) "
+                        f"(default {defaults.search})")
+    g.add_argument("--ridge", default=defaults.ridge, type=_positive_float,
                    help=f"lsq: ridge strength towards the original weights, relative to the mean input energy "
                         f"(default {defaults.ridge:g})")
-    p.add_argument("--teacher", default=defaults.teacher, choices=["schedule", "full"],
-                   help="what each layer reconstructs: the paper's less-pruned teacher mask (schedule, default) "
-                        "or the unpruned model (full)")
-    p.add_argument("--teacher_exponent", default=defaults.teacher_exponent, type=_fraction,
-                   help=f"--teacher schedule: the teacher mask keeps constraint ** exponent of the budget (default "
-                        f"{defaults.teacher_exponent:g}, the paper's sqrt(c)); closer to 1 puts the teacher nearer the "
-                        f"pruned model")
-    p.add_argument("--gradient_batches", default=run_defaults.gradient_batches, choices=["sorted", "random"],
-                   help="how the sample is batched for the Fisher gradients: sorted by length (default: little "
-                        "padding, faster) or random (as the paper's code; no better on the benchmark)")
-    p.add_argument("--eval_stages", action="store_true", help="also evaluate the teacher, search-only and rearranged masks")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --output_dir")
-    p.add_argument("--mha_lut", default=None, help="--metric latency: attention latency table (mha_lut.pt from "
-                   "python -m scripts.measure_latency)")
-    p.add_argument("--ffn_lut", default=None, help="--metric latency: FFN latency table (ffn_lut.pt)")
-    p.add_argument("--save_pruned", nargs="?", const="pruned_model", default=None, metavar="DIR",
-                   help="also save the physically pruned model (HF files + pruning.json; load it with "
-                        "export.hf_load.load_pruned) and time it; a relative DIR is inside --output_dir "
+    g.add_argument("--teacher", default=defaults.teacher, choices=["schedule", "full"],
+                   help=f"what each layer reconstructs: the paper's less-pruned mask or the unpruned model "
+                        f"(default {defaults.teacher})")
+    g.add_argument("--teacher_exponent", default=defaults.teacher_exponent, type=_fraction,
+                   help=f"--teacher schedule: the teacher keeps constraint ** exponent (default "
+                        f"{defaults.teacher_exponent:g}, the paper's sqrt(c))")
+    g.add_argument("--gradient_batches", default=run_defaults.gradient_batches, choices=["sorted", "random"],
+                   help=f"batching of the Fisher gradients: sorted by length or random, as the paper's code (default "
+                        f"{run_defaults.gradient_batches})")
+    g.add_argument("--no_rearrange", action="store_true", help="ablation: skip mask rearrangement")
+    g.add_argument("--no_mask_tuning", "--no_rescale", dest="no_mask_tuning", action="store_true",
+                   help="ablation: skip mask tuning (--no_rescale is the old name)")
+    g.add_argument("--no_head_refit", action="store_true",
+                   help="ablation (lsq): do not refit the task head's first Linear to the unpruned model's")
+
+    g = p.add_argument_group("LLM (--task_name causal_lm)")
+    g.add_argument("--calib_file", default=None, help="calibration text: a .txt file or a folder of them, or "
+                   "wikitext2 / c4 from the hub when online")
+    g.add_argument("--eval_file", default=None, help="held-out text for the perplexity (file, folder, wikitext2 "
+                   "or c4); keep it disjoint from --calib_file")
+    g.add_argument("--eval_sequences", default=None, type=positive_int,
+                   help="perplexity on at most this many windows of --max_seq_length tokens (default: all)")
+
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--eval_tasks", default=None,
+                   help="causal_lm: zero-shot accuracy before and after (lm-eval): task names (online), or a folder "
+                        "of task YAML files such as data/zero_shot (python -m scripts.make_zero_shot_tasks)")
+    g.add_argument("--eval_limit", default=None, type=positive_int,
+                   help="--eval_tasks: at most this many items per task (default: all)")
+    g.add_argument("--eval_stages", action="store_true",
+                   help="also evaluate the teacher, search-only and rearranged masks")
+
+    g = p.add_argument_group("output and export")
+    g.add_argument("--output_dir", default=None,
+                   help="the run folder (default: outputs/<model>/<task>/<metric>/<constraint>/seed_<seed>)")
+    g.add_argument("--overwrite", action="store_true", help="replace a finished run in --output_dir")
+    g.add_argument("--save_pruned", nargs="?", const="pruned_model", default=None, metavar="DIR",
+                   help="also save the physically pruned model and time it; a relative DIR is inside --output_dir "
                         "(default DIR: pruned_model)")
-    p.add_argument("--speed_batch_size", default=run_defaults.speed_batch_size, type=positive_int,
+    g.add_argument("--speed_batch_size", default=run_defaults.speed_batch_size, type=positive_int,
                    help=f"--save_pruned: batch size of the timing (default {run_defaults.speed_batch_size})")
-    p.add_argument("--speed_seq_len", default=run_defaults.speed_seq_len, type=_length,
+    g.add_argument("--speed_seq_len", default=run_defaults.speed_seq_len, type=_length,
                    help=f"--save_pruned: sequence length of the timing (default {run_defaults.speed_seq_len})")
-    p.add_argument("--export", default=None, choices=exporters.names(),
-                   help="--save_pruned: also write the saved model in another format into its folder: "
+    g.add_argument("--export", default=None, choices=exporters.names(),
+                   help="--save_pruned: also write the saved model as "
                         + "; ".join(f"{n}: {exporters.get(n).help}" for n in exporters.names()))
-    p.add_argument("--device_map", default=None, choices=["auto"],
-                   help="causal_lm, a model larger than one device: hold it in CPU memory, spread it over the "
-                        "devices (accelerate's infer_auto_device_map + dispatch_model, within --max_memory) for the "
-                        "gradient pass and the evaluations, and stream one layer at a time onto --device for mask "
-                        "tuning")
-    p.add_argument("--max_memory", default=None, type=_max_memory, metavar="DEV=SIZE,...",
-                   help="--device_map auto: memory per device, e.g. 0=20GiB,1=20GiB,cpu=60GiB (what does not fit "
-                        "goes to a temporary folder on disk)")
+
+    g = p.add_argument_group("devices and processes")
+    g.add_argument("--device", default=run_defaults.device, help=f"auto, cpu or cuda[:N] (default {run_defaults.device})")
+    g.add_argument("--gpu", default=None, type=int, help="alias of --device cuda:N (the original tool's flag)")
+    g.add_argument("--device_map", default=None, choices=["auto"],
+                   help="causal_lm, a model larger than one device: spread it over the devices and stream one layer "
+                        "at a time for mask tuning")
+    g.add_argument("--max_memory", default=None, type=_max_memory, metavar="DEV=SIZE,...",
+                   help="--device_map auto: memory per device, e.g. 0=20GiB,cpu=60GiB (the rest goes to disk)")
     return p
 
 

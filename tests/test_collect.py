@@ -1,6 +1,5 @@
 """scripts/collect.py on fake run folders, and scripts/sweep.sh with a stub in place of main.py."""
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,10 +17,13 @@ FIGURES = ["accuracy_vs_macs.png", "speedup_vs_macs.png", "kept_per_layer.png", 
 
 
 def _load_collect():
-    spec = importlib.util.spec_from_file_location("collect_under_test", COLLECT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The collector's pieces under one name: run folders -> rows (scripts/sweep_rows.py), tables
+    (scripts/sweep_tables.py), variant names (prune/options.py); scripts/collect.py is the command over them."""
+    from types import SimpleNamespace
+    from prune.options import variant_name
+    from scripts import sweep_rows, sweep_tables
+    return SimpleNamespace(variant_name=variant_name, run_row=sweep_rows.run_row, collect=sweep_rows.collect,
+                           ablation_tables=sweep_tables.ablation_tables, ablation_csv=sweep_tables.ablation_csv)
 
 
 def _args(constraint, seed, method="kwon", rearrange=True, rescale=True, importance="fisher", output_dir=""):
