@@ -355,9 +355,10 @@ def _task_folder(root, kind):
         (folder / "t.yaml").write_text("task: [oops\n  bad: : yaml\n")
     elif kind == "missing_data":
         (folder / "t.yaml").write_text(yaml.format(name="my_task", data="nowhere.jsonl"))
-    elif kind == "collision":
-        (folder / "t.jsonl").write_text('{"text": "x", "label": 0}\n')
-        (folder / "t.yaml").write_text(yaml.format(name="arc_easy", data="t.jsonl"))
+    elif kind in ("collision", "valid"):
+        (folder / "t.jsonl").write_text('{"text": "x", "label": 0}\n{"text": "y", "label": 1}\n')
+        (folder / "t.yaml").write_text(yaml.format(name="arc_easy" if kind == "collision" else "hostile_valid_task",
+                                                   data="t.jsonl"))
     return folder
 
 
@@ -390,7 +391,7 @@ def test_eval_limit_without_eval_tasks_is_refused(llama, texts, tmp_path, capsys
 def test_eval_saved_refusals(case, pruned, bert, tmp_path, capsys):
     import shutil
     folder, extra, needles = pruned, [], ()
-    tasks = os.path.join(REPO, "data", "zero_shot")
+    tasks = str(_task_folder(tmp_path, "valid"))     # a good task folder: each case fails on its own input
     if case == "encoder":
         folder, needles = bert, ("BertForSequenceClassification", "not a causal language model")
     elif case == "no_config":
