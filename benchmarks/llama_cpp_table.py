@@ -40,7 +40,7 @@ from benchmarks.record import LoadSampler, cell_done, machine_metadata, read_cel
 from dataset.lm_text import evaluation_sequences, lm_batches
 from evaluate.perplexity import perplexity as torch_perplexity
 from export.gguf import export_gguf, ffn_width_misfits, quantize_gguf, weight_bytes_per_token
-from scripts.export_gguf import load_model
+from export.hf_load import load_causal_lm
 
 log = logging.getLogger("llama_cpp_table")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,7 +96,7 @@ def export_all(args, models: dict) -> dict:
         out_dir = os.path.join(args.work_dir, label.replace("@", "_"))
         f16 = os.path.join(out_dir, "model-f16.gguf")
         if not os.path.isfile(f16):
-            model = load_model(folder)
+            model = load_causal_lm(folder)
             export_gguf(model, out_dir, folder, dtype="f16", architecture=architecture)
             del model
         files[label] = {}
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     rows = []
     for label, (folder, _) in models.items():
         torch_ppl = _cell(args, f"pytorch-{label}", lambda: {
-            "perplexity": torch_perplexity(load_model(folder).float(), lm_batches(windows.to(torch.long), 8))[
+            "perplexity": torch_perplexity(load_causal_lm(folder).float(), lm_batches(windows.to(torch.long), 8))[
                 "perplexity"]})["perplexity"]
         for quant in args.quant:
             path = files[label][quant]
