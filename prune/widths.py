@@ -85,7 +85,7 @@ def check_width_multiple(multiple: int, ffn_dim: int, metric: str, search: str) 
     if multiple > ffn_dim:
         raise WidthMultipleError(f"--width_multiple {multiple} is larger than the model's FFN ({ffn_dim} channels per "
                                  f"layer): every layer would lose its whole FFN. Pass a multiple of at most "
-                                 f"{ffn_dim}, e.g. 32 or 256 for llama.cpp's kernels, or 1 for any width")
+                                 f"{ffn_dim}, e.g. 32, or 256 for Q4_K_M GGUF files, or 1 for any width")
 
 
 def resolve_width_multiple(requested: int | None, default: int, ffn_dim: int, metric: str, search: str
