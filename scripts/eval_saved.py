@@ -17,22 +17,22 @@ import os
 import sys
 import time
 
-from transformers import AutoTokenizer
-
 from evaluate.zero_shot import check_task_sources, without_items, zero_shot_scores
 from export.hf_load import load_causal_lm
 from run.folder import write_json
 from run.safety import writing
 from run.script_guard import check_model_folder, check_output_file, guarded_main
 from utils.arg_types import positive_int
+from utils.checkpoint import load_tokenizer
+from utils.device import resolve_device
 
 log = logging.getLogger("eval_saved")
 
 
 def load_causal_lm_and_tokenizer(folder: str, device: str = "cpu"):
     """(model, tokenizer) of a pruned folder (its pruning record) or of a plain HF causal-LM checkpoint."""
-    model = load_causal_lm(folder, device)
-    return model.eval(), AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder, None)          # a folder without one: one clear line, before the weights
+    return load_causal_lm(folder, device).eval(), tokenizer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +53,9 @@ def _evaluate(args) -> int:
     check_model_folder(args.folder, "FOLDER")
     if args.output:
         check_output_file(args.output, "--output", args.overwrite, {"FOLDER": args.folder})
+    device = resolve_device(args.device)
     check_task_sources(args.eval_tasks)                    # bad task files fail before the model loads
-    model, tokenizer = load_causal_lm_and_tokenizer(args.folder, args.device)
+    model, tokenizer = load_causal_lm_and_tokenizer(args.folder, device)
     scores = zero_shot_scores(model, tokenizer, args.eval_tasks, args.eval_limit, args.batch_size)
     scores["folder"] = args.folder
     scores["seconds_total"] = round(time.perf_counter() - start, 3)

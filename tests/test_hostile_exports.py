@@ -387,7 +387,8 @@ def test_eval_limit_without_eval_tasks_is_refused(llama, texts, tmp_path, capsys
 
 @needs_lm_eval
 @pytest.mark.parametrize("case", ["encoder", "no_config", "staged", "output_exists", "output_is_folder",
-                                  "output_inside_model", "limit_0", "batch_0", "bad_tasks", "hub_task_offline"])
+                                  "output_inside_model", "limit_0", "batch_0", "bad_tasks", "hub_task_offline",
+                                  "no_tokenizer", "no_such_device"])
 def test_eval_saved_refusals(case, pruned, bert, tmp_path, capsys):
     import shutil
     folder, extra, needles = pruned, [], ()
@@ -412,6 +413,17 @@ def test_eval_saved_refusals(case, pruned, bert, tmp_path, capsys):
         extra, needles = ["--eval_limit", "0"], ("--eval_limit", "at least 1")
     elif case == "batch_0":
         extra, needles = ["--batch_size", "0"], ("--batch_size", "at least 1")
+    elif case == "no_tokenizer":
+        folder = tmp_path / "model"
+        shutil.copytree(pruned, folder)
+        for name in os.listdir(folder):
+            if name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
+                os.remove(folder / name)
+        needles = ("no tokenizer found",)
+    elif case == "no_such_device":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+        extra, needles = ["--device", "cuda"], ("--device cuda", "no CUDA GPU")
     elif case == "hub_task_offline":      # the tests run with HF_DATASETS_OFFLINE=1 (tests/conftest.py)
         tasks, extra, needles = "arc_easy", ["--eval_limit", "2"], ("--eval_tasks arc_easy", "make_zero_shot_tasks")
     else:
