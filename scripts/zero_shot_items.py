@@ -40,7 +40,8 @@ def sentiment_items(ground_truth: str, n: int, rng: random.Random) -> list[dict]
     half = n // 2
     if len(pos) < half or len(neg) < half:
         raise ZeroShotSourceError(f"only {len(pos)} positive / {len(neg)} negative strongly rated sentences in "
-                                  f"{VADER_FILE} (need {half} each): is it the {VADER_REQUIREMENT} sdist?")
+                                  f"{VADER_FILE} (need {half} each for --items {n}): lower --items, or check that it is the "
+                                  f"{VADER_REQUIREMENT} sdist")
     items = [{"text": t, "label": 1} for t in rng.sample(pos, half)] + \
             [{"text": t, "label": 0} for t in rng.sample(neg, half)]
     rng.shuffle(items)
@@ -77,8 +78,8 @@ def cloze_items(texts: list[str], n: int, rng: random.Random) -> list[dict]:
         if m:
             pool.append((m.group(1), m.group(2)))
     if len(pool) < n:
-        raise ZeroShotSourceError(f"only {len(pool)} fortunes end in a word (need {n}): is it the {FORTUNES_PACKAGE} "
-                                  f"package?")
+        raise ZeroShotSourceError(f"only {len(pool)} fortunes end in a word (need {n} for --items {n}): lower --items, or "
+                                  f"check that it is the {FORTUNES_PACKAGE} package")
     chosen = rng.sample(pool, n)
     finals = sorted({w for _, w in pool})
     items = []
@@ -96,7 +97,8 @@ def cloze_items(texts: list[str], n: int, rng: random.Random) -> list[dict]:
 
 def order_items(texts: list[str], n: int, rng: random.Random) -> list[dict]:
     if len(texts) < n:
-        raise ZeroShotSourceError(f"only {len(texts)} fortunes left for pp_fortune_order (need {n}).")
+        raise ZeroShotSourceError(f"only {len(texts)} fortunes left for pp_fortune_order (need {n} for --items {n}): "
+                                  f"lower --items.")
     items = []
     for text in rng.sample(texts, n):
         words = _words(text)
@@ -140,7 +142,8 @@ def nextline_items(plays: dict[str, str], n: int, rng: random.Random) -> list[di
     lines_by_play = {play: sorted({ln for s in speeches[play] for ln in s if 5 <= len(_words(ln)) <= 12})
                      for play in speeches}
     if len(candidates) < n:
-        raise ZeroShotSourceError(f"only {len(candidates)} speeches of 3+ lines in the Shakespeare texts (need {n}).")
+        raise ZeroShotSourceError(f"only {len(candidates)} speeches of 3+ lines in the Shakespeare texts (need {n} for --items "
+                                  f"{n}): lower --items.")
     plays_sorted = sorted(p for p in lines_by_play if lines_by_play[p])
     items = []
     for play, speech in rng.sample(candidates, n):

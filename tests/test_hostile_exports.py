@@ -566,3 +566,11 @@ def test_gguf_export_on_a_full_disk_is_one_line_and_leaves_no_partial(pruned, tm
     code, err = run_script("export_gguf", ["--model_dir", pruned, "--output_dir", out], capsys)
     assert_user_error(code, err, "No space left on device", str(out))
     assert os.listdir(out) == []
+
+
+def test_task_folder_build_with_more_items_than_the_sources_hold(fake_sources, tmp_path, capsys):
+    code, err = run_script("make_zero_shot_tasks", ["--out_dir", tmp_path / "zs", "--items", "100000",
+                                                    *[a for k, v in fake_sources.items() for a in (f"--{k}", v)]],
+                           capsys)
+    assert_user_error(code, err, "--items 100000", "lower --items")
+    assert os.listdir(tmp_path) == []
