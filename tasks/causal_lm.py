@@ -66,7 +66,8 @@ def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, nu
     # a decoder's gradient pass is where memory peaks: chunked logits and recomputed blocks keep it near one
     # block's activations (exact; about a third more gradient time)
     return TaskData("causal_lm", "causal_lm", sample_batches, evaluate, "perplexity", float(seq_len), "all", info,
-                    loss_fn=lm_loss, checkpoint_layers=True, eval_batch_count=len(eval_batches))
+                    dev_batches=eval_batches, loss_fn=lm_loss, checkpoint_layers=True,
+                    eval_batch_count=len(eval_batches))
 
 
 def zero_shot_before_after(model, arch, tokenizer, masks, weight_updates, placement, request: DataRequest) -> dict:

@@ -446,6 +446,17 @@ def onnx_ready():
         pytest.skip(f"the ONNX export needs {missing_packages()}")
 
 
+def test_decoder_export_onnx_is_checked_on_the_held_out_text(onnx_ready, llama, texts, tmp_path, capsys):
+    """--export onnx on a causal LM used to end in a TypeError after the whole run (the task gave the ONNX check no
+    batches); now the graph is checked on the held-out windows like an encoder's on its dev set."""
+    out = tmp_path / "out"
+    code, err = run_main(_lm_argv(llama, texts, out, "--save_pruned", "--export", "onnx"), capsys)
+    assert code == 0, err
+    onnx = json.loads((out / "results.json").read_text())["pruned_model"]["onnx"]
+    assert onnx["within_tolerance"] and onnx["checked_batches"] >= 1 and onnx["outputs"] == ["logits"]
+    assert (out / "pruned_model" / "model.onnx").is_file()
+
+
 def test_interrupted_onnx_export_keeps_the_previous_model_onnx(onnx_ready, pruned, tmp_path, capsys, monkeypatch,
                                                                caplog):
     import shutil
