@@ -78,23 +78,23 @@ def _find_in_tar(tar: tarfile.TarFile, name: str, depth: int = 0) -> bytes | Non
     return None
 
 
-def read_ground_truth(sdist: str) -> str:
-    """The text of movieReviewSnippets_GroundTruth.txt from the sdist archive."""
+def read_ground_truth(sdist: str, name: str = GROUND_TRUTH_NAME) -> str:
+    """The text of movieReviewSnippets_GroundTruth.txt (or another ground-truth file `name`) from the sdist archive."""
     if not os.path.isfile(sdist):
         raise MovieDataError(f"--sdist '{sdist}' is not a file; pass the vaderSentiment-3.3.2.tar.gz archive.")
     try:
         with tarfile.open(sdist) as tar:
-            data = _find_in_tar(tar, GROUND_TRUTH_NAME)
+            data = _find_in_tar(tar, name)
     except tarfile.TarError as e:
         raise MovieDataError(f"--sdist '{sdist}' is not a readable tar archive ({e}); pass the "
                              f"vaderSentiment-3.3.2.tar.gz source distribution.") from None
     if data is None:
-        raise MovieDataError(f"--sdist '{sdist}' holds no {GROUND_TRUTH_NAME} (also not in nested tarballs); "
+        raise MovieDataError(f"--sdist '{sdist}' holds no {name} (also not in nested tarballs); "
                              f"pass the {VADER_REQUIREMENT} source distribution.")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise MovieDataError(f"{GROUND_TRUTH_NAME} in '{sdist}' is not UTF-8 ({e}); is it the 3.3.2 sdist?") from None
+        raise MovieDataError(f"{name} in '{sdist}' is not UTF-8 ({e}); is it the 3.3.2 sdist?") from None
 
 
 def parse_ground_truth(text: str) -> list[tuple[str, int]]:
