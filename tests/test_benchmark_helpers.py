@@ -95,3 +95,14 @@ def test_llama_cpp_goals():
     # size goal: dense Q4 100 MB x (160/200 + 0.02) = 82 MB; 90 MB misses it; F16 160 <= 200 x 0.82
     assert f16["size_goal_met"] and not q4["size_goal_met"]
     assert "0.8 | q4_k_m" in table(rows, ["128x64"])
+
+
+def test_encoder_transfer_summary_pairs_the_two_dev_sets():
+    from benchmarks.encoder_transfer import summarise
+    cells = [{"dev": "movie", "method": "lsq", "constraint": 0.4, "drop_points": 0.25, "accuracy_after": 0.8335},
+             {"dev": "product", "method": "lsq", "constraint": 0.4, "drop_points": 2.63, "accuracy_after": 0.75,
+              "dev_rows": 3600},
+             {"dev": "movie", "method": "kwon", "constraint": 0.4, "drop_points": 2.3, "accuracy_after": 0.813}]
+    rows = summarise(cells)["rows"]
+    assert len(rows) == 1                                   # kwon has no product cell: no row
+    assert rows[0]["extra_drop_off_genre"] == 2.38 and rows[0]["product_se_points"] == 0.72
