@@ -15,6 +15,7 @@ dev set x method x constraint, each one main.py run (its run folder under output
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -55,9 +56,7 @@ def product_data_dir(sdist: str | None, movie_dir: str, out: str) -> str:
 
 
 def run_cell(data_dir: str, method: str, constraint: float, out: str) -> dict:
-    import json
-
-    import main
+    import main  # its imports (torch, transformers) are needed only when a cell runs
     argv = ["--task_name", "sst2", "--ckpt_dir", QUICK_CKPT_DIR, "--data_dir", data_dir, "--constraint",
             str(constraint), "--max_seq_length", "64", "--output_dir", out, "--overwrite", *METHODS[method]]
     with LoadSampler() as load:
@@ -69,7 +68,7 @@ def run_cell(data_dir: str, method: str, constraint: float, out: str) -> dict:
     return {"method": method, "constraint": constraint, "accuracy_before": before, "accuracy_after": after,
             "drop_points": round(100 * (before - after), 2), "mac_ratio": results["mac_ratio"],
             "seconds_pruning": results["seconds"]["pruning_total"], "load": load.summary(),
-            "dev_rows": results["data"]["dev"].get("rows") if isinstance(results["data"].get("dev"), dict) else None}
+            "dev_rows": results["data"]["dev"]["rows"]}
 
 
 def summarise(cells: list[dict]) -> dict:

@@ -72,11 +72,12 @@ MIN_BLOCKS = 8   # a default multiple applies only when each layer's FFN holds a
 COUNT_METRICS = ("mac", "params")
 
 
-def check_width_multiple(multiple: int, ffn_dim: int, metric: str, search: str) -> None:
-    """Refuse a --width_multiple that cannot work with this model and budget (instead of ignoring it)."""
+def check_width_multiple(multiple: int, ffn_dim: int, counts_units: bool, search: str) -> None:
+    """Refuse a width multiple that cannot work with this model and budget (instead of ignoring it).
+    counts_units: the budget prices each unit (the mac and params metrics; latency tables price every width)."""
     if multiple == 1:
         return
-    if metric not in COUNT_METRICS:
+    if not counts_units:
         raise WidthMultipleError(f"--width_multiple {multiple} needs a count metric (--metric mac or params); the "
                                  f"latency tables price every width themselves: drop --width_multiple or use --metric mac")
     if search == "threshold":
@@ -94,7 +95,7 @@ def resolve_width_multiple(requested: int | None, default: int, ffn_dim: int, me
     task's `default` where it can work (a count metric, a search other than threshold, and at least MIN_BLOCKS
     blocks of it per layer, so that rounding to it costs little); otherwise 1 (any count)."""
     if requested is not None:
-        check_width_multiple(requested, ffn_dim, metric, search)
+        check_width_multiple(requested, ffn_dim, metric in COUNT_METRICS, search)
         return requested, "--width_multiple"
     if default == 1:
         return 1, "the task's default"
@@ -115,11 +116,7 @@ def apply_width_multiple(budget, neuron_importance: torch.Tensor, masks: tuple, 
     if multiple == 1:
         return masks
     cost = getattr(budget, "cost", None)
-    if cost is None:
-        raise WidthMultipleError("width_multiple needs the mac or params metric (the latency metric's tables "
-                                 "price every width separately); drop --width_multiple or use --metric mac")
-    if search == "threshold":
-        raise WidthMultipleError("width_multiple works with --search global or uniform, not threshold")
+    check_width_multiple(multiple, neuron_importance.shape[-1], cost is not None, search)
     head_mask, _ = masks
     return head_mask, multiple_widths(neuron_importance, head_mask, cost, constraint, multiple,
                                       uniform=search == "uniform")

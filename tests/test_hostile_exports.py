@@ -10,8 +10,6 @@ import importlib.util
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 
 import main
 from tests.test_errors import assert_user_error, run_main
+from tests.test_hostile import _script, texts, unrelated_process  # noqa: F401  (fixtures)
 from tests.test_main_lm import _text
 from tests.test_safety import snapshot
 from tests.test_zero_shot import fake_sources  # noqa: F401  (fixture: the builder tests' fake archives)
@@ -44,13 +43,6 @@ def fresh_logging():
     root.handlers[:] = saved
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_for_exports_test", os.path.join(REPO, "scripts", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_script(name, argv, capsys):
     capsys.readouterr()
     try:
@@ -61,14 +53,6 @@ def run_script(name, argv, capsys):
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(scope="module")
-def texts(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("text")
-    (folder / "calib.txt").write_text(_text(0, 80))
-    (folder / "eval.txt").write_text(_text(1, 40))
-    return folder
-
 
 def _decoder(folder, family, texts, ffn=256):
     from transformers import AutoModelForCausalLM
@@ -203,17 +187,9 @@ def _live_lock(path, proc):
                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "run_id": "other"}))
 
 
-@pytest.fixture
-def other_process():
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 @needs_gguf
 @pytest.mark.parametrize("state", ["missing", "staged", "save_lock", "run_lock", "no_config", "damaged", "encoder"])
-def test_export_gguf_refuses_a_model_folder_that_is_not_whole(state, pruned, bert, other_process, tmp_path, capsys):
+def test_export_gguf_refuses_a_model_folder_that_is_not_whole(state, pruned, bert, unrelated_process, tmp_path, capsys):
     import shutil
     model = tmp_path / "model"
     needles = ()
@@ -226,8 +202,8 @@ def test_export_gguf_refuses_a_model_folder_that_is_not_whole(state, pruned, ber
         needles = ("temporary folder", "still writing")
     elif state in ("save_lock", "run_lock"):
         shutil.copytree(pruned, model)
-        _live_lock(tmp_path / ("model.lock" if state == "save_lock" else "run.lock"), other_process)
-        needles = ("being written", f"pid {other_process.pid}")
+        _live_lock(tmp_path / ("model.lock" if state == "save_lock" else "run.lock"), unrelated_process)
+        needles = ("being written", f"pid {unrelated_process.pid}")
     elif state == "no_config":
         shutil.copytree(pruned, model)
         os.remove(model / "config.json")
@@ -270,12 +246,12 @@ def test_interrupted_gguf_export_keeps_the_previous_file_and_leaves_no_partial(p
 
 
 @needs_gguf
-def test_gguf_export_into_a_folder_another_export_holds_is_refused(pruned, other_process, tmp_path, capsys):
+def test_gguf_export_into_a_folder_another_export_holds_is_refused(pruned, unrelated_process, tmp_path, capsys):
     out = tmp_path / "gguf"
     out.mkdir()
-    _live_lock(out / "model-f16.gguf.lock", other_process)
+    _live_lock(out / "model-f16.gguf.lock", unrelated_process)
     code, err = run_script("export_gguf", ["--model_dir", pruned, "--output_dir", out], capsys)
-    assert_user_error(code, err, "in use by another run", f"pid {other_process.pid}")
+    assert_user_error(code, err, "in use by another run", f"pid {unrelated_process.pid}")
     assert sorted(os.listdir(out)) == ["model-f16.gguf.lock"]
 
 
