@@ -50,6 +50,7 @@ try:    # a Ctrl-C while the libraries load is one line, not the import machiner
                             run_guard, target_state, writing)
     from tasks import registry as task_registry  # importing tasks/ registers the built-in tasks
     from tasks.base import DataRequest
+    from tasks.causal_lm import CALIB_MIX_FRACTION
     from utils.arg_types import positive_int
     from utils.checkpoint import (check_checkpoint_dir, check_fits, check_task_fields, load_config, load_model,
                                   load_tokenizer)
@@ -104,8 +105,18 @@ def _fraction(text: str) -> float:
 MAX_LENGTH = 2**20             # tokens: longer than any supported model's position table
 MAX_SPEED_TOKENS = 2**20       # batch x length of the timing input
 # Flags naming a file, folder or model: an empty value (an unset shell variable) must not mean "none".
-PATH_FLAGS = ("ckpt_dir", "model_name", "data_dir", "output_dir", "calib_file", "eval_file", "mha_lut", "ffn_lut",
-              "save_pruned")
+PATH_FLAGS = ("ckpt_dir", "model_name", "data_dir", "output_dir", "calib_file", "calib_mix", "eval_file", "mha_lut",
+              "ffn_lut", "save_pruned")
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number; give a share between 0 and 1, e.g. 0.5")
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]; give a share between 0 and 1, e.g. 0.5")
+    return value
 
 
 def _length(text: str) -> int:
@@ -204,7 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("LLM (--task_name causal_lm)")
     g.add_argument("--calib_file", default=None, help="calibration text: a .txt file or a folder of them, or "
-                   "wikitext2 / c4 from the hub when online")
+                   "wikitext2 / c4 from the hub when online (default: the general mix of --calib_mix alone)")
+    g.add_argument("--calib_mix", default=None,
+                   help="a folder of .txt files of general text mixed into the calibration so that the pruned model "
+                        "keeps working outside --calib_file's genre, or 'none' to calibrate on --calib_file alone "
+                        "(default: data/calib_mix, built by python -m scripts.make_genre_text)")
+    g.add_argument("--calib_mix_fraction", default=None, type=_share,
+                   help="share of the calibration windows drawn from --calib_mix when --calib_file is given, the same "
+                        "number from each of its files (default "
+                        f"{CALIB_MIX_FRACTION:g}; 0 still uses the mix when --calib_file is absent)")
     g.add_argument("--eval_file", default=None, help="held-out text for the perplexity (file, folder, wikitext2 "
                    "or c4); keep it disjoint from --calib_file")
     g.add_argument("--eval_sequences", default=None, type=positive_int,
@@ -272,6 +291,7 @@ def config_from_args(argv=None) -> RunConfig:
     data = DataRequest(task_name=args.task_name, num_samples=args.num_samples or task.num_samples, seed=args.seed,
                        max_seq_length=args.max_seq_length or task.max_seq_length, batch_size=args.batch_size,
                        data_dir=args.data_dir, doc_stride=args.doc_stride, calib_file=args.calib_file,
+                       calib_mix=args.calib_mix, calib_mix_fraction=args.calib_mix_fraction,
                        eval_file=args.eval_file, eval_sequences=args.eval_sequences,
                        eval_tasks=args.eval_tasks, eval_limit=args.eval_limit)
     for problem in task.check_request(data):

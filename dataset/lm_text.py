@@ -13,6 +13,8 @@ Protocols
 - calibration: ``calibration_sequences`` draws ``num_sequences`` windows of ``seq_len`` tokens at uniformly random
   start offsets of the whole tokenized text (``torch.Generator().manual_seed(seed)``: the same windows for the same
   text, tokenizer and seed on any machine); windows may overlap, as in Wanda/FLAP's ``get_loaders``.
+- a mix: ``mixed_calibration_sequences`` draws ``counts[name]`` such windows from each of several texts (the user's
+  file and the general mix of data/calib_mix; ``mix_counts`` says how many from each) and shuffles them together.
 - evaluation: ``evaluation_sequences`` cuts the tokenized text into consecutive, non-overlapping windows of
   ``seq_len`` tokens and drops the incomplete tail (``n = tokens // seq_len``), the standard WikiText-2
   perplexity protocol. Text is tokenized with ``add_special_tokens=False`` (no BOS per window).
@@ -186,3 +188,49 @@ def token_count(batches: Iterable[dict]) -> int:
             keep = keep & b["attention_mask"][:, 1:].bool()
         total += int(keep.sum())
     return total
+
+
+MAX_WINDOW_REUSE = 8   # a source must hold at least windows x seq_len / this many tokens
+SOURCE_SEED_STEP = 7919   # source i of a mix draws its windows with seed + i x this (source 0: the seed itself)
+
+
+def mix_counts(num_sequences: int, user: bool, mix_names: Sequence[str], mix_fraction: float) -> dict[str, int]:
+    """How many calibration windows each source gives: the user's text (key '') num_sequences x (1 - mix_fraction),
+    rounded; the rest spread evenly over the mix sources in their order (the first ones take the remainder).
+    Without a user text every window comes from the mix; without mix sources every window from the user's text."""
+    if not 0.0 <= mix_fraction <= 1.0:
+        raise ValueError(f"mix_fraction must be in [0, 1] (got {mix_fraction})")
+    if not user and not mix_names:
+        raise ValueError("no calibration source: neither a text nor mix sources")
+    n_mix = num_sequences if not user else (round(num_sequences * mix_fraction) if mix_names else 0)
+    counts = {"": num_sequences - n_mix} if user else {}
+    for i, name in enumerate(mix_names):
+        counts[name] = n_mix // len(mix_names) + (1 if i < n_mix % len(mix_names) else 0)
+    return {k: v for k, v in counts.items() if v > 0}
+
+
+def mixed_calibration_sequences(texts: dict[str, object], counts: dict[str, int], tokenizer, seq_len: int,
+                                seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """Calibration windows drawn from several texts: counts[name] random windows of texts[name] each (the same
+    protocol as calibration_sequences, source i with seed + SOURCE_SEED_STEP x i), rows shuffled together with
+    ``seed`` (one source alone: calibration_sequences' windows and order, as before the mix existed).
+    Returns the [sum(counts), seq_len] windows and {name: {"windows", "tokens_in_text"}}.
+
+    Raises TextDataError naming the source when it holds fewer than one window or fewer than
+    windows x seq_len / MAX_WINDOW_REUSE tokens (each token would sit in more than that many windows on average:
+    the sample would repeat a handful of sentences)."""
+    parts, record = [], {}
+    for i, (name, k) in enumerate(counts.items()):
+        ids = tokenize_text(texts[name], tokenizer)
+        need = max(seq_len, -(-k * seq_len // MAX_WINDOW_REUSE))
+        if ids.numel() < need:
+            raise TextDataError(f"{name or 'the calibration text'} has {ids.numel():,} tokens; {k} windows of "
+                                f"{seq_len} need at least {need:,} (each token in at most {MAX_WINDOW_REUSE} windows "
+                                f"on average): give more text, or fewer or shorter windows")
+        parts.append(calibration_sequences(ids, tokenizer, k, seq_len, seed=int(seed) + SOURCE_SEED_STEP * i))
+        record[name] = {"windows": k, "tokens_in_text": int(ids.numel())}
+    if len(parts) == 1:      # one source: exactly calibration_sequences' windows, in its order
+        return parts[0], record
+    windows = torch.cat(parts)
+    order = torch.randperm(windows.shape[0], generator=torch.Generator().manual_seed(int(seed)))
+    return windows[order].contiguous(), record

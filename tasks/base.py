@@ -22,6 +22,8 @@ class DataRequest:
     data_dir: str | None = None          # GLUE TSV / SQuAD JSON folder (None: the hub)
     doc_stride: int = 128                # SQuAD windows
     calib_file: str | None = None        # causal LM: calibration text
+    calib_mix: str | None = None         # causal LM: general-text folder mixed in (None: the task's; 'none': off)
+    calib_mix_fraction: float | None = None   # causal LM: share of the windows from the mix (None: the task's)
     eval_file: str | None = None         # causal LM: held-out text
     eval_sequences: int | None = None    # causal LM: cap on evaluation windows
     eval_tasks: str | None = None        # causal LM: lm-evaluation-harness tasks (names, YAML folders or files)
@@ -29,7 +31,7 @@ class DataRequest:
 
 
 # flags that only some tasks read: a task that does not list one in `reads` refuses it instead of ignoring it
-TASK_SPECIFIC = ("calib_file", "eval_file", "eval_sequences", "eval_tasks", "eval_limit")
+TASK_SPECIFIC = ("calib_file", "calib_mix", "calib_mix_fraction", "eval_file", "eval_sequences", "eval_tasks", "eval_limit")
 
 
 @dataclass

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from transformers import AutoModelForCausalLM
 
 from arch.hooks import apply_masks
 from dataset.errors import DataError
-from dataset.lm_text import TextDataError, calibration_sequences, evaluation_sequences, lm_batches, load_text
+from dataset.lm_text import (TextDataError, evaluation_sequences, lm_batches, load_text, mix_counts,
+                             mixed_calibration_sequences)
 from evaluate.perplexity import greedy_generations, lm_loss, perplexity
 from evaluate.speed import decode_speed, prefill_latency
 from evaluate.zero_shot import ZeroShotError, check_task_sources, zero_shot_scores
@@ -17,9 +19,27 @@ from tasks.registry import register
 
 log = logging.getLogger(__name__)
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the general text mixed into every calibration (issue 31: a sample of one genre alone overfits the pruned model
+# to it); python -m scripts.make_genre_text builds it, benchmarks/genre_transfer.py measures it
+CALIB_MIX = os.path.join(ROOT, "data", "calib_mix")
+CALIB_MIX_FRACTION = 0.5             # of the calibration windows drawn from the mix when --calib_file is given
 MAX_CALIBRATION_TOKENS = 2**28       # 2 GB of token ids: a larger --num_samples is a typo
 # Greedy continuations of these are printed before and after pruning, for a person to read.
 PROMPTS = ["The Python tutorial explains that", "A list comprehension is", "Once upon a time"]
+
+
+def mix_sources(folder: str) -> dict[str, str]:
+    """{file name: text} of the .txt files of a calibration-mix folder, in name order."""
+    if not os.path.isdir(folder):
+        raise TextDataError(f"--calib_mix '{folder}' is not a folder of .txt files; build the shipped one with "
+                            f"`python -m scripts.make_genre_text`, or pass --calib_mix none to calibrate on "
+                            f"--calib_file alone")
+    names = sorted(n for n in os.listdir(folder) if n.endswith(".txt"))
+    if not names:
+        raise TextDataError(f"--calib_mix '{folder}' holds no .txt files; pass a folder with one .txt per source, "
+                            f"or --calib_mix none")
+    return {n: load_text(os.path.join(folder, n)) for n in names}
 
 
 def _windows(error, seq_len: int) -> str:
@@ -28,16 +48,21 @@ def _windows(error, seq_len: int) -> str:
             .replace("or shorter windows", f"or a smaller --max_seq_length (now {seq_len})"))
 
 
-def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, num_sequences: int, seed: int,
-                      seq_len: int, batch_size: int, eval_sequences: int | None = None, dist=None) -> TaskData:
-    """num_sequences random windows of seq_len tokens of the calibration text; the evaluation text cut into
-    consecutive windows of seq_len tokens (the WikiText-2 protocol), at most eval_sequences of them."""
+def prepare_causal_lm(calib_source: str | None, eval_source: str, tokenizer, config, num_sequences: int, seed: int,
+                      seq_len: int, batch_size: int, eval_sequences: int | None = None, dist=None,
+                      calib_mix: str | None = None, mix_fraction: float = CALIB_MIX_FRACTION) -> TaskData:
+    """num_sequences random windows of seq_len tokens of the calibration text -- with calib_mix (a folder of .txt
+    files), mix_fraction of them from the mix's files, evenly, and all of them when calib_source is None; the
+    evaluation text cut into consecutive windows of seq_len tokens (the WikiText-2 protocol), at most
+    eval_sequences of them."""
 
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and seq_len > positions:
         raise DataError(f"--max_seq_length {seq_len} is longer than the model's {positions} positions; "
                         f"pass --max_seq_length {positions} or less.")
-    calib_text, eval_text = load_text(calib_source), load_text(eval_source)
+    texts = {"": load_text(calib_source)} if calib_source else {}
+    texts.update(mix_sources(calib_mix) if calib_mix else {})
+    eval_text = load_text(eval_source)
     if calib_source == eval_source:
         log.warning("the calibration and evaluation text are the same (%s): the perplexity is not held out",
                     calib_source)
@@ -45,10 +70,12 @@ def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, nu
         raise DataError(f"--num_samples {num_sequences} x --max_seq_length {seq_len} = {num_sequences * seq_len:,} "
                         f"calibration tokens, more than the {MAX_CALIBRATION_TOKENS:,} this tool holds in memory; "
                         f"lower --num_samples (the default is 128).")
+    counts = mix_counts(num_sequences, bool(calib_source), [n for n in texts if n], mix_fraction)
     try:
-        calib = calibration_sequences(calib_text, tokenizer, num_sequences, seq_len, seed)
+        calib, sources = mixed_calibration_sequences(texts, counts, tokenizer, seq_len, seed)
     except TextDataError as e:
-        raise TextDataError(f"--calib_file '{calib_source}': {_windows(e, seq_len)}") from None
+        where = f"--calib_file '{calib_source}'" if calib_source else f"--calib_mix '{calib_mix}'"
+        raise TextDataError(f"{where}: {_windows(e, seq_len)}") from None
     try:
         held_out = evaluation_sequences(eval_text, tokenizer, seq_len, eval_sequences)
     except TextDataError as e:
@@ -60,7 +87,11 @@ def prepare_causal_lm(calib_source: str, eval_source: str, tokenizer, config, nu
     def evaluate(model, arch, head_mask=None, neuron_mask=None) -> dict:
         return perplexity(model, eval_batches, context=lambda: apply_masks(arch, head_mask, neuron_mask), dist=dist)
 
-    info = {"calibration": {"source": calib_source, "sequences": len(calib), "seq_len": seq_len},
+    sources = {(calib_source if name == "" else os.path.join(calib_mix, name)): {**got, "tokens": got["windows"] * seq_len}
+               for name, got in sources.items()}
+    log.info("calibration windows: %s", ", ".join(f"{k} {v['windows']}" for k, v in sources.items()))
+    info = {"calibration": {"source": calib_source, "mix": calib_mix, "mix_fraction": mix_fraction if calib_mix else None,
+                            "sources": sources, "sequences": len(calib), "seq_len": seq_len},
             "evaluation": {"source": eval_source, "sequences": len(held_out), "seq_len": seq_len},
             "num_samples_used": len(calib)}
     # a decoder's gradient pass is where memory peaks: chunked logits and recomputed blocks keep it near one
@@ -94,16 +125,15 @@ class CausalLM(Task):
     # AVX-512 (8 on AVX2), Q8_0/Q5_0 rows 32 | width, or llama.cpp stores the FFN output projection in F16
     # (benchmarks/llama_cpp_widths.py measures it; README Results)
     width_multiple = 32
-    reads = ("calib_file", "eval_file", "eval_sequences", "eval_tasks", "eval_limit")
-    needs = {"calib_file": "--task_name causal_lm needs --calib_file (a text file or folder; wikitext2 or c4 from "
-                           "the hub when online)",
-             "eval_file": "--task_name causal_lm needs --eval_file (held-out text, disjoint from --calib_file)"}
+    reads = ("calib_file", "calib_mix", "calib_mix_fraction", "eval_file", "eval_sequences", "eval_tasks", "eval_limit")
+    needs = {"eval_file": "--task_name causal_lm needs --eval_file (held-out text, disjoint from --calib_file)"}
 
     def check_request(self, request: DataRequest) -> list[str]:
         problems = super().check_request(request)
         if request.eval_limit is not None and not request.eval_tasks:
             problems.append(f"--eval_limit {request.eval_limit} limits the items of --eval_tasks, which is not given: "
                             f"add --eval_tasks (e.g. data/zero_shot) or drop --eval_limit")
+        problems += self._calibration_problems(request)
         if request.eval_tasks and not problems:
             try:
                 check_task_sources(request.eval_tasks)
@@ -111,10 +141,34 @@ class CausalLM(Task):
                 problems.append(str(e))
         return problems
 
+    @staticmethod
+    def calibration_mix(request: DataRequest) -> str | None:
+        """The mix folder a request calibrates with: --calib_mix, the shipped one by default, None for 'none'."""
+        if request.calib_mix is None:
+            return CALIB_MIX
+        return None if request.calib_mix.strip().lower() == "none" else request.calib_mix
+
+    def _calibration_problems(self, request: DataRequest) -> list[str]:
+        mix = self.calibration_mix(request)
+        if mix is None and not request.calib_file:
+            return ["--calib_mix none leaves nothing to calibrate on: add --calib_file (a text file or folder; "
+                    "wikitext2 or c4 when online), or drop --calib_mix none to use the shipped general mix"]
+        if mix is None and request.calib_mix_fraction is not None:
+            return [f"--calib_mix_fraction {request.calib_mix_fraction:g} has no mix to draw from (--calib_mix none): "
+                    f"drop one of them"]
+        if mix is not None:
+            try:
+                mix_sources(mix)
+            except TextDataError as e:
+                return [str(e) + ("" if request.calib_mix else
+                                  " (the default; `git checkout data/calib_mix` restores the shipped one)")]
+        return []
+
     def prepare(self, request: DataRequest, tokenizer, config, dist=None) -> TaskData:
+        fraction = CALIB_MIX_FRACTION if request.calib_mix_fraction is None else request.calib_mix_fraction
         return prepare_causal_lm(request.calib_file, request.eval_file, tokenizer, config, request.num_samples,
                                  request.seed, request.max_seq_length, request.batch_size, request.eval_sequences,
-                                 dist)
+                                 dist, self.calibration_mix(request), fraction)
 
     def pruned_extras(self, request: DataRequest, model, arch, tokenizer, masks, weight_updates, placement,
                       dist=None) -> dict:

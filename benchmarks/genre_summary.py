@@ -1,0 +1,112 @@
+"""The genre-transfer matrices from benchmarks/genre_transfer.py's cells: per (calibration mode, variant, budget)
+the pruned/dense perplexity ratio of every (calibration genre, evaluation genre), the in-genre ratio and the worst
+unseen one ("unseen": neither the calibration file's genre nor, with the mix, one of the mix's genres), and the worst
+"held-out" one (never in the mix nor the calibration file: the same columns with and without the mix)."""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+
+from tasks.causal_lm import CALIB_MIX
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DENSE_ZERO_SHOT = os.path.join(ROOT, "benchmarks", "results", "llm_cells", "dense.json")
+
+
+def mix_genres(folder: str = CALIB_MIX) -> list[str]:
+    return sorted(n[:-4] for n in os.listdir(folder) if n.endswith(".txt")) if os.path.isdir(folder) else []
+
+
+def _cells(cell_dir: str) -> list[dict]:
+    cells = []
+    for path in sorted(glob.glob(os.path.join(cell_dir, "*.json"))):
+        with open(path) as f:
+            cell = json.load(f)
+        if "calibration" in cell:
+            cells.append(cell)
+    return cells
+
+
+def row_summary(cell: dict, genres, mixed: list[str]) -> dict:
+    spec = cell["calibration"]
+    genre, _, mode = spec.rpartition("-") if spec != "mix" else (None, "", "mix")
+    seen = {genre} | (set(mixed) if mode in ("mix",) else set())
+    unseen = [g for g in genres if g not in seen]
+    ratio = cell["ratio"]
+    worst = max(unseen, key=lambda g: ratio[g]) if unseen else None
+    heldout = [g for g in genres if g != genre and g not in mixed]   # unseen in both modes: a like-for-like column set
+    return {"genre": genre, "mode": mode, "in_genre": ratio.get(genre) if genre else None,
+            "worst_heldout": max(ratio[g] for g in heldout) if heldout else None,
+            "worst_unseen": ratio[worst] if worst else None, "worst_unseen_genre": worst,
+            "geomean_unseen": math.exp(sum(math.log(ratio[g]) for g in unseen) / len(unseen)) if unseen else None,
+            "ratio": ratio}
+
+
+def summary(cell_dir: str, genres) -> dict:
+    mixed = mix_genres()
+    dense_path = os.path.join(cell_dir, "dense.json")
+    dense = json.load(open(dense_path)) if os.path.isfile(dense_path) else {}
+    if "zero_shot" not in dense and os.path.isfile(DENSE_ZERO_SHOT):
+        # the same model on the same task files, scored by benchmarks/llm_prune.py: not scored twice
+        with open(DENSE_ZERO_SHOT) as f:
+            dense["zero_shot"] = json.load(f).get("zero_shot")
+        dense["zero_shot_from"] = os.path.relpath(DENSE_ZERO_SHOT, ROOT)
+    groups: dict[str, dict] = {}
+    for cell in _cells(cell_dir):
+        row = row_summary(cell, genres, mixed)
+        key = f"{row['mode']}/{cell['variant']}/{cell['constraint']:g}"
+        g = groups.setdefault(key, {"mode": row["mode"], "variant": cell["variant"], "constraint": cell["constraint"],
+                                    "rows": {}})
+        g["rows"][row["genre"] or "mix"] = row
+        if "zero_shot" in cell:
+            g.setdefault("zero_shot", {})[row["genre"] or "mix"] = cell["zero_shot"]["average"]
+    headline = {}
+    for key, g in sorted(groups.items()):
+        rows = [r for r in g["rows"].values()]
+        ins = [r["in_genre"] for r in rows if r["in_genre"] is not None]
+        unseen = [r["worst_unseen"] for r in rows if r["worst_unseen"] is not None]
+        g["worst_in_genre"] = max(ins) if ins else None
+        g["worst_unseen"] = max(unseen) if unseen else None
+        held = [r["worst_heldout"] for r in rows if r["worst_heldout"] is not None]
+        g["worst_heldout"] = max(held) if held else None
+        headline[key] = {"calibrations": len(rows), "worst_in_genre": g["worst_in_genre"],
+                         "worst_unseen": g["worst_unseen"], "worst_heldout": g["worst_heldout"]}
+    return {"genres": list(genres), "mix_genres": mixed, "dense_perplexity": dense.get("perplexity"),
+            "dense_zero_shot": (dense.get("zero_shot") or {}).get("average"), "groups": groups, "headline": headline,
+            "dense_zero_shot_from": dense.get("zero_shot_from", "dense.json"), "cells": os.path.relpath(cell_dir, ROOT)}
+
+
+def figure(out: dict, path: str, variant: str = "ours") -> None:
+    """Heatmaps of log2(pruned / dense perplexity): one per (mode, budget) of `variant`."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    panels = [g for g in out["groups"].values() if g["variant"] == variant and g["mode"] in ("nomix", "mix")]
+    panels.sort(key=lambda g: (-g["constraint"], g["mode"] != "nomix"))
+    if not panels:
+        return
+    genres = out["genres"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), squeeze=False)
+    for ax, g in zip(axes[0], panels):
+        rows = [r for r in genres if r in g["rows"]]
+        data = [[math.log2(g["rows"][r]["ratio"][c]) for c in genres] for r in rows]
+        im = ax.imshow(data, cmap="magma_r", vmin=0, vmax=3)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(genres):
+                ax.text(j, i, f"{g['rows'][r]['ratio'][c]:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if data[i][j] > 1.8 else "black")
+        ax.set_xticks(range(len(genres)), genres, rotation=60, fontsize=8)
+        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+        ax.set_xlabel("evaluated on")
+        ax.set_ylabel("calibrated on")
+        ax.set_title(f"{g['mode']} at {g['constraint']:g} of the MACs", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.7, label="log2(pruned / dense perplexity)")
+    fig.suptitle("SmolLM2-135M: perplexity ratio, pruned / dense")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
