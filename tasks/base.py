@@ -31,7 +31,8 @@ class DataRequest:
 
 
 # flags that only some tasks read: a task that does not list one in `reads` refuses it instead of ignoring it
-TASK_SPECIFIC = ("calib_file", "calib_mix", "calib_mix_fraction", "eval_file", "eval_sequences", "eval_tasks", "eval_limit")
+TASK_SPECIFIC = ("calib_file", "calib_mix", "calib_mix_fraction", "eval_file", "eval_sequences", "eval_tasks",
+                 "eval_limit")
 
 
 @dataclass

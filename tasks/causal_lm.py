@@ -45,6 +45,8 @@ def mix_sources(folder: str) -> dict[str, str]:
 def _windows(error, seq_len: int) -> str:
     """lm_text's message in main.py's terms: the window length is --max_seq_length."""
     return (str(error).replace(f"seq_len={seq_len}", f"--max_seq_length {seq_len} tokens")
+            .replace("or fewer or shorter windows", f"or a smaller --num_samples or --max_seq_length (now {seq_len}), "
+                                                    f"or a larger --calib_mix_fraction")
             .replace("or shorter windows", f"or a smaller --max_seq_length (now {seq_len})"))
 
 

@@ -106,3 +106,23 @@ def test_encoder_transfer_summary_pairs_the_two_dev_sets():
     rows = summarise(cells)["rows"]
     assert len(rows) == 1                                   # kwon has no product cell: no row
     assert rows[0]["extra_drop_off_genre"] == 2.38 and rows[0]["product_se_points"] == 0.72
+
+
+def test_genre_summary_counts_unseen_genres_honestly(tmp_path):
+    """A mix row's 'unseen' leaves out the mix's genres; 'held-out' is the same column set in both modes."""
+    from benchmarks.genre_summary import markdown, row_summary, summary
+    genres = ("docs", "movie", "tweets", "legal")
+    ratio = {"docs": 1.9, "movie": 1.6, "tweets": 1.3, "legal": 2.1}
+    nomix = row_summary({"calibration": "tweets-nomix", "ratio": ratio}, genres, ["docs", "movie"])
+    assert nomix["in_genre"] == 1.3 and nomix["worst_unseen"] == 2.1 and nomix["worst_unseen_genre"] == "legal"
+    mixed = row_summary({"calibration": "tweets-mix", "ratio": {**ratio, "legal": 1.5}}, genres, ["docs", "movie"])
+    # docs (1.9) is in the mix: not unseen; legal is the only genre neither the file nor the mix holds
+    assert mixed["worst_unseen"] == 1.5 and mixed["worst_heldout"] == 1.5 and nomix["worst_heldout"] == 2.1
+    for name, spec, r in (("a", "tweets-nomix", ratio), ("b", "tweets-mix", {**ratio, "legal": 1.5})):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"calibration": spec, "variant": "ours", "constraint": 0.8,
+                                                           "ratio": r}))
+    out = summary(str(tmp_path), genres)
+    assert out["headline"]["nomix/ours/0.8"]["worst_unseen"] == 2.1
+    assert out["headline"]["mix/ours/0.8"]["worst_in_genre"] == 1.3
+    table = markdown({**out, "mix_genres": ["docs", "movie"]})
+    assert "| tweets | yes | *1.90* | *1.60* | **1.30** | 1.50 | 1.50 (legal) | 1.50 |" in table

@@ -148,3 +148,15 @@ def test_main_records_the_mix_and_refuses_a_bad_fraction(tiny_llama, tmp_path, c
             main.main(["--task_name", "causal_lm", "--ckpt_dir", ckpt, "--calib_file", calib, "--eval_file", held_out,
                        "--constraint", "0.5", "--calib_mix_fraction", bad])
         assert info.value.code == 2 and "--calib_mix_fraction" in capsys.readouterr().err
+
+
+def test_main_names_a_calibration_file_too_small_for_its_windows(tiny_llama, tmp_path, capsys):  # noqa: F811
+    ckpt, _, held_out = tiny_llama
+    small = tmp_path / "small.txt"
+    small.write_text("the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches.\n" * 3)
+    code = main.main(["--task_name", "causal_lm", "--ckpt_dir", ckpt, "--calib_file", str(small), "--eval_file",
+                      held_out, "--constraint", "0.5", "--num_samples", "64", "--max_seq_length", "32",
+                      "--calib_mix", "none", "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--calib_file '{small}'" in err and "64 windows of 32 need at least 256" in err
+    assert "--num_samples" in err and "Traceback" not in err
