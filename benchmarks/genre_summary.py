@@ -54,6 +54,7 @@ def summary(cell_dir: str, genres) -> dict:
             dense["zero_shot"] = json.load(f).get("zero_shot")
         dense["zero_shot_from"] = os.path.relpath(DENSE_ZERO_SHOT, ROOT)
     groups: dict[str, dict] = {}
+    seen = None
     for cell in _cells(cell_dir):
         row = row_summary(cell, genres, mixed)
         key = f"{row['mode']}/{cell['variant']}/{cell['constraint']:g}"
@@ -61,7 +62,9 @@ def summary(cell_dir: str, genres) -> dict:
                                     "rows": {}})
         g["rows"][row["genre"] or "mix"] = row
         if "zero_shot" in cell:
-            g.setdefault("zero_shot", {})[row["genre"] or "mix"] = cell["zero_shot"]["average"]
+            seen = seen if seen is not None else items_in_mix()
+            g.setdefault("zero_shot", {})[row["genre"] or "mix"] = {
+                "all_items": cell["zero_shot"]["average"], "items_not_in_mix": clean_average(cell["zero_shot"], seen)}
     headline = {}
     for key, g in sorted(groups.items()):
         rows = [r for r in g["rows"].values()]
@@ -74,7 +77,9 @@ def summary(cell_dir: str, genres) -> dict:
         headline[key] = {"calibrations": len(rows), "worst_in_genre": g["worst_in_genre"],
                          "worst_unseen": g["worst_unseen"], "worst_heldout": g["worst_heldout"]}
     return {"genres": list(genres), "mix_genres": mixed, "dense_perplexity": dense.get("perplexity"),
-            "dense_zero_shot": (dense.get("zero_shot") or {}).get("average"), "groups": groups, "headline": headline,
+            "dense_zero_shot": ({"all_items": dense["zero_shot"]["average"],
+                                 "items_not_in_mix": clean_average(dense["zero_shot"], items_in_mix())}
+                                if dense.get("zero_shot") else None), "groups": groups, "headline": headline,
             "dense_zero_shot_from": dense.get("zero_shot_from", "dense.json"), "cells": os.path.relpath(cell_dir, ROOT)}
 
 
@@ -137,3 +142,44 @@ def markdown(out: dict, variant: str = "ours") -> str:
                              + f" | {r['worst_unseen']:.2f} ({r['worst_unseen_genre']}) | {r['worst_heldout']:.2f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+ZERO_SHOT_DIR = os.path.join(ROOT, "data", "zero_shot")
+PREFIX = 60   # characters of an item's context that must appear in the mix for it to count as seen
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split())
+
+
+def items_in_mix(tasks_dir: str = ZERO_SHOT_DIR, mix_dir: str = CALIB_MIX) -> dict[str, set[int]]:
+    """{task: indices of its items whose context (first PREFIX characters, whitespace folded) is in the mix's text}:
+    the offline zero-shot tasks and the mix draw on the same fortune files and plays."""
+    import yaml
+    mix = _normal(" ".join(open(os.path.join(mix_dir, n), encoding="utf-8").read()
+                           for n in sorted(os.listdir(mix_dir)) if n.endswith(".txt")))
+    seen = {}
+    for name in sorted(os.listdir(tasks_dir)):
+        if not name.endswith(".yaml"):
+            continue
+        with open(os.path.join(tasks_dir, name)) as f:
+            spec = yaml.safe_load(f)
+        data = os.path.join(tasks_dir, spec["dataset_kwargs"]["data_files"]["test"])
+        with open(data, encoding="utf-8") as f:
+            items = [json.loads(line) for line in f if line.strip()]
+        seen[spec["task"]] = {i for i, item in enumerate(items)
+                              if _normal(item.get("context") or item.get("text") or "")[:PREFIX] in mix}
+    return seen
+
+
+def clean_average(zero_shot: dict, seen: dict[str, set[int]], metric: str = "acc") -> dict:
+    """The zero-shot average over the items the mix does not hold (per task, then over tasks)."""
+    per_task = {}
+    for task, result in zero_shot["tasks"].items():
+        flags = result.get("per_item", {}).get(metric)
+        if not flags:
+            continue
+        kept = [float(v) for i, v in enumerate(flags) if i not in seen.get(task, set())]
+        per_task[task] = sum(kept) / len(kept)
+    return {metric: sum(per_task.values()) / len(per_task) if per_task else None, "per_task": per_task,
+            "items_left_out": {t: len(seen.get(t, ())) for t in per_task}}

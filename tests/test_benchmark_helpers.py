@@ -126,3 +126,19 @@ def test_genre_summary_counts_unseen_genres_honestly(tmp_path):
     assert out["headline"]["mix/ours/0.8"]["worst_in_genre"] == 1.3
     table = markdown({**out, "mix_genres": ["docs", "movie"]})
     assert "| tweets | yes | *1.90* | *1.60* | **1.30** | 1.50 | 1.50 (legal) | 1.50 |" in table
+
+
+def test_zero_shot_items_held_in_the_mix_are_left_out(tmp_path):
+    from benchmarks.genre_summary import clean_average, items_in_mix
+    mix, tasks = tmp_path / "mix", tmp_path / "tasks"
+    mix.mkdir(), tasks.mkdir()
+    (mix / "a.txt").write_text("Why is it called a funny bone when it hurts so\nmuch? Nobody knows.\n")
+    items = [{"context": "Why is it  called a funny bone\nwhen it hurts so", "choices": ["much", "x"], "label": 0},
+             {"context": "A sentence that the mix has never held anywhere at all, not even close.", "choices": ["a"],
+              "label": 0}]
+    (tasks / "t.jsonl").write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    (tasks / "t.yaml").write_text("task: pp_t\ndataset_kwargs:\n  data_files:\n    test: t.jsonl\n")
+    seen = items_in_mix(str(tasks), str(mix))
+    assert seen == {"pp_t": {0}}
+    result = clean_average({"tasks": {"pp_t": {"per_item": {"acc": [1, 0]}}}}, seen)
+    assert result["acc"] == 0.0 and result["items_left_out"] == {"pp_t": 1}
