@@ -4,8 +4,9 @@ SmolLM2-135M (python -m scripts.make_smollm2) and seven genres of real text (pyt
 data/genres/<genre>/{calib,eval}.txt). A cell is (calibration, variant, budget):
 
     calibration  <genre>-nomix: 128 windows of data/genres/<genre>/calib.txt only (the behaviour before issue 31);
-                 <genre>-mix: main.py's default, half the windows from that file and half from the shipped
-                 general mix (data/calib_mix, whose genres are docs, shakespeare, fortunes, movie);
+                 <genre>-mixNN: NN % of the windows from the shipped general mix (data/calib_mix, whose genres
+                 are docs, shakespeare, fortunes, movie; --calib_mix_fraction 0.NN), the rest from that file;
+                 <genre>-mix: main.py's default share (a cell named <genre>-mixNN with NN = 100 x CALIB_MIX_FRACTION);
                  mix: the mix alone (main.py without --calib_file)
     variant      ours (fisher + rearrange + lsq, main.py's default), kwon (the paper's scales), nomt (the same masks,
                  no mask tuning), ridgeR (lsq with --ridge R), refit_<genre> (masks from this calibration, the lsq
@@ -69,19 +70,37 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def mix_fraction(how: str) -> float | None:
+    """The share of windows from the mix in a calibration spec's mode: nomix 0, mix the default, mixNN NN %."""
+    if how == "nomix":
+        return 0.0
+    if how == "mix":
+        return CALIB_MIX_FRACTION
+    digits = how[3:]
+    return int(digits) / 100 if how.startswith("mix") and digits.isdigit() and 0 < int(digits) <= 100 else None
+
+
+def canonical(spec: str) -> str:
+    """A calibration spec with the default share spelled out (docs-mix -> docs-mix25), so that a cell's name says
+    what went in even after the default changes."""
+    genre, _, how = spec.rpartition("-")
+    return f"{genre}-mix{round(100 * CALIB_MIX_FRACTION)}" if genre and how == "mix" else spec
+
+
 def calibration_windows(spec: str, tokenizer, num_samples: int, seq_len: int, seed: int):
     """The windows of a calibration spec and what went in."""
     if spec == "mix":
         genre, use_mix = None, True
     else:
         genre, _, how = spec.rpartition("-")
-        if genre not in GENRES or how not in ("mix", "nomix"):
-            raise SystemExit(f"error: calibration {spec!r}: use <genre>-mix, <genre>-nomix or mix; genres {GENRES}")
-        use_mix = how == "mix"
+        if genre not in GENRES or mix_fraction(how) is None:
+            raise SystemExit(f"error: calibration {spec!r}: use <genre>-mix, <genre>-mixNN (NN % from the mix), "
+                             f"<genre>-nomix or mix; genres {GENRES}")
+        use_mix = how != "nomix"
     texts = {"": load_text(os.path.join(GENRE_DIR, genre, "calib.txt"))} if genre else {}
     mix = mix_sources(CALIB_MIX) if use_mix else {}
     texts.update(mix)
-    counts = mix_counts(num_samples, genre is not None, list(mix), CALIB_MIX_FRACTION)
+    counts = mix_counts(num_samples, genre is not None, list(mix), mix_fraction(how) if genre else 1.0)
     windows, record = mixed_calibration_sequences(texts, counts, tokenizer, seq_len, seed)
     return windows, {(genre if k == "" else f"mix:{k}"): v for k, v in record.items()}
 
@@ -139,7 +158,7 @@ def main(argv=None) -> int:
         write_cell(path("dense"), {**dense_cell, "zero_shot": zs(model)})
     dense = dense_cell["perplexity"]
 
-    for spec in args.calibrations:
+    for spec in map(canonical, args.calibrations):
         windows, sources = calibration_windows(spec, tokenizer, args.num_samples, args.seq_len, args.seed)
         batches = lm_batches(windows, args.batch_size)
         grads, grad_seconds = None, None

@@ -223,6 +223,9 @@ def mixed_calibration_sequences(texts: dict[str, object], counts: dict[str, int]
     for i, (name, k) in enumerate(counts.items()):
         ids = tokenize_text(texts[name], tokenizer)
         need = max(seq_len, -(-k * seq_len // MAX_WINDOW_REUSE))
+        if ids.numel() < seq_len:
+            raise TextDataError(f"{name or 'the calibration text'} has {ids.numel():,} tokens, fewer than one window "
+                                f"of seq_len={seq_len} tokens: give more text, or shorter windows")
         if ids.numel() < need:
             raise TextDataError(f"{name or 'the calibration text'} has {ids.numel():,} tokens; {k} windows of "
                                 f"{seq_len} need at least {need:,} (each token in at most {MAX_WINDOW_REUSE} windows "

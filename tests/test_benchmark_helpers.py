@@ -128,6 +128,26 @@ def test_genre_summary_counts_unseen_genres_honestly(tmp_path):
     assert "| tweets | yes | *1.90* | *1.60* | **1.30** | 1.50 | 1.50 (legal) | 1.50 |" in table
 
 
+def test_genre_rows_name_their_mix_share_and_the_default(tmp_path):
+    """Cells name the share they ran at (docs-mix -> docs-mix25 while 25 % is the default), rows sort by share and the
+    default's row says so, so a changed default never relabels old cells."""
+    from benchmarks.genre_summary import markdown, mix_share, summary
+    from benchmarks.genre_transfer import canonical, mix_fraction
+    from tasks.causal_lm import CALIB_MIX_FRACTION
+    default = round(100 * CALIB_MIX_FRACTION)
+    assert canonical("docs-mix") == f"docs-mix{default}" and canonical("docs-mix50") == "docs-mix50"
+    assert canonical("docs-nomix") == "docs-nomix" and canonical("mix") == "mix"
+    assert mix_fraction("mix50") == 0.5 and mix_fraction("nomix") == 0.0 and mix_fraction("mix0") is None
+    assert mix_share("mix25") == 0.25 and mix_share("nomix") == 0.0 and mix_share("ridge") is None
+    genres = ("docs", "legal")
+    for mode, legal in (("nomix", 2.0), ("mix50", 1.6), (f"mix{default}", 1.7)):
+        (tmp_path / f"{mode}.json").write_text(json.dumps({"calibration": f"docs-{mode}", "variant": "ours",
+                                                           "constraint": 0.8, "ratio": {"docs": 1.3, "legal": legal}}))
+    rows = [line for line in markdown(summary(str(tmp_path), genres)).splitlines() if line.startswith("| docs |")]
+    assert [r.split(" | ")[1] for r in rows] == ["no"] + sorted([f"{default} % (default)", "50 %"],
+                                                                 key=lambda t: int(t.split()[0]))
+
+
 def test_zero_shot_items_held_in_the_mix_are_left_out(tmp_path):
     from benchmarks.genre_summary import clean_average, items_in_mix
     mix, tasks = tmp_path / "mix", tmp_path / "tasks"

@@ -65,7 +65,7 @@ def test_one_source_is_exactly_the_old_sample(tokenizer):
 
 def test_a_source_too_small_for_its_windows_is_named(tokenizer):
     texts = {"": _corpus(3000, seed=1), "tiny.txt": "the of and to in."}
-    with pytest.raises(TextDataError, match=r"tiny\.txt has \d+ tokens; 4 windows of 16 need at least 16"):
+    with pytest.raises(TextDataError, match=r"tiny\.txt has \d+ tokens, fewer than one window of seq_len=16"):
         mixed_calibration_sequences(texts, {"": 4, "tiny.txt": 4}, tokenizer, 16, seed=0)
     # enough for one window but far too little for many: each token would sit in > MAX_WINDOW_REUSE windows
     short = _corpus(120, seed=4)
