@@ -34,6 +34,7 @@ try:    # a Ctrl-C while the libraries load is one line, not the import machiner
     import torch
 
     from arch import bind, facts_for
+    from evaluate.similarity import LOSSES as SIMILARITY_LOSSES
     from evaluate.speed import measure_speedup
     from export import registry as exporters
     from export.hf_folder import save_pruned, weights_size_bytes
@@ -155,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("model and data")
     g.add_argument("--task_name", required=True, type=str.lower, choices=task_registry.names(),
-                   help="a GLUE task, squad / squad_v2, or causal_lm (a decoder LLM)")
+                   help="a GLUE task, squad / squad_v2, causal_lm (a decoder LLM) or stsb_embedding (a sentence-"
+                        "embedding model scored by cosine similarity on STS-B)")
     g.add_argument("--ckpt_dir", required=True, help="fine-tuned checkpoint folder (or hub id when online)")
     g.add_argument("--model_name", default=None, help="base model for the tokenizer, if the checkpoint has none")
     g.add_argument("--data_dir", default=None, help="GLUE TSV folder, or the folder of the official SQuAD JSON "
@@ -229,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_sequences", default=None, type=positive_int,
                    help="perplexity on at most this many windows of --max_seq_length tokens (default: all)")
 
+    g = p.add_argument_group("sentence embeddings (--task_name stsb_embedding)")
+    g.add_argument("--similarity_loss", default=None, choices=sorted(SIMILARITY_LOSSES),
+                   help="the loss behind the importance scores: gold (cosine regression on the gold scores, the "
+                        "model's own STS training loss) or teacher (no labels: each pruned embedding must pick out "
+                        f"its unpruned one in the batch) (default {task_registry.get('stsb_embedding').similarity_loss})")
+
     g = p.add_argument_group("evaluation")
     g.add_argument("--eval_tasks", default=None,
                    help="causal_lm: zero-shot accuracy before and after (lm-eval): task names (online), or a folder "
@@ -293,7 +301,8 @@ def config_from_args(argv=None) -> RunConfig:
                        data_dir=args.data_dir, doc_stride=args.doc_stride, calib_file=args.calib_file,
                        calib_mix=args.calib_mix, calib_mix_fraction=args.calib_mix_fraction,
                        eval_file=args.eval_file, eval_sequences=args.eval_sequences,
-                       eval_tasks=args.eval_tasks, eval_limit=args.eval_limit)
+                       eval_tasks=args.eval_tasks, eval_limit=args.eval_limit,
+                       similarity_loss=args.similarity_loss)
     for problem in task.check_request(data):
         parser.error(problem)
     if args.device_map and task.head != "causal_lm":

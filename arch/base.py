@@ -49,6 +49,9 @@ class Family:
     head_width_attrs: tuple = ()           # ... and that hold their total width (kept in step when pruning)
     classifier_token: str = "first"        # which token a sequence-classification head reads: first | last
     forward_kwargs: tuple = ()             # extra model(...) arguments for pruning passes, e.g. no KV cache
+    head_inputs: tuple = ()                # (name, position) of arguments of the attention module that hold one
+                                           # slice per query head on dim 1, computed once by the model for all
+                                           # heads (MPNet's position_bias): sliced to a pruned layer's kept heads
 
 
 class BoundArch:

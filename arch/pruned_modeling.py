@@ -3,12 +3,14 @@
 This file is copied verbatim into every saved pruned folder as modeling_pruned.py (with a class
 that subclasses the library's own model appended by export/hf_native.py), so it must not import
 this repository: only torch. `config.pruned_shapes` (see utils/hf_native.record_shapes) says
-which Linear modules have which size, which attention blocks lost all their heads, and which
-integer attributes (head counts, widths) changed.
+which Linear modules have which size, which attention blocks lost all their heads, which
+integer attributes (head counts, widths) changed, and which attention blocks read only their kept heads'
+slices of an input the model computes for all heads (MPNet's position bias).
 """
 import logging
 import warnings
 
+import torch
 import torch.nn as nn
 
 
@@ -45,6 +47,39 @@ class NoHeadsAttention(nn.Module):
         return "heads=0" + (f", out_proj={self._out_proj_path}" if self._out_proj_path else "")
 
 
+def _slice_head_inputs_hook(module, args, kwargs):
+    args = list(args)
+    for name, position in module._pruned_head_inputs:
+        if kwargs.get(name) is not None:
+            kwargs[name] = _kept_slices(kwargs[name], module._pruned_heads)
+        elif len(args) > position and args[position] is not None:
+            args[position] = _kept_slices(args[position], module._pruned_heads)
+    return tuple(args), kwargs
+
+
+def _kept_slices(per_head, heads):
+    return per_head.index_select(1, torch.tensor(heads, dtype=torch.long, device=per_head.device))
+
+
+def slice_head_inputs(module, inputs, heads):
+    """Make an attention module whose heads were pruned read only its kept heads' slices (dim 1) of the
+    per-head arguments `inputs` ([name, position] pairs) that the model computes for all heads (MPNet's shared
+    position bias). `heads`: the kept heads' original indices, ascending. A plain attribute, not a buffer: a
+    model built on the meta device (from_pretrained) would leave a buffer uninitialised."""
+    first = not hasattr(module, "_pruned_heads")
+    module._pruned_head_inputs = [tuple(pair) for pair in inputs]
+    module._pruned_heads = [int(h) for h in heads]
+    if first:
+        module.register_forward_pre_hook(_slice_head_inputs_hook, with_kwargs=True)
+
+
+def head_input_slices(module):
+    """What `slice_head_inputs` installed on `module`, as {"inputs", "heads"}, or None."""
+    if not hasattr(module, "_pruned_heads"):
+        return None
+    return {"inputs": [list(pair) for pair in module._pruned_head_inputs], "heads": list(module._pruned_heads)}
+
+
 class _NotSupportedFilter(logging.Filter):
     """Drops transformers' pipeline message "The model 'NAME' is not supported for TASK. Supported models
     are [...]" for the pruned subclasses (their library base class is supported, and they work)."""
@@ -73,7 +108,10 @@ def _replace(model, path, module):
 
 
 def apply_pruned_shapes(model, shapes):
-    """Swap in the recorded no-heads blocks and Linear sizes and set the recorded attributes."""
+    """Swap in the recorded no-heads blocks and Linear sizes, set the recorded attributes, drop the modules the
+    model was saved without (its forward skips a None pooler) and install the recorded per-head input slices."""
+    for path in shapes.get("removed", []):
+        _replace(model, path, None)
     for path, spec in shapes.get("no_heads", {}).items():
         block = model.get_submodule(path)
         stand_in = NoHeadsAttention(block, spec["out_proj"], spec["n_outputs"])
@@ -90,4 +128,6 @@ def apply_pruned_shapes(model, shapes):
         module = model.get_submodule(path)
         for name, value in attrs.items():
             setattr(module, name, value)
+    for path, spec in shapes.get("head_inputs", {}).items():
+        slice_head_inputs(model.get_submodule(path), spec["inputs"], spec["heads"])
     return model

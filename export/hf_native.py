@@ -24,6 +24,7 @@ import transformers
 from transformers.models.auto import modeling_auto
 
 from arch import pruned_modeling
+from arch.pruned_modeling import head_input_slices
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +95,13 @@ def _changed_numbers(module: nn.Module, ref: nn.Module | None) -> dict:
 
 def record_shapes(model: nn.Module) -> dict:
     """{"linears": {path: [in, out, has_bias]}, "no_heads": {path: {"n_outputs", "out_proj"}},
-    "attrs": {path: {name: number}}}: what differs from the model the config builds."""
+    "attrs": {path: {name: number}}, "head_inputs": {path: {"inputs", "heads"}}, "removed": [path]}: what differs
+    from the model the config builds ("removed": modules it builds that the model was loaded without, such as the
+    pooler of a sentence-embedding encoder)."""
     ref = dict(_reference(model).named_modules())
-    linears, no_heads, attrs = {}, {}, {}
+    present = {path for path, _ in model.named_modules()}
+    removed = [path for path in ref if path and path not in present and path.rpartition(".")[0] in present | {""}]
+    linears, no_heads, attrs, head_inputs = {}, {}, {}, {}
     for path, module in model.named_modules():
         spec = _linear_spec(module)
         if spec is not None:
@@ -108,7 +113,15 @@ def record_shapes(model: nn.Module) -> dict:
         changed = _changed_numbers(module, ref.get(path))
         if changed:
             attrs[path] = changed
-    return {"linears": linears, "no_heads": no_heads, "attrs": attrs}
+        slices = head_input_slices(module)
+        if slices is not None:
+            head_inputs[path] = slices
+    record = {"linears": linears, "no_heads": no_heads, "attrs": attrs}
+    if head_inputs:
+        record["head_inputs"] = head_inputs
+    if removed:
+        record["removed"] = removed
+    return record
 
 
 def auto_classes(model: nn.Module) -> list[str]:

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits", "start_logits", "end_logits")
+ENCODER_OUTPUT = "last_hidden_state"   # what a model without a task head (a sentence-embedding encoder) gives
 TOLERANCE = 1e-4                 # max abs difference of the outputs accepted as "the same model"
 _SINGLE_FILE_LIMIT = 1.8e9       # ONNX protobufs stop at 2 GB; larger models keep weights in a .data file
 # the exporter's libraries log every optimisation pass at INFO, and torch warns that torchvision is absent
@@ -69,9 +70,10 @@ def input_names(model: nn.Module) -> list[str]:
 def output_names(model: nn.Module, example: dict) -> list[str]:
     with torch.no_grad():
         out = model(**example, return_dict=True)
-    names = [n for n in OUTPUT_NAMES if n in out]
+    names = [n for n in OUTPUT_NAMES if n in out] or [n for n in (ENCODER_OUTPUT,) if n in out]
     if not names:
-        raise ValueError(f"the model returns none of {OUTPUT_NAMES} (it returns {list(out.keys())})")
+        raise ValueError(f"the model returns none of {OUTPUT_NAMES + (ENCODER_OUTPUT,)} (it returns "
+                         f"{list(out.keys())})")
     return names
 
 

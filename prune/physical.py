@@ -12,6 +12,9 @@ and returns what the attention would: an empty context (or, when the output proj
 that module, the projection of an empty context, i.e. its bias). A layer left with no neurons needs
 nothing special: Linear(hidden, 0) -> activation -> Linear(0, hidden) gives the bias.
 
+Where the model computes a per-head input once for all layers (the family's `head_inputs`, e.g. a shared
+relative position bias), a pruned attention module is made to read only its kept heads' slices of it.
+
 Only `BoundArch` is used here; no model family is named. `model.config` keeps the original
 (unpruned) sizes, which are what the head size and the rebuilding in `export/hf_folder.py` derive
 from, and gains `heads_per_layer` / `ffn_dims_per_layer` with the real per-layer sizes (head units).
@@ -26,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from arch import BoundArch, bind
-from arch.pruned_modeling import NoHeadsAttention  # the same class the saved folder's modeling file holds
+from arch.pruned_modeling import NoHeadsAttention, slice_head_inputs  # as in the saved folder's modeling file
 from prune.reconstruct import linear_for, set_bias
 
 log = logging.getLogger(__name__)
@@ -106,6 +109,9 @@ def _prune_attention(arch: BoundArch, i: int, units: list[int], scales: torch.Te
         setattr(attention, attr, len(units) * arch.heads_per_unit)
     for attr in facts.head_width_attrs:
         setattr(attention, attr, len(units) * arch.unit_width)
+    if units and facts.head_inputs and len(units) < arch.num_head_units:
+        heads = [u * arch.heads_per_unit + j for u in units for j in range(arch.heads_per_unit)]
+        slice_head_inputs(attention, facts.head_inputs, heads)
     if not units:
         prefix = facts.attention + "."
         out_proj = facts.attn_out[len(prefix):] if facts.attn_out.startswith(prefix) else None

@@ -28,11 +28,12 @@ class DataRequest:
     eval_sequences: int | None = None    # causal LM: cap on evaluation windows
     eval_tasks: str | None = None        # causal LM: lm-evaluation-harness tasks (names, YAML folders or files)
     eval_limit: int | None = None        # causal LM: items per zero-shot task
+    similarity_loss: str | None = None   # stsb_embedding: the importance scores' loss (None: the task's)
 
 
 # flags that only some tasks read: a task that does not list one in `reads` refuses it instead of ignoring it
 TASK_SPECIFIC = ("calib_file", "calib_mix", "calib_mix_fraction", "eval_file", "eval_sequences", "eval_tasks",
-                 "eval_limit")
+                 "eval_limit", "similarity_loss")
 
 
 @dataclass
@@ -57,7 +58,7 @@ class TaskData:
 class Task:
     """A task family. Subclasses set the class attributes and implement `prepare`."""
     names: tuple[str, ...] = ()       # the --task_name values it answers to
-    head: str = ""                    # what load_model builds: 'classification', 'qa' or 'causal_lm'
+    head: str = ""                    # what load_model builds: 'classification', 'qa', 'causal_lm' or 'embedding'
     auto_class: type | None = None    # the transformers Auto class of that head
     max_seq_length: int = 128         # default --max_seq_length
     num_samples: int = 2048           # default --num_samples

@@ -9,7 +9,7 @@ from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceCla
 
 from evaluate.predict import predict_logits
 from prune.physical import physically_prune
-from tests.tiny import random_batch, tiny_config
+from tests.tiny import random_batch, tiny_config, with_strong_position_bias
 from arch import bind
 from export.hf_native import MODELING_FILE, SHAPES_KEY, record_shapes
 from arch.hooks import apply_masks
@@ -17,7 +17,7 @@ from export.hf_load import load_pruned
 from export.hf_folder import PrunedModelError, save_pruned
 
 L, H, F = 3, 4, 37
-FAMILIES = ["bert", "roberta", "distilbert", "electra", "xlm-roberta"]
+FAMILIES = ["bert", "roberta", "distilbert", "electra", "xlm-roberta", "mpnet"]
 
 
 def _model(family, qa=False):
@@ -28,7 +28,7 @@ def _model(family, qa=False):
     else:
         config = tiny_config(family, layers=L)
     cls = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
-    return cls.from_config(config).eval()
+    return with_strong_position_bias(cls.from_config(config)).eval()
 
 
 def _masks():

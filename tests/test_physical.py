@@ -5,13 +5,15 @@ import os
 import pytest
 import torch
 from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
-                          DistilBertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification)
+                          DistilBertForSequenceClassification, MPNetConfig, MPNetForSequenceClassification,
+                          RobertaConfig, RobertaForSequenceClassification)
 
 from prune.physical import NoHeadsAttention, count_parameters, kept_indices, physically_prune
 from arch import bind
 from arch.hooks import apply_masks
 from export.hf_load import load_pruned
 from export.hf_folder import PrunedModelError, save_pruned
+from tests.tiny import with_strong_position_bias
 
 L, H, F = 3, 4, 37
 
@@ -31,7 +33,13 @@ def _distilbert():
                                                                 num_labels=2, vocab_size=100))
 
 
-FAMILIES = {"bert": _bert, "roberta": _roberta, "distilbert": _distilbert}
+def _mpnet():
+    config = MPNetConfig(hidden_size=32, num_attention_heads=H, intermediate_size=F, num_hidden_layers=L,
+                         num_labels=2, vocab_size=100)
+    return with_strong_position_bias(MPNetForSequenceClassification(config))
+
+
+FAMILIES = {"bert": _bert, "roberta": _roberta, "distilbert": _distilbert, "mpnet": _mpnet}
 
 
 def _model(family):

@@ -1,15 +1,18 @@
 """Tiny random models of every supported family, for fast CPU tests."""
 import torch
 from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification, BertConfig,
-                          DistilBertConfig, ElectraConfig, RobertaConfig)
+                          DistilBertConfig, ElectraConfig, MPNetConfig, RobertaConfig)
 
-FAMILIES = ["bert", "roberta", "distilbert", "electra"]
+FAMILIES = ["bert", "roberta", "distilbert", "electra", "mpnet"]
 
 
 def tiny_config(family: str, num_labels: int = 2, vocab_size: int = 100, layers: int = 3):
     common = dict(vocab_size=vocab_size, num_labels=num_labels, max_position_embeddings=64)
     if family == "distilbert":
         return DistilBertConfig(dim=32, n_heads=4, hidden_dim=37, n_layers=layers, **common)
+    if family == "mpnet":
+        return MPNetConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37, num_hidden_layers=layers,
+                           pad_token_id=1, **common)
     cls = {"bert": BertConfig, "roberta": RobertaConfig, "electra": ElectraConfig}[family]
     extra = {"embedding_size": 32} if family == "electra" else {}
     return cls(hidden_size=32, num_attention_heads=4, intermediate_size=37, num_hidden_layers=layers,
@@ -20,8 +23,19 @@ def tiny_model(family: str = "bert", num_labels: int = 2, qa: bool = False, seed
     torch.manual_seed(seed)
     config = tiny_config(family, num_labels, **kw)
     cls = AutoModelForQuestionAnswering if qa else AutoModelForSequenceClassification
-    model = cls.from_config(config)
-    return model.eval()
+    return with_strong_position_bias(cls.from_config(config)).eval()
+
+
+def with_strong_position_bias(model):
+    """MPNet's relative position bias, one value per head and distance bucket, is initialised near zero (std
+    0.02): a head reading another head's slice would change the outputs by less than a test's tolerance. Make it
+    large, so it shows. Other families are returned as they are."""
+    encoder = getattr(getattr(model, "base_model", None), "encoder", None)
+    bias = getattr(encoder, "relative_attention_bias", None)
+    if bias is not None:
+        with torch.no_grad():
+            bias.weight.normal_(0.0, 2.0)
+    return model
 
 
 def random_batch(model, batch=3, length=9, seed=0, with_labels=True):

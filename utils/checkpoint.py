@@ -197,7 +197,7 @@ def _check_finite(model, ckpt_dir: str) -> None:
 
 
 def load_model(ckpt_dir: str, head: str, auto_class=None):
-    """head: 'classification', 'qa' or 'causal_lm' (for the messages); auto_class: the task's transformers Auto
+    """head: 'classification', 'qa', 'causal_lm' or 'embedding' (for the messages); auto_class: the task's transformers Auto
     class (default: the one of that head). Weight/config mismatches are an error, not a warning."""
     cls = auto_class or {"qa": AutoModelForQuestionAnswering, "causal_lm": AutoModelForCausalLM}.get(
         head, AutoModelForSequenceClassification)
@@ -218,7 +218,8 @@ def load_model(ckpt_dir: str, head: str, auto_class=None):
                               f"tensor(s) of the wrong shape, e.g. {'; '.join(shown)}). The config.json belongs "
                               f"to another model: restore the one saved with these weights (save_pretrained).")
     if missing:
-        what = {"qa": "question-answering", "causal_lm": "causal language"}.get(head, "sequence-classification")
+        what = {"qa": "question-answering", "causal_lm": "causal language", "embedding": "sentence-embedding"}.get(
+            head, "sequence-classification")
         saved = _saved_head(model.config)
         if saved and saved != head:
             fix = ("it was saved with a question-answering head: use --task_name squad or squad_v2"
