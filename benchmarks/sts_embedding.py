@@ -41,6 +41,7 @@ def run_cell(model: str, ckpt: str, method: str, constraint: float, seed: int, l
     name = cell_name(model, method, constraint, seed, loss)
     out = os.path.join(ROOT, "outputs", "sts_embedding", name)
     saved = out + "-model"
+    os.makedirs(os.path.dirname(out), exist_ok=True)
     argv = [sys.executable, os.path.join(ROOT, "main.py"), "--task_name", "stsb_embedding", "--ckpt_dir", ckpt,
             "--data_dir", DATA_DIR, "--constraint", str(constraint), "--method", method, "--seed", str(seed),
             "--num_samples", str(num_samples), "--similarity_loss", loss, "--output_dir", out, "--overwrite",
@@ -80,14 +81,15 @@ def summarize() -> int:
         s = c["seconds"]
         rows.append({k: c[k] for k in ("model", "method", "constraint", "seed", "similarity_loss", "mac_ratio",
                                        "spearman_before", "spearman_after", "peak_rss_mb")}
-                    | {"gradients_s": s.get("gradients"), "mask_tuning_s": s.get("mask_tuning"),
+                    | {"spearman_before_points": round(100 * c["spearman_before"], 2),
+                       "spearman_after_points": round(100 * c["spearman_after"], 2), "gradients_s": s.get("gradients"), "mask_tuning_s": s.get("mask_tuning"),
                        "pruning_s": s.get("pruning_total"), "encode_speedup": c["encode"]["speedup"],
                        "pruned_sentences_per_s": c["encode"]["pruned_sentences_per_s"],
                        "original_sentences_per_s": c["encode"]["original_sentences_per_s"],
                        "load_mean": c["load"]["load_mean"], "quiet": c["load"]["quiet"]})
     write_json(SUMMARY, {"rows": rows})
     print("| model | method | MACs | seed | loss | Spearman before | after | pruning s (gradients / tuning) | "
-          "encode sentences/s (unpruned -> pruned) | peak RSS GB |")
+          "encode sentences/s (unpruned -> pruned) | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['method']} | {r['constraint']:g} ({r['mac_ratio']:.3f}) | {r['seed']} | "
