@@ -99,8 +99,8 @@ def record_shapes(model: nn.Module) -> dict:
     from the model the config builds ("removed": modules it builds that the model was loaded without, such as the
     pooler of a sentence-embedding encoder)."""
     ref = dict(_reference(model).named_modules())
-    present = {path for path, _ in model.named_modules()}
-    removed = [path for path in ref if path and path not in present and path.rpartition(".")[0] in present | {""}]
+    present = {path for path, _ in model.named_modules()}    # holds "", the model itself
+    removed = [path for path in ref if path and path not in present and path.rpartition(".")[0] in present]
     linears, no_heads, attrs, head_inputs = {}, {}, {}, {}
     for path, module in model.named_modules():
         spec = _linear_spec(module)

@@ -201,3 +201,5 @@ def test_similarity_loss_is_refused_by_other_tasks(capsys):
 def test_task_reads_its_default_loss():
     task = registry.get("stsb_embedding")
     assert task.check_request(DataRequest("stsb_embedding", 8, 0, 32)) == []
+    assert task.check_request(DataRequest("stsb_embedding", 8, 0, 32, similarity_loss="teacher")) == []
+    assert task.check_request(DataRequest("stsb_embedding", 8, 0, 32, eval_file="x.txt"))   # a flag it ignores
