@@ -43,7 +43,7 @@ try:    # a Ctrl-C while the libraries load is one line, not the import machiner
     from prune.options import differences, variant_name
     from prune.physical import count_parameters, physically_pruned_copy
     from prune.pipeline import PruneOptions, prune
-    from prune.reconstruct import save_weight_updates, swapped_weights
+    from prune.weight_updates import save_weight_updates, swapped_weights
     from prune.widths import resolve_width_multiple
     from prune.registry import choices
     from run.folder import current_run_id, package_versions, prepare_run_folder, setup_logging, write_json

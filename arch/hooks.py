@@ -43,27 +43,36 @@ def apply_masks(arch: BoundArch, head_mask: torch.Tensor | None, neuron_mask: to
             h.remove()
 
 
+class StopForward(Exception):
+    """Raised by a capture hook once everything wanted from a call is recorded: the rest of the call is skipped."""
+
+
 @contextmanager
-def capture_inputs(modules: dict[str, torch.nn.Module]):
-    """Record the first positional input of each named module on every call.
+def capture_inputs(modules: dict[str, torch.nn.Module], stop_at: str | None = None,
+                   outputs: dict[str, torch.nn.Module] | None = None):
+    """Record the first positional input of each named module on every call, and the output of each module in
+    `outputs`. stop_at: the name whose input is the last thing needed; the call ends there with StopForward
+    (catch it: prune/layer_io.capture_layer), so the work after that module is not done.
 
     Yields a dict name -> list of tensors (one per call, detached).
     """
-    seen: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in {**modules, **(outputs or {})}}
     handles = []
     try:
         for name, module in modules.items():
             def hook(mod, args, _name=name):
                 seen[_name].append(args[0].detach())
+                if _name == stop_at:
+                    raise StopForward
             handles.append(module.register_forward_pre_hook(hook))
+        for name, module in (outputs or {}).items():
+            def out_hook(mod, args, output, _name=name):
+                seen[_name].append(output.detach())
+            handles.append(module.register_forward_hook(out_hook))
         yield seen
     finally:
         for h in handles:
             h.remove()
-
-
-class _StopForward(Exception):
-    pass
 
 
 def layer_call_inputs(model: torch.nn.Module, arch: BoundArch, batch: dict) -> tuple[tuple, dict]:
@@ -76,12 +85,12 @@ def layer_call_inputs(model: torch.nn.Module, arch: BoundArch, batch: dict) -> t
 
     def hook(module, args, kwargs):
         captured["args"], captured["kwargs"] = args, kwargs
-        raise _StopForward
+        raise StopForward
 
     handle = arch.layer(0).register_forward_pre_hook(hook, with_kwargs=True)
     try:
         model(**batch, **arch.forward_kwargs)
-    except _StopForward:
+    except StopForward:
         pass
     finally:
         handle.remove()

@@ -38,7 +38,7 @@ import torch
 
 from arch import bind
 from benchmarks.variants import VARIANTS, run_variant  # noqa: E402  (the variants are PruneOptions overrides)
-from prune.reconstruct import swapped_weights
+from prune.weight_updates import swapped_weights
 from scripts.finetune import finetune
 from tasks.glue import prepare_glue
 from utils.checkpoint import load_model, load_tokenizer

@@ -44,7 +44,7 @@ from export.hf_folder import save_pruned
 from prune.fisher import collect_mask_grads
 from prune.physical import physically_pruned_copy
 from prune.pipeline import PruneOptions, prune
-from prune.reconstruct import swapped_weights
+from prune.weight_updates import swapped_weights
 from prune.widths import resolve_width_multiple
 from tasks import registry as task_registry
 from tasks.causal_lm import prepare_causal_lm

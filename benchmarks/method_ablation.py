@@ -20,7 +20,7 @@ import torch
 
 from arch import bind
 from benchmarks.variants import RETIRED, VARIANTS, run_variant  # noqa: E402
-from prune.reconstruct import swapped_weights
+from prune.weight_updates import swapped_weights
 from tasks.glue import prepare_glue
 from utils.checkpoint import load_model, load_tokenizer
 

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from arch import BoundArch
 from arch.hooks import apply_masks
-from prune.reconstruct import HEAD, Normal
+from prune.reconstruct import Normal
+from prune.weight_updates import HEAD
 from utils.device import to_device
 from tqdm import tqdm
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from arch import BoundArch
-from arch.hooks import call_layer, layer_call_inputs
+from arch.hooks import StopForward, call_layer, layer_call_inputs
 from utils.device import to_device
 from tqdm import tqdm
 
@@ -40,3 +40,12 @@ def run_layer(arch: BoundArch, index: int, inputs: list[LayerBatch]) -> list[Lay
     """Outputs of layer `index` for every cached batch, as inputs of the next layer."""
     layer = arch.layer(index)
     return [replace(lb, hidden=call_layer(layer, lb.hidden, lb.args, lb.kwargs)) for lb in inputs]
+
+
+def capture_layer(arch: BoundArch, index: int, lb: LayerBatch) -> None:
+    """Run layer `index` on one batch only for what capture hooks record; a hook may end the call early
+    (arch/hooks.capture_inputs(stop_at=...)), so the layer's work after the last module read is skipped."""
+    try:
+        call_layer(arch.layer(index), lb.hidden, lb.args, lb.kwargs)
+    except StopForward:
+        pass

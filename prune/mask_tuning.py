@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from arch import BoundArch
 from arch.hooks import apply_masks, capture_inputs
-from prune.layer_io import LayerBatch, run_layer
+from prune.layer_io import LayerBatch, capture_layer, run_layer
 from utils.offload import Placement
 
 log = logging.getLogger(__name__)
@@ -90,19 +89,21 @@ class _Targets:
 def _teacher_targets(arch, l, head_mask, neuron_mask, inputs, ffn_tokens, mha_tokens="all",
                      with_bias=False) -> _Targets:
     """with_bias: include the projections' biases in the targets (for fits with a free bias)."""
-    attn_out, ffn_residual, ffn_out = arch.attn_out(l), arch.ffn_residual(l), arch.ffn_out(l)
-    attn_bias = attn_out.bias if with_bias else None
-    ffn_bias = ffn_out.bias if with_bias else None
+    attn_out, ffn_out = arch.attn_out(l), arch.ffn_out(l)
     mha, ffn, outputs = [], [], []
     with apply_masks(arch, head_mask, neuron_mask), \
-            capture_inputs({"ctx": attn_out, "h": ffn_residual, "a": ffn_out}) as seen:
+            capture_inputs({"h": arch.ffn_residual(l)}, outputs={"mha": attn_out, "ffn": ffn_out}) as seen:
         for lb in inputs:
             out = run_layer(arch, l, [lb])[0]
-            ctx, h, a = seen["ctx"].pop(), seen["h"].pop(), seen["a"].pop()
-            mha.append(_select(F.linear(ctx, attn_out.weight, attn_bias) + lb.hidden, lb, mha_tokens))
-            ffn.append(_select(F.linear(a, ffn_out.weight, ffn_bias) + h, lb, ffn_tokens))
+            mha_out, h, ffn_out_value = seen["mha"].pop(), seen["h"].pop(), seen["ffn"].pop()
+            mha.append(_select(_without_bias(mha_out, attn_out, with_bias) + lb.hidden, lb, mha_tokens))
+            ffn.append(_select(_without_bias(ffn_out_value, ffn_out, with_bias) + h, lb, ffn_tokens))
             outputs.append(out)
     return _Targets(mha, ffn, outputs)
+
+
+def _without_bias(output: torch.Tensor, linear: torch.nn.Linear, keep_bias: bool) -> torch.Tensor:
+    return output if keep_bias or linear.bias is None else output - linear.bias
 
 
 def _mha_system(arch, l, head_mask, neuron_mask, inputs, targets, kept):
@@ -113,9 +114,9 @@ def _mha_system(arch, l, head_mask, neuron_mask, inputs, targets, kept):
     n = len(kept) + 1
     ata = torch.zeros(n, n, dtype=torch.float64, device=w_heads.device)
     atb = torch.zeros(n, dtype=torch.float64, device=w_heads.device)
-    with apply_masks(arch, head_mask, neuron_mask), capture_inputs({"ctx": attn_out}) as seen:
+    with apply_masks(arch, head_mask, neuron_mask), capture_inputs({"ctx": attn_out}, stop_at="ctx") as seen:
         for lb, target in zip(inputs, targets):
-            run_layer(arch, l, [lb])
+            capture_layer(arch, l, lb)
             ctx = _select(seen["ctx"].pop(), lb, "all")                          # [N, U*d]
             per_head = ctx.view(ctx.shape[0], arch.num_head_units, d)[:, kept].transpose(0, 1)
             cols = torch.bmm(per_head, w_heads).flatten(1)                       # [k, N*hidden]
@@ -132,9 +133,9 @@ def _ffn_system(arch, l, head_mask, neuron_mask, inputs, targets, kept, tokens):
     gram_a = torch.zeros(len(kept), len(kept), dtype=torch.float64, device=w.device)
     atb = torch.zeros(len(kept), dtype=torch.float64, device=w.device)
     with apply_masks(arch, head_mask, neuron_mask), \
-            capture_inputs({"h": ffn_residual, "a": ffn_out}) as seen:
+            capture_inputs({"h": ffn_residual, "a": ffn_out}, stop_at="a") as seen:
         for lb, target in zip(inputs, targets):
-            run_layer(arch, l, [lb])
+            capture_layer(arch, l, lb)
             h, a = _select(seen["h"].pop(), lb, tokens), _select(seen["a"].pop(), lb, tokens)
             a = a[:, kept]                                                       # [N, k]
             rhs = target - h                                                     # [N, hidden]

@@ -16,7 +16,8 @@ from prune.head_refit import head_targets, refit_head
 from prune.layer_io import first_layer_inputs
 from prune.mask_tuning import tune_masks
 from prune.options import RIDGE
-from prune.reconstruct import reconstruct_weights, swapped_weights
+from prune.reconstruct import reconstruct_weights
+from prune.weight_updates import swapped_weights
 from prune.registry import register
 from utils.distributed import Dist
 

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from arch import BoundArch, bind
 from arch.pruned_modeling import NoHeadsAttention, slice_head_inputs  # as in the saved folder's modeling file
-from prune.reconstruct import linear_for, set_bias
+from prune.weight_updates import linear_for, set_bias
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,15 @@ def _prune_ffn(arch: BoundArch, i: int, neurons: list[int], scales: torch.Tensor
 
 
 @torch.no_grad()
+def prune_layer(arch: BoundArch, i: int, head_row: torch.Tensor, neuron_row: torch.Tensor) -> None:
+    """Physically prune layer i in place by its mask rows: a zero removes a unit, any other value is folded in."""
+    head_row, neuron_row = head_row.detach().float().cpu(), neuron_row.detach().float().cpu()
+    heads, neurons = kept_indices(head_row[None])[0], kept_indices(neuron_row[None])[0]
+    _prune_attention(arch, i, heads, head_row[heads])
+    _prune_ffn(arch, i, neurons, neuron_row[neurons])
+
+
+@torch.no_grad()
 def physically_prune(model: nn.Module, arch: BoundArch, head_mask: torch.Tensor,
                      neuron_mask: torch.Tensor) -> dict:
     """Remove masked-out head units and neurons from `model` in place, folding mask scales into weights.
@@ -147,8 +156,7 @@ def physically_prune(model: nn.Module, arch: BoundArch, head_mask: torch.Tensor,
     kept_heads, kept_neurons = kept_indices(head_mask), kept_indices(neuron_mask)
     biased = added_biases(arch)
     for i in range(arch.num_layers):
-        _prune_attention(arch, i, kept_heads[i], head_mask[i, kept_heads[i]])
-        _prune_ffn(arch, i, kept_neurons[i], neuron_mask[i, kept_neurons[i]])
+        prune_layer(arch, i, head_mask[i], neuron_mask[i])
     shapes = {
         "num_layers": arch.num_layers,
         "num_heads": arch.num_head_units,

@@ -11,22 +11,20 @@ linear solve per block (at most hidden x kept-columns), so it is also faster tha
 from __future__ import annotations
 
 import logging
-import os
-from contextlib import contextmanager
 
 import torch
 from tqdm import tqdm
 
 from arch import BoundArch
-from arch.hooks import apply_masks, capture_inputs
-from prune.layer_io import LayerBatch, run_layer
+from arch.hooks import capture_inputs
+from prune.layer_io import LayerBatch, capture_layer, run_layer
 from prune.mask_tuning import TuningReport, _select, _teacher_targets, layer_tokens
 from prune.options import RIDGE
+from prune.slim_layer import slim_layer
+from prune.weight_updates import install, linear_for
 from utils.offload import Placement
 
 log = logging.getLogger(__name__)
-
-HEAD = "head"   # the layer field of a weight-update key (HEAD, module name): a task head's Linear (head_refit.py)
 
 
 class Normal:
@@ -72,22 +70,24 @@ class Normal:
         return w_t.t(), bias
 
 
-def _fit_block(arch, l, linear, columns, head_mask, neuron_mask, inputs, targets, residual_of, tokens, ridge,
-               reduce=None):
-    """Refit `linear` on its kept input columns. residual_of(h, lb) gives the block's residual;
-    reduce(tensor) sums a tensor over the processes (None: one process)."""
-    normal = Normal(len(columns), linear.out_features, linear.weight.device)
-    names = {"x": linear, "h": arch.ffn_residual(l)}
-    with apply_masks(arch, head_mask, neuron_mask), capture_inputs(names) as seen:
+def _fit_block(arch, l, linear, scale, w0, inputs, targets, residual_module, tokens, ridge, reduce=None):
+    """Refit `linear` of the slim layer l (its inputs are the kept columns, its weight holds their mask values)
+    in the masked model's terms: inputs times `scale` (the kept columns' mask values), ridge toward `w0` (the
+    unpruned weight's kept columns). residual_module: the module whose input is the block's residual (None: the
+    layer's input); reduce(tensor) sums a tensor over the processes (None: one process).
+    Each call stops at `linear`: nothing after it is needed."""
+    normal = Normal(linear.in_features, linear.out_features, linear.weight.device)
+    names = {"x": linear} | ({"h": residual_module} if residual_module is not None else {})
+    scale = scale.to(linear.weight.device, torch.float32)
+    with capture_inputs(names, stop_at="x") as seen:
         for lb, target in zip(inputs, targets):
-            run_layer(arch, l, [lb])
-            x, h = seen["x"].pop(), seen["h"].pop()
-            residual = residual_of(h, lb)
-            normal.add(_select(x, lb, tokens)[:, columns].float(),
-                       (target - _select(residual, lb, tokens)).float())
+            capture_layer(arch, l, lb)
+            x = seen["x"].pop()
+            residual = seen["h"].pop() if residual_module is not None else lb.hidden
+            normal.add(_select(x, lb, tokens).float() * scale, (target - _select(residual, lb, tokens)).float())
     if reduce is not None:
         normal.all_reduce(reduce)
-    return normal.solve(linear.weight[:, columns], ridge)
+    return normal.solve(w0, ridge)
 
 
 def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask, neuron_mask,
@@ -95,7 +95,8 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                         last_mha_all_tokens: bool = False, reduce=None, placement=None):
     """Returns {(layer, 'attn_out'|'ffn_out'): (weight, bias)} full-size replacements and a report.
 
-    The masks stay as given (binary); pruned columns of the new weights are zero.
+    The masks stay as given (a kept unit's mask value still multiplies its input); pruned columns of the new weights
+    are zero. The model is left as it was: the student's layer runs as a pruned copy (prune/slim_layer.py).
     last_layer_tokens: the tokens the last layer is fitted on (the ones the task's loss reads);
     last_mha_all_tokens: fit the last layer's attention on all tokens anyway.
     reduce(tensor): sums the normal equations over data-parallel processes (None: one process);
@@ -104,99 +105,41 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
     stream = placement or Placement(None)
     updates, report = {}, TuningReport()
     teacher_in = student_in = stream.inputs(layer_inputs)
-    originals = {}
-    try:
-        with torch.inference_mode():
-            for l in tqdm(range(arch.num_layers), desc="reconstruction", leave=False):
-                with stream.layer(arch, l):
-                    tokens = layer_tokens(arch, l, last_layer_tokens)
-                    mha_tokens = "all" if last_mha_all_tokens else tokens
-                    targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens,
-                                               mha_tokens=mha_tokens, with_bias=True)
-                    blocks = (
-                        ("attn_out", arch.unit_columns((head_mask[l] != 0).nonzero().flatten()).to(head_mask.device),
-                         targets.mha, lambda h, lb: lb.hidden, mha_tokens),
-                        ("ffn_out", (neuron_mask[l] != 0).nonzero().flatten(), targets.ffn, lambda h, lb: h, tokens),
-                    )
-                    for role, columns, block_targets, residual_of, rows_cls_only in blocks:
+    with torch.inference_mode():
+        for l in tqdm(range(arch.num_layers), desc="reconstruction", leave=False):
+            with stream.layer(arch, l):
+                tokens = layer_tokens(arch, l, last_layer_tokens)
+                mha_tokens = "all" if last_mha_all_tokens else tokens
+                targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens,
+                                           mha_tokens=mha_tokens, with_bias=True)
+                heads = (head_mask[l] != 0).nonzero().flatten().cpu()
+                neurons = (neuron_mask[l] != 0).nonzero().flatten().cpu()
+                blocks = (
+                    ("attn_out", arch.unit_columns(heads), head_mask[l].cpu()[heads].repeat_interleave(arch.unit_width),
+                     targets.mha, False, mha_tokens),
+                    ("ffn_out", neurons, neuron_mask[l].cpu()[neurons], targets.ffn, True, tokens),
+                )
+                full = {role: linear_for(arch, l, role) for role, *_ in blocks}
+                with slim_layer(arch, l, head_mask[l], neuron_mask[l]):
+                    for role, columns, scale, block_targets, ffn_residual, fit_tokens in blocks:
                         if len(columns) == 0:
                             report.add(l, role, "empty")
                             continue
-                        linear = linear_for(arch, l, role)
-                        fit = _fit_block(arch, l, linear, columns, head_mask, neuron_mask, student_in,
-                                         block_targets, residual_of, rows_cls_only, ridge, reduce)
+                        linear, columns = linear_for(arch, l, role), columns.to(full[role].weight.device)
+                        fit = _fit_block(arch, l, linear, scale, full[role].weight[:, columns], student_in,
+                                         block_targets, arch.ffn_residual(l) if ffn_residual else None, fit_tokens,
+                                         ridge, reduce)
                         if fit is None:
                             log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
                                         "weights left as they were", l, role)
                             report.add(l, role, "failed")
                             continue
-                        weight = torch.zeros_like(linear.weight)
-                        weight[:, columns.to(weight.device)] = fit[0].to(weight.dtype)
-                        updates[(l, role)] = (stream.home(weight), stream.home(fit[1].to(weight.dtype)))
-                        previous = _install(arch, {(l, role): updates[(l, role)]})
-                        originals.update({k: tuple(map(stream.home, v)) for k, v in previous.items()})
+                        weight, bias = fit[0].to(linear.weight.dtype), fit[1].to(linear.weight.dtype)
+                        install(arch, {(l, role): (weight * scale.to(weight), bias)})   # the slim layer folds masks
+                        full_weight = torch.zeros_like(full[role].weight)
+                        full_weight[:, columns] = weight
+                        updates[(l, role)] = (stream.home(full_weight), stream.home(bias))
                         report.add(l, role, "ok", columns=len(columns))
-                    with apply_masks(arch, head_mask, neuron_mask):
-                        student_in = run_layer(arch, l, student_in)
-                    teacher_in = targets.outputs
-    finally:
-        _install(arch, originals)
+                    student_in = run_layer(arch, l, student_in)
+                teacher_in = targets.outputs
     return updates, report
-
-
-def linear_for(arch: BoundArch, l, role: str):
-    """The Linear a weight-update key (layer, 'attn_out'|'ffn_out') or (HEAD, module name) addresses."""
-    if l == HEAD:
-        return arch.model.get_submodule(role)
-    return arch.attn_out(l) if role == "attn_out" else arch.ffn_out(l)
-
-
-def _install(arch: BoundArch, weights: dict) -> dict:
-    """Copy {(layer, role): (weight, bias)} into the model; return what was there before.
-
-    A bias of None removes the Linear's bias; a bias for a Linear without one adds it."""
-    previous = {}
-    with torch.no_grad():
-        for (l, role), (w, b) in weights.items():
-            linear = linear_for(arch, l, role)
-            old_bias = linear.bias.detach().clone() if linear.bias is not None else None
-            previous[(l, role)] = (linear.weight.detach().clone(), old_bias)
-            linear.weight.copy_(w)
-            set_bias(linear, b)
-    return previous
-
-
-def set_bias(linear: torch.nn.Linear, bias: torch.Tensor | None) -> None:
-    if bias is None:
-        linear.register_parameter("bias", None)
-    elif linear.bias is None:
-        linear.bias = torch.nn.Parameter(bias.detach().clone().to(linear.weight), requires_grad=False)
-    else:
-        with torch.no_grad():
-            linear.bias.copy_(bias)
-
-
-@contextmanager
-def swapped_weights(arch: BoundArch, updates: dict | None):
-    """Temporarily install reconstructed weights."""
-    saved = _install(arch, updates or {})
-    try:
-        yield
-    finally:
-        _install(arch, saved)
-
-
-def save_weight_updates(path: str, updates: dict) -> None:
-    """{'<layer>.<role>': {'weight', 'bias'}} on CPU, written atomically."""
-    flat = {f"{l}.{role}": {"weight": w.detach().cpu(), "bias": b.detach().cpu()} for (l, role), (w, b) in updates.items()}
-    torch.save(flat, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
-def load_weight_updates(path: str) -> dict:
-    flat = torch.load(path)
-    return {(_layer_key(k.split(".")[0]), k.split(".", 1)[1]): (v["weight"], v["bias"]) for k, v in flat.items()}
-
-
-def _layer_key(text: str):
-    return text if text == HEAD else int(text)

@@ -13,7 +13,7 @@ from dataset.lm_text import (TextDataError, evaluation_sequences, lm_batches, lo
 from evaluate.perplexity import greedy_generations, lm_loss, perplexity
 from evaluate.speed import decode_speed, prefill_latency
 from evaluate.zero_shot import ZeroShotError, check_task_sources, zero_shot_scores
-from prune.reconstruct import swapped_weights
+from prune.weight_updates import swapped_weights
 from tasks.base import DataRequest, Task, TaskData
 from tasks.registry import register
 

@@ -8,7 +8,7 @@ from prune.cost import MacCost
 from prune.importance import ImportanceInputs
 from prune.masks import full_masks
 from prune.methods import TuningInputs
-from prune.reconstruct import swapped_weights
+from prune.weight_updates import swapped_weights
 from tests.tiny import lm_batch, tiny_decoder
 from arch import bind
 from arch.hooks import apply_masks

@@ -7,7 +7,8 @@ from prune.fisher import collect_mask_grads
 from prune.layer_io import first_layer_inputs
 from prune.masks import full_masks
 from prune.physical import physically_prune, physically_pruned_copy
-from prune.reconstruct import reconstruct_weights, swapped_weights
+from prune.reconstruct import reconstruct_weights
+from prune.weight_updates import swapped_weights
 from tests.tiny import DECODER_FAMILIES, lm_batch, tiny_decoder
 from arch import bind
 from arch.hooks import apply_masks

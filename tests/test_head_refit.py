@@ -6,7 +6,7 @@ from prune.head_refit import _head_rows, find_head_linear, head_targets
 from prune.masks import full_masks
 from prune.methods import TuningInputs, lsq
 from prune.physical import physically_pruned_copy
-from prune.reconstruct import HEAD, load_weight_updates, save_weight_updates, swapped_weights
+from prune.weight_updates import HEAD, load_weight_updates, save_weight_updates, swapped_weights
 from tests.tiny import lm_batch, random_batch, tiny_decoder, tiny_model
 from arch import bind
 from arch.hooks import apply_masks

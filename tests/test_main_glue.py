@@ -92,7 +92,7 @@ def test_gradient_batches_hold_the_sample_in_random_batches(tiny_ckpt, sst2_dir)
 
 
 def test_the_head_refit_is_recorded_and_can_be_turned_off(tiny_ckpt, sst2_dir, tmp_path):
-    from prune.reconstruct import HEAD, load_weight_updates
+    from prune.weight_updates import HEAD, load_weight_updates
     base = ["--task_name", "sst2", "--ckpt_dir", tiny_ckpt, "--data_dir", sst2_dir, "--constraint", "0.4",
             "--num_samples", "24", "--batch_size", "8", "--device", "cpu"]
     for extra, expected in (([], True), (["--no_head_refit"], False)):

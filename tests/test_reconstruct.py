@@ -2,7 +2,8 @@ import torch
 
 from prune.layer_io import first_layer_inputs
 from prune.masks import full_masks
-from prune.reconstruct import load_weight_updates, reconstruct_weights, save_weight_updates, swapped_weights
+from prune.reconstruct import reconstruct_weights
+from prune.weight_updates import load_weight_updates, save_weight_updates, swapped_weights
 from tests.tiny import random_batch, tiny_model
 from arch import bind
 from arch.hooks import apply_masks
@@ -87,3 +88,38 @@ def test_last_layer_attention_rows_follow_last_mha_cls_only():
     last = (2, "attn_out")
     assert torch.allclose(mixed[last][0], all_tokens[last][0], atol=1e-5)        # attention: every token
     assert not torch.allclose(cls_only[last][0], all_tokens[last][0], atol=1e-3)  # attention: first token
+
+
+def test_refit_is_in_the_masked_models_terms_when_masks_are_scaled():
+    """A kept unit's mask value multiplies its input, so without ridge doubling every kept value halves every refitted
+    weight and changes nothing else (the student's function, hence every later layer's fit, is the same)."""
+    model, arch, batches = _setup()
+    teacher = full_masks(3, 4, 37)
+    head, neuron = full_masks(3, 4, 37)
+    head[1, :2] = 0
+    neuron[:, 5:30] = 0
+    inputs = first_layer_inputs(model, arch, batches)
+    plain, _ = reconstruct_weights(arch, *teacher, head, neuron, inputs, last_layer_tokens="all", ridge=0.0)
+    doubled, _ = reconstruct_weights(arch, *teacher, head * 2, neuron * 2, inputs, last_layer_tokens="all", ridge=0.0)
+    assert plain.keys() == doubled.keys() and len(plain) == 6
+    for key, (w, b) in plain.items():
+        assert torch.allclose(doubled[key][0] * 2, w, rtol=1e-3, atol=1e-3 * float(w.abs().max())), key
+        assert torch.allclose(doubled[key][1], b, rtol=1e-3, atol=1e-3 * float(b.abs().max())), key
+
+
+def test_a_capture_that_stops_early_skips_the_rest_of_the_layer():
+    from arch.hooks import capture_inputs
+    from prune.layer_io import capture_layer
+    model, arch, batches = _setup()
+    lb = first_layer_inputs(model, arch, batches[:1])[0]
+    calls = []
+    handle = arch.ffn_in(0).register_forward_pre_hook(lambda m, a: calls.append(1))
+    try:
+        with torch.inference_mode(), capture_inputs({"ctx": arch.attn_out(0)}, stop_at="ctx") as seen:
+            capture_layer(arch, 0, lb)
+        assert len(seen["ctx"]) == 1 and calls == []
+        with torch.inference_mode(), capture_inputs({"a": arch.ffn_out(0)}, outputs={"out": arch.ffn_out(0)}) as seen:
+            capture_layer(arch, 0, lb)
+        assert len(seen["a"]) == 1 and len(seen["out"]) == 1 and calls == [1]
+    finally:
+        handle.remove()

@@ -16,7 +16,7 @@ from evaluate.similarity import (cosine_regression_loss, embed, pair_cosines, pr
 from prune.cost import mac_cost_of
 from prune.fisher import collect_mask_grads
 from prune.physical import physically_pruned_copy
-from prune.reconstruct import HEAD, load_weight_updates, swapped_weights
+from prune.weight_updates import HEAD, load_weight_updates, swapped_weights
 from tasks import registry
 from tasks.base import DataRequest
 from tasks.sentence_similarity import model_pooling, pair_batches
