@@ -21,6 +21,16 @@ with h the hidden size, d the head size: per head, Q/K/V projections 3 s h d, sc
 classification head runs on one token per sequence. Embeddings are lookups (0 MACs). fixed_l
 counts the per-layer work that pruning does not remove: the two residual adds and two LayerNorms
 (about 4 s h operations; reported separately as well, since they are not multiply-accumulates).
+
+The MAC-count ideal assumes every second is spent in prunable work; the physical limit does not. T_fixed, the time
+of what pruning cannot shrink (embeddings, LayerNorms, residual adds, biases, pooler and classifier, per-layer call
+overheads), is measured directly: the model physically pruned to no head and no neuron in any layer (every layer's
+attention replaced by an empty one, every FFN Linear(h, 0)) is timed alternately with the other two. With r the
+pruned model's share of the prunable MACs (heads and neurons), the best a pruned model can do is
+
+  T_ideal = T_fixed + (T - T_fixed) * r,     ideal physical speedup = T / T_ideal
+
+and `fraction_of_physical_ideal` is the measured speedup over that (--no_fixed skips it).
 """
 from __future__ import annotations
 
@@ -42,6 +52,7 @@ from export.hf_load import load_pruned
 from export.onnx import ONNX_FILE, OrtModel, export_onnx, max_abs_difference, missing_packages, providers
 from prune.masks import load_masks
 from prune.physical import count_parameters, physically_prune
+from tasks.sentence_similarity import EncoderWithoutPooler
 from utils.checkpoint import load_model
 from utils.timing import random_inputs, time_models
 
@@ -73,12 +84,37 @@ def model_macs(model: nn.Module, arch, seq_len: int) -> dict:
     return enc
 
 
+def prunable_mac_ratio(macs_original: dict, macs_pruned: dict) -> float:
+    """The pruned model's share of the original's head and neuron MACs (what pruning can remove)."""
+    return (macs_pruned["heads"] + macs_pruned["neurons"]) / (macs_original["heads"] + macs_original["neurons"])
+
+
+def physical_ideal_speedup(t_original: float, t_fixed: float, mac_ratio: float) -> float:
+    """T / (T_fixed + (T - T_fixed) * r): the speedup if the prunable time shrank exactly with its MACs."""
+    if not 0 <= t_fixed <= t_original:
+        raise ValueError(f"T_fixed {t_fixed:.6f} s is not within [0, T = {t_original:.6f} s]: time both models "
+                         f"alternately on an idle machine")
+    return t_original / (t_fixed + (t_original - t_fixed) * mac_ratio)
+
+
+def empty_model(model: nn.Module) -> nn.Module:
+    """A copy pruned to no head and no neuron in any layer: it runs only what pruning cannot remove."""
+    empty = copy.deepcopy(model)
+    arch = bind(empty)
+    physically_prune(empty, arch, torch.zeros(arch.num_layers, arch.num_head_units),
+                     torch.zeros(arch.num_layers, arch.ffn_dim))
+    return empty.eval()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt_dir", required=True, help="the original fine-tuned checkpoint")
     p.add_argument("--pruned_dir", default=None, help="a folder written by save_pruned (main.py --save_pruned)")
     p.add_argument("--mask_dir", default=None, help="a run folder with head_mask.pt / neuron_mask.pt")
-    p.add_argument("--head", default="classification", choices=["classification", "qa"])
+    p.add_argument("--head", default="classification", choices=["classification", "qa", "embedding"],
+                   help="the model class to load the checkpoint as (embedding: the bare encoder, no pooler)")
+    p.add_argument("--no_fixed", action="store_true",
+                   help="skip T_fixed (the model pruned to nothing, timed beside the others) and the physical ideal")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     p.add_argument("--seq_lens", type=int, nargs="+", default=[128])
     p.add_argument("--repeats", type=int, default=10)
@@ -109,7 +145,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
-    original = load_model(args.ckpt_dir, args.head).to(device).eval()
+    auto_class = EncoderWithoutPooler if args.head == "embedding" else None
+    original = load_model(args.ckpt_dir, args.head, auto_class).to(device).eval()
     orig_arch = bind(original)
     masks = load_masks(args.mask_dir) if args.mask_dir else None
     if args.pruned_dir:
@@ -132,9 +169,10 @@ def main(argv=None) -> int:
                    "neurons_per_layer": [pruned_arch.neurons_in_layer(i) for i in range(pruned_arch.num_layers)]},
         "results": [],
     }
-    backends = {"eager": {"original": original, "pruned": pruned}}
+    models = {"original": original, "pruned": pruned} | ({} if args.no_fixed else {"fixed": empty_model(original)})
+    backends = {"eager": models}
     if "onnx" in args.backend:
-        backends["onnx"] = _onnx_models(args, original, pruned, report)
+        backends["onnx"] = _onnx_models(args, models, report)
     backends = {name: backends[name] for name in args.backend}
 
     if masks is not None:  # the pruned model must compute what the masked original computes
@@ -152,7 +190,8 @@ def main(argv=None) -> int:
                 report["results"].append(row)
                 print(f"{backend:5s} batch {batch_size:3d} seq {seq_len:4d}: original {row['original_s'] * 1e3:8.1f} "
                       f"ms, pruned {row['pruned_s'] * 1e3:8.1f} ms, speedup {row['speedup']:.2f}x "
-                      f"(ideal {row['ideal_mac_speedup']:.2f}x)", file=sys.stderr, flush=True)
+                      f"(ideal {row['ideal_mac_speedup']:.2f}x, physical {row.get('ideal_physical_speedup') or 0:.2f}x)",
+                      file=sys.stderr, flush=True)
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output + ".tmp", "w") as f:
@@ -162,26 +201,23 @@ def main(argv=None) -> int:
     return 0
 
 
-def _onnx_models(args, original, pruned, report: dict) -> dict:
-    """ONNX Runtime sessions of both models, exported (or the pruned folder's model.onnx), checked."""
-
-
+def _onnx_models(args, models: dict, report: dict) -> dict:
+    """ONNX Runtime sessions of the models (original, pruned, fixed), exported (or the pruned folder's model.onnx),
+    checked against eager."""
     folder = args.onnx_dir or tempfile.mkdtemp(prefix="latency-onnx-")
     os.makedirs(folder, exist_ok=True)
-    paths = {"original": os.path.join(folder, "original.onnx"), "pruned": os.path.join(folder, "pruned.onnx")}
+    paths = {name: os.path.join(folder, f"{name}.onnx") for name in models}
     if args.pruned_dir and os.path.isfile(os.path.join(args.pruned_dir, ONNX_FILE)):
         paths["pruned"] = os.path.join(args.pruned_dir, ONNX_FILE)
     fuse = args.onnx_graph == "fused"
-    fused = {"original": export_onnx(original, paths["original"], fuse=fuse)["fused"]}
-    if paths["pruned"].startswith(folder):
-        fused["pruned"] = export_onnx(pruned, paths["pruned"], fuse=fuse)["fused"]
+    fused = {name: export_onnx(models[name], path, fuse=fuse)["fused"] for name, path in paths.items()
+             if path.startswith(folder)}
     sessions = {name: OrtModel(path, args.device, args.threads) for name, path in paths.items()}
     if not args.onnx_dir:   # the sessions hold the graphs in memory
         shutil.rmtree(folder, ignore_errors=True)
         paths = {name: None if path.startswith(folder) else path for name, path in paths.items()}
-    check = [random_inputs(original.config, 2, 32, "cpu", seed=2)]
-    diffs = {name: max_abs_difference(model, sessions[name], check)
-             for name, model in (("original", original), ("pruned", pruned))}
+    check = [random_inputs(models["original"].config, 2, 32, "cpu", seed=2)]
+    diffs = {name: max_abs_difference(model, sessions[name], check) for name, model in models.items()}
     report["onnx"] = {"paths": paths, "providers": providers(args.device), "graph": args.onnx_graph,
                       "fusions": fused, "max_abs_output_diff_vs_eager": diffs}
     return sessions
@@ -193,7 +229,14 @@ def _time_row(args, backend, models, batch_size, seq_len, device, original, prun
     t = time_models(models, inputs, device, args.warmup, args.repeats)
     ideal = macs_o["total_macs"] / macs_p["total_macs"]
     speedup = t["original"]["median_s"] / t["pruned"]["median_s"]
-    return {
+    physical = {}
+    if "fixed" in t:
+        ratio = prunable_mac_ratio(macs_o, macs_p)
+        limit = physical_ideal_speedup(t["original"]["median_s"], t["fixed"]["median_s"], ratio)
+        physical = {"fixed_s": t["fixed"]["median_s"], "fixed_share": t["fixed"]["median_s"] / t["original"]["median_s"],
+                    "prunable_mac_ratio": ratio, "ideal_physical_speedup": limit,
+                    "fraction_of_physical_ideal": speedup / limit}
+    return physical | {
         "backend": backend, "batch_size": batch_size, "seq_len": seq_len,
         "original_s": t["original"]["median_s"], "pruned_s": t["pruned"]["median_s"],
         "speedup": speedup,

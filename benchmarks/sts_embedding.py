@@ -84,10 +84,18 @@ def summarize() -> int:
                     | {"spearman_before_points": round(100 * c["spearman_before"], 2),
                        "spearman_after_points": round(100 * c["spearman_after"], 2), "gradients_s": s.get("gradients"), "mask_tuning_s": s.get("mask_tuning"),
                        "pruning_s": s.get("pruning_total"), "encode_speedup": c["encode"]["speedup"],
+                       "pruning_over_gradients": round(s["pruning_total"] / s["gradients"], 2),
+                       "commit": c["machine"]["git"]["commit"][:7],
                        "pruned_sentences_per_s": c["encode"]["pruned_sentences_per_s"],
                        "original_sentences_per_s": c["encode"]["original_sentences_per_s"],
                        "load_mean": c["load"]["load_mean"], "quiet": c["load"]["quiet"]})
-    write_json(SUMMARY, {"rows": rows})
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["method"], r["constraint"], r["similarity_loss"]), []).append(r)
+    means = [{"model": m, "method": meth, "constraint": c, "similarity_loss": loss, "seeds": [r["seed"] for r in g],
+              "spearman_after_points": round(sum(r["spearman_after_points"] for r in g) / len(g), 2)}
+             for (m, meth, c, loss), g in groups.items()]
+    write_json(SUMMARY, {"rows": rows, "means_over_seeds": means})
     print("| model | method | MACs | seed | loss | Spearman before | after | pruning s (gradients / tuning) | "
           "encode sentences/s (unpruned -> pruned) | peak RSS GiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")

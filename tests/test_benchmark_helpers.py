@@ -162,3 +162,35 @@ def test_zero_shot_items_held_in_the_mix_are_left_out(tmp_path):
     assert seen == {"pp_t": {0}}
     result = clean_average({"tasks": {"pp_t": {"per_item": {"acc": [1, 0]}}}}, seen)
     assert result["acc"] == 0.0 and result["items_left_out"] == {"pp_t": 1}
+
+
+def test_physical_ideal_on_a_synthetic_timing():
+    from benchmarks.latency import physical_ideal_speedup, prunable_mac_ratio
+    # 10 s, of which 2 s cannot shrink; a quarter of the prunable MACs kept: 2 + 8 / 4 = 4 s at best
+    assert physical_ideal_speedup(10.0, 2.0, 0.25) == pytest.approx(2.5)
+    assert physical_ideal_speedup(10.0, 0.0, 0.25) == pytest.approx(4.0)      # nothing fixed: the MAC ideal
+    assert physical_ideal_speedup(10.0, 10.0, 0.25) == pytest.approx(1.0)     # nothing prunable: no speedup
+    with pytest.raises(ValueError, match="T_fixed"):
+        physical_ideal_speedup(1.0, 1.5, 0.5)
+    ratio = prunable_mac_ratio({"heads": 30, "neurons": 70, "head": 1000}, {"heads": 10, "neurons": 15, "head": 1000})
+    assert ratio == pytest.approx(0.25)                                       # the classifier's MACs are fixed
+
+
+def test_the_fixed_part_model_keeps_nothing_prunable_and_computes_the_zero_masked_model():
+    import torch
+    from arch import bind
+    from arch.hooks import apply_masks
+    from benchmarks.latency import empty_model, model_macs
+    from tests.tiny import random_batch, tiny_model
+    model = tiny_model("bert", seed=3).eval()
+    arch = bind(model)
+    empty = empty_model(model)
+    macs = model_macs(empty, bind(empty), 16)
+    assert macs["heads"] == 0 and macs["neurons"] == 0 and macs["head"] > 0
+    batch = {k: v for k, v in random_batch(model, batch=2, length=16, seed=1).items() if k != "labels"}
+    with torch.inference_mode():
+        with apply_masks(arch, torch.zeros(arch.num_layers, arch.num_head_units), torch.zeros(arch.num_layers, arch.ffn_dim)):
+            want = model(**batch).logits
+        got = empty(**batch).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    assert bind(model).head_units_in_layer(0) == arch.num_head_units          # the original is untouched

@@ -1,0 +1,110 @@
+"""Encode speed of the pruned sentence-embedding models against two ideals (issue 33): the MAC count's and the
+physical limit's, which leaves what pruning cannot shrink (T_fixed: the model pruned to nothing, timed beside the
+other two; see benchmarks/latency.py). One cell per model x backend (eager PyTorch, ONNX Runtime), each a
+benchmarks/latency.py run over batch 1/8/32 x 32/64/128 tokens on the masks of an sts_embedding run folder:
+
+    ../shared/tools/quiet --log benchmarks/results/quiet.jsonl -- python -m benchmarks.sts_embedding \\
+        --models mpnet minilm --methods lsq --constraints 0.5 --seeds 0        # leaves the run folders
+    ../shared/tools/quiet --log benchmarks/results/quiet.jsonl -- python -m benchmarks.speed_limit
+    python -m benchmarks.speed_limit --summary     # benchmarks/results/speed_limit.json + a markdown table
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from benchmarks.record import ROOT, LoadSampler, cell_done, machine_metadata, read_cell, write_cell, write_json
+from benchmarks.sts_embedding import cell_name, model_dirs
+
+CELL_DIR = os.path.join(ROOT, "benchmarks", "results", "speed_limit")
+SUMMARY = os.path.join(ROOT, "benchmarks", "results", "speed_limit.json")
+BATCHES, TOKENS = (1, 8, 32), (32, 64, 128)
+GOAL = 0.9          # the issue's goal: this fraction of the physical ideal at every shape
+
+
+def run_cell(model: str, backend: str, run: str, threads: int, repeats: int) -> dict:
+    mask_dir = os.path.join(ROOT, "outputs", "sts_embedding", run)
+    if not os.path.isfile(os.path.join(mask_dir, "head_mask.pt")):
+        raise SystemExit(f"error: no masks in {mask_dir}: run that sts_embedding cell first (see this module's help)")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "latency.json")
+        argv = [sys.executable, "-m", "benchmarks.latency", "--ckpt_dir", model_dirs()[model], "--mask_dir", mask_dir,
+                "--head", "embedding", "--backend", backend, "--batch_sizes", *map(str, BATCHES),
+                "--seq_lens", *map(str, TOKENS), "--threads", str(threads), "--repeats", str(repeats),
+                "--output", out]
+        meta, start = machine_metadata(threads), time.perf_counter()
+        with LoadSampler() as load:
+            proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{model} {backend}: benchmarks.latency exited {proc.returncode}: "
+                               f"{proc.stderr.strip().splitlines()[-3:]}")
+        with open(out) as f:
+            report = json.load(f)
+    return {"model": model, "backend": backend, "masks_of": run, "command": " ".join(argv[1:-2]), "report": report,
+            "wall_s": round(time.perf_counter() - start, 1), "load": load.summary(), "machine": meta}
+
+
+def summarize() -> int:
+    cells = [read_cell(p) for p in sorted(glob.glob(os.path.join(CELL_DIR, "*.json")))]
+    if not cells:
+        print("no cells yet", file=sys.stderr)
+        return 2
+    rows = []
+    for c in cells:
+        for r in c["report"]["results"]:
+            rows.append({"model": c["model"], "backend": c["backend"], "masks_of": c["masks_of"]}
+                        | {k: r.get(k) for k in ("batch_size", "seq_len", "speedup", "ideal_mac_speedup",
+                                                  "ideal_physical_speedup", "fraction_of_ideal",
+                                                  "fraction_of_physical_ideal", "fixed_share", "prunable_mac_ratio",
+                                                  "original_s", "pruned_s", "fixed_s")}
+                        | {"load_mean": c["load"]["load_mean"], "load_max": c["load"]["load_max"],
+                           "quiet": c["load"]["quiet"]})
+    fractions = [r["fraction_of_physical_ideal"] for r in rows if r["fraction_of_physical_ideal"] is not None]
+    goal = {"fraction_of_physical_ideal_at_least": GOAL, "lowest": min(fractions) if fractions else None,
+            "met": bool(fractions) and min(fractions) >= GOAL}
+    write_json(SUMMARY, {"rows": rows, "goal": goal})
+    print("| model | backend | batch x tokens | T ms (unpruned) | T_fixed share | speedup | MAC ideal | physical ideal "
+          "| fraction of physical ideal |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['backend']} | {r['batch_size']} x {r['seq_len']} | {1e3 * r['original_s']:.1f} | "
+              f"{r['fixed_share']:.2f} | {r['speedup']:.2f} | {r['ideal_mac_speedup']:.2f} | "
+              f"{r['ideal_physical_speedup']:.2f} | {r['fraction_of_physical_ideal']:.2f} |")
+    print(f"\ngoal >= {GOAL} at every shape: lowest {goal['lowest']:.2f}, met: {goal['met']}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["minilm", "mpnet"], choices=sorted(model_dirs()))
+    p.add_argument("--backends", nargs="+", default=["eager", "onnx"], choices=["eager", "onnx"])
+    p.add_argument("--method", default="lsq")
+    p.add_argument("--constraint", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--summary", action="store_true", help="only summarise the cells there are")
+    args = p.parse_args(argv)
+    if args.summary:
+        return summarize()
+    for model in args.models:
+        run = cell_name(model, args.method, args.constraint, args.seed, "gold")
+        for backend in args.backends:
+            path = os.path.join(CELL_DIR, f"{run}-{backend}.json")
+            if cell_done(path):
+                continue
+            cell = run_cell(model, backend, run, args.threads, args.repeats)
+            write_cell(path, cell)
+            print(f"{os.path.basename(path)}: done in {cell['wall_s']} s, load mean {cell['load']['load_mean']}",
+                  flush=True)
+    return summarize()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
