@@ -12,12 +12,14 @@ skipped on a rerun (`cell_done`), so a stop loses at most the cell in progress.
 from __future__ import annotations
 
 import datetime
+import glob
 import importlib.metadata
 import json
 import os
 import platform
 import subprocess
 import threading
+import time
 
 from run.folder import package_versions
 from run.folder import write_json as write_run_json
@@ -119,6 +121,19 @@ def cell_done(path: str) -> bool:
 def read_cell(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def read_cells(cell_dir: str) -> list[dict]:
+    """Every cell JSON in a folder, in name order."""
+    return [read_cell(p) for p in sorted(glob.glob(os.path.join(cell_dir, "*.json")))]
+
+
+def run_measured(argv: list[str], cwd: str):
+    """Run a benchmark subprocess with the load sampled meanwhile; returns (process, wall seconds, load summary)."""
+    start = time.perf_counter()
+    with LoadSampler() as load:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    return proc, round(time.perf_counter() - start, 1), load.summary()
 
 
 def write_cell(path: str, data: dict) -> None:

@@ -11,15 +11,12 @@ benchmarks/latency.py run over batch 1/8/32 x 32/64/128 tokens on the masks of a
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
-from benchmarks.record import ROOT, LoadSampler, cell_done, machine_metadata, read_cell, write_cell, write_json
+from benchmarks.record import ROOT, cell_done, machine_metadata, read_cells, run_measured, write_cell, write_json
 from benchmarks.sts_embedding import cell_name, model_dirs
 
 CELL_DIR = os.path.join(ROOT, "benchmarks", "results", "speed_limit")
@@ -38,20 +35,19 @@ def run_cell(model: str, backend: str, run: str, threads: int, repeats: int) -> 
                 "--head", "embedding", "--backend", backend, "--batch_sizes", *map(str, BATCHES),
                 "--seq_lens", *map(str, TOKENS), "--threads", str(threads), "--repeats", str(repeats),
                 "--output", out]
-        meta, start = machine_metadata(threads), time.perf_counter()
-        with LoadSampler() as load:
-            proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+        meta = machine_metadata(threads)
+        proc, wall, load = run_measured(argv, ROOT)
         if proc.returncode != 0:
             raise RuntimeError(f"{model} {backend}: benchmarks.latency exited {proc.returncode}: "
                                f"{proc.stderr.strip().splitlines()[-3:]}")
         with open(out) as f:
             report = json.load(f)
     return {"model": model, "backend": backend, "masks_of": run, "command": " ".join(argv[1:-2]), "report": report,
-            "wall_s": round(time.perf_counter() - start, 1), "load": load.summary(), "machine": meta}
+            "wall_s": wall, "load": load, "machine": meta}
 
 
 def summarize() -> int:
-    cells = [read_cell(p) for p in sorted(glob.glob(os.path.join(CELL_DIR, "*.json")))]
+    cells = read_cells(CELL_DIR)
     if not cells:
         print("no cells yet", file=sys.stderr)
         return 2

@@ -12,15 +12,12 @@ unpruned model timed in the same run), with the load during the run. Run it unde
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 
-from benchmarks.record import ROOT, LoadSampler, cell_done, machine_metadata, read_cell, write_cell, write_json
+from benchmarks.record import ROOT, cell_done, machine_metadata, read_cells, run_measured, write_cell, write_json
 from utils.packaged import packaged_minilm_dir
 
 CELL_DIR = os.path.join(ROOT, "benchmarks", "results", "sts_embedding")
@@ -47,9 +44,7 @@ def run_cell(model: str, ckpt: str, method: str, constraint: float, seed: int, l
             "--num_samples", str(num_samples), "--similarity_loss", loss, "--output_dir", out, "--overwrite",
             "--save_pruned", saved, "--speed_batch_size", str(SPEED_BATCH), "--speed_seq_len", str(SPEED_TOKENS)]
     meta = machine_metadata()
-    start = time.perf_counter()
-    with LoadSampler() as load:
-        proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    proc, wall, load = run_measured(argv, ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{name}: main.py exited {proc.returncode}: {proc.stderr.strip().splitlines()[-3:]}")
     with open(os.path.join(out, "results.json")) as f:
@@ -68,11 +63,11 @@ def run_cell(model: str, ckpt: str, method: str, constraint: float, seed: int, l
             "encode": {"batch": SPEED_BATCH, "tokens": SPEED_TOKENS, "threads": speed.get("threads"),
                        "original_sentences_per_s": SPEED_BATCH / speed["original_s"],
                        "pruned_sentences_per_s": SPEED_BATCH / speed["pruned_s"], "speedup": speed["speedup"]},
-            "wall_s": round(time.perf_counter() - start, 1), "load": load.summary(), "machine": meta}
+            "wall_s": wall, "load": load, "machine": meta}
 
 
 def summarize() -> int:
-    cells = [read_cell(p) for p in sorted(glob.glob(os.path.join(CELL_DIR, "*.json")))]
+    cells = read_cells(CELL_DIR)
     if not cells:
         print("no cells yet", file=sys.stderr)
         return 2
