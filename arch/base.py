@@ -49,6 +49,8 @@ class Family:
     head_width_attrs: tuple = ()           # ... and that hold their total width (kept in step when pruning)
     classifier_token: str = "first"        # which token a sequence-classification head reads: first | last
     forward_kwargs: tuple = ()             # extra model(...) arguments for pruning passes, e.g. no KV cache
+    attn_out_norm: str | None = None       # a norm applied to the attention output projection's output before the
+    ffn_out_norm: str | None = None        # residual add, and the FFN's (Gemma 3's post-norms); RMS-type, no bias
     head_inputs: tuple = ()                # (name, position) of arguments of the attention module that hold one
                                            # slice per query head on dim 1, computed once by the model for all
                                            # heads (MPNet's position_bias): sliced to a pruned layer's kept heads
@@ -105,6 +107,11 @@ class BoundArch:
 
     def ffn_residual(self, i: int) -> nn.Module:
         return self._module(i, self.facts.ffn_residual)
+
+    def out_norm(self, i: int, role: str) -> nn.Module | None:
+        """The norm between output projection `role` ('attn_out' | 'ffn_out') and the residual add, or None."""
+        path = self.facts.attn_out_norm if role == "attn_out" else self.facts.ffn_out_norm
+        return self._module(i, path) if path else None
 
     def attention(self, i: int) -> nn.Module:
         return self._module(i, self.facts.attention)

@@ -43,6 +43,50 @@ def apply_masks(arch: BoundArch, head_mask: torch.Tensor | None, neuron_mask: to
             h.remove()
 
 
+def norm_gain(norm: torch.nn.Module, width: int, like: torch.Tensor) -> torch.Tensor:
+    """An RMS norm's per-channel gain g (float32), read off its output for a unit-RMS input."""
+    return norm(torch.ones(1, width, dtype=like.dtype, device=like.device))[0].float()
+
+
+def norm_token_scale(x: torch.Tensor, out: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """c per token [..., 1] with out = x * c * g: the RMS norm's 1 / rms(x), fitted from its input and output."""
+    xg = x.float() * gain
+    return (out.float() * xg).sum(-1, keepdim=True) / (xg * xg).sum(-1, keepdim=True).clamp_min(
+        torch.finfo(torch.float32).tiny)
+
+
+@contextmanager
+def frozen_norm_scales(arch: BoundArch):
+    """While open, the norms between output projections and residual adds (Gemma 3's post-norms) pass gradients
+    as if their 1 / rms factor were a constant: same outputs, and a mask gradient that sees a unit's contribution.
+
+    An RMS norm is blind to the scale of its input, so a mask that scales a block's whole output (a layer's only
+    KV group, as in Gemma 3 270M) has a zero gradient however much removing it costs; with the factor held, its
+    gradient is that of a block whose output is added directly, as in Llama.
+    """
+    handles = []
+
+    def hook(module, args, out, gain):
+        x = args[0]
+        with torch.no_grad():
+            slope = (norm_token_scale(x, out, gain) * gain).to(out.dtype)
+        return out.detach() + (x - x.detach()) * slope
+
+    try:
+        for i in range(arch.num_layers):
+            for role in ("attn_out", "ffn_out"):
+                norm = arch.out_norm(i, role)
+                if norm is not None:
+                    with torch.no_grad():
+                        gain = norm_gain(norm, arch.hidden_size, arch.attn_out(i).weight)
+                    handles.append(norm.register_forward_hook(
+                        lambda m, a, o, _g=gain: hook(m, a, o, _g)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 class StopForward(Exception):
     """Raised by a capture hook once everything wanted from a call is recorded: the rest of the call is skipped."""
 
@@ -75,12 +119,78 @@ def capture_inputs(modules: dict[str, torch.nn.Module], stop_at: str | None = No
             h.remove()
 
 
-def layer_call_inputs(model: torch.nn.Module, arch: BoundArch, batch: dict) -> tuple[tuple, dict]:
-    """Run the model up to its first encoder layer and return that layer's (args, kwargs).
+class _CallRecorder(torch.nn.Module):
+    """Stands in for a block during `layer_calls`: records the call (without its hidden states), runs the real
+    block only for the first one (to learn the blocks' return form), and hands its input on otherwise.
+    Attribute reads fall through to the real block (a model may read e.g. its attention type)."""
 
-    The layer's signature changes between transformers releases, so calls are replayed exactly
-    as the model made them, with only the hidden states swapped.
+    def __init__(self, layer, index: int, sink: list, form: dict, last: bool):
+        super().__init__()
+        self.layer = layer
+        self.index, self.sink, self.form, self.last = index, sink, form, last
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["layer"], name)
+
+    def forward(self, *args, **kwargs):
+        if args:
+            hidden, call = args[0], ((None,) + tuple(args[1:]), kwargs)
+        else:
+            hidden, call = kwargs["hidden_states"], ((), {**kwargs, "hidden_states": None})
+        self.sink.append(call)
+        if self.index == 0:
+            self.form["hidden"] = hidden
+        if self.last:
+            raise StopForward
+        if self.index == 0:
+            out = self.layer(*args, **kwargs)
+            self.form["tuple"] = out[1:] if isinstance(out, (tuple, list)) else None
+            return out
+        rest = self.form.get("tuple")
+        return hidden if rest is None else (hidden, *rest)
+
+
+def _shared(calls: list[tuple]) -> list[tuple]:
+    """The same call object for blocks whose other inputs are the same objects (most models give every block the
+    same mask and position embeddings; Gemma 3 two kinds), so that they are stored and moved once."""
+    out = []
+    for args, kwargs in calls:
+        key = (tuple(map(id, args)), tuple((k, id(v)) for k, v in kwargs.items()))
+        same = next((c for c, k in out if k == key), None)
+        out.append(((args, kwargs) if same is None else same, key))
+    return [c for c, _ in out]
+
+
+def layer_calls(model: torch.nn.Module, arch: BoundArch, batch: dict) -> tuple[torch.Tensor, list[tuple[tuple, dict]]]:
+    """Run the model through its blocks; return the first block's hidden states and each block's call
+    (args, kwargs), hidden states left out.
+
+    Blocks may be called with different inputs (Gemma 3's sliding-window and global layers get their own masks and
+    rotary tables), and the block signature changes between transformers releases, so each block's call is
+    replayed exactly as the model made it, with only the hidden states swapped (`call_layer`). Only the first
+    block does work here; the others pass their input on, and the pass ends at the last one.
     """
+    layers = arch.layers()
+    originals, sink, form = list(layers), [], {}
+    try:
+        for i, layer in enumerate(originals):
+            layers[i] = _CallRecorder(layer, i, sink, form, last=i == len(originals) - 1)
+        model(**batch, **arch.forward_kwargs)
+    except StopForward:
+        pass
+    finally:
+        for i, layer in enumerate(originals):
+            layers[i] = layer
+    if len(sink) != len(originals):
+        raise RuntimeError(f"the model called {len(sink)} of its {len(originals)} blocks")
+    return form["hidden"], _shared(sink)
+
+
+def layer_call_inputs(model: torch.nn.Module, arch: BoundArch, batch: dict) -> tuple[tuple, dict]:
+    """The first block's call (args, kwargs) with its hidden states: what a one-block measurement needs."""
     captured = {}
 
     def hook(module, args, kwargs):

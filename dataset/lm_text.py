@@ -127,14 +127,40 @@ def tokenize_text(text, tokenizer) -> torch.Tensor:
     return ids
 
 
+def leading_tokens(tokenizer) -> list[int]:
+    """[BOS] when the tokenizer starts every text with it (Gemma, Llama 2/3: their models always saw it first and
+    are far off without it), else []. Windows then start with it and hold one text token less."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return []
+    ids = tokenizer("a").input_ids
+    return [int(bos)] if ids and ids[0] == bos else []
+
+
+def _with_leading(windows: torch.Tensor, prefix: list[int]) -> torch.Tensor:
+    if not prefix:
+        return windows
+    head = torch.tensor(prefix, dtype=windows.dtype).expand(windows.shape[0], len(prefix))
+    return torch.cat([head, windows], dim=1).contiguous()
+
+
+def _text_len(seq_len: int, prefix: list[int]) -> int:
+    if seq_len <= len(prefix):
+        raise ValueError(f"seq_len={seq_len} leaves no text after the tokenizer's leading token; use seq_len >= 2")
+    return seq_len - len(prefix)
+
+
 def calibration_sequences(text, tokenizer, num_sequences: int, seq_len: int, seed: int = 0) -> torch.Tensor:
     """LongTensor [num_sequences, seq_len] of random windows of the tokenized text, deterministic per seed.
 
     ``text``: a string (tokenized here) or a 1-D tensor of ids. Raises TextDataError when the text has fewer
-    than ``seq_len`` tokens (one window), saying how many are needed.
+    than ``seq_len`` tokens (one window), saying how many are needed. A tokenizer that starts texts with BOS gets
+    it at the start of every window (`leading_tokens`).
     """
     if num_sequences < 1 or seq_len < 1:
         raise ValueError(f"num_sequences and seq_len must be >= 1 (got {num_sequences}, {seq_len})")
+    prefix = leading_tokens(tokenizer)
+    seq_len = _text_len(seq_len, prefix)
     ids = tokenize_text(text, tokenizer)
     n = ids.numel()
     if n < seq_len:
@@ -144,13 +170,16 @@ def calibration_sequences(text, tokenizer, num_sequences: int, seq_len: int, see
     gen = torch.Generator().manual_seed(int(seed))
     starts = torch.randint(0, n - seq_len + 1, (num_sequences,), generator=gen)
     offsets = starts[:, None] + torch.arange(seq_len)[None, :]
-    return ids[offsets].contiguous()
+    return _with_leading(ids[offsets].contiguous(), prefix)
 
 
 def evaluation_sequences(text, tokenizer, seq_len: int, max_sequences: int | None = None) -> torch.Tensor:
-    """LongTensor [n, seq_len] of consecutive non-overlapping windows (tail dropped), first ``max_sequences`` only."""
+    """LongTensor [n, seq_len] of consecutive non-overlapping windows (tail dropped), first ``max_sequences`` only;
+    each starts with BOS when the tokenizer starts texts with it (then the windows hold seq_len - 1 text tokens)."""
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1 (got {seq_len})")
+    prefix = leading_tokens(tokenizer)
+    seq_len = _text_len(seq_len, prefix)
     ids = tokenize_text(text, tokenizer)
     n = ids.numel() // seq_len
     if n == 0:
@@ -160,7 +189,7 @@ def evaluation_sequences(text, tokenizer, seq_len: int, max_sequences: int | Non
         if max_sequences < 1:
             raise ValueError(f"max_sequences must be >= 1 or None (got {max_sequences})")
         n = min(n, int(max_sequences))
-    return ids[: n * seq_len].view(n, seq_len).clone()
+    return _with_leading(ids[: n * seq_len].view(n, seq_len).clone(), prefix)
 
 
 def lm_batches(seqs: torch.Tensor | Sequence[torch.Tensor], batch_size: int) -> list[dict]:

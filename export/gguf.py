@@ -19,7 +19,8 @@ Three holes in deci (llama.cpp as vendored by llama-cpp-python 0.3.36), and what
 - the head size is read only when layer 0 has heads (`hparams.n_head()` is layer 0's count): a layer 0 without
   heads gets a phantom head too.
 
-Not supported (UserError): Qwen3 (per-head q/k RMSNorm, which deci lacks), rope scaling other than none/linear/
+Not supported (UserError): Qwen3 (per-head q/k RMSNorm, which deci lacks), Gemma 3 (llama.cpp's gemma3 graph
+reads one head count for all layers and no output biases), rope scaling other than none/linear/
 llama3, SentencePiece tokenizers without a tokenizer.json BPE model. Mistral's sliding window is honoured by
 capping the context length at the window (exact up to that length).
 """
@@ -64,8 +65,12 @@ def _gguf():
 def _check_model_type(config) -> None:
     model_type = getattr(config, "model_type", None)
     if model_type not in SUPPORTED_MODEL_TYPES:
-        extra = (" (its per-head query/key RMSNorm has no place in llama.cpp's deci architecture)"
-                 if model_type == "qwen3" else "; for other models use --export onnx")
+        extra = {"qwen3": " (its per-head query/key RMSNorm has no place in llama.cpp's deci architecture)",
+                 "gemma3_text": " (llama.cpp's gemma3 graph sizes every layer by layer 0 and has no output-projection "
+                                "biases, and deci lacks Gemma's norms and GeGLU; a pruned Gemma 3 with the same widths in "
+                                "every layer and no added biases (--method kwon) is saved as a stock checkpoint "
+                                "that llama.cpp's own convert_hf_to_gguf.py takes)"}.get(
+                     model_type, "; for other models use --export onnx")
         raise GGUFExportError(f"GGUF export supports model types {', '.join(SUPPORTED_MODEL_TYPES)}, not "
                               f"'{model_type}'{extra}")
 

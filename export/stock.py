@@ -7,7 +7,7 @@ written out (the head size does not shrink with the head count). Biases that the
 projections (o_proj, down_proj) go through the family's own flags where it has them:
 - Llama: `attention_bias` (biases on q, k, v and o: the q/k/v ones are written as zeros unless the model has
   them) and `mlp_bias` (gate, up, down: gate/up written as zeros);
-- Qwen3: `attention_bias` likewise; it has no MLP bias flag;
+- Qwen3 and Gemma 3: `attention_bias` likewise; they have no MLP bias flag;
 - Mistral and Qwen2 have no such flags (Qwen2's q/k/v biases are fixed on, o's off): with an output bias the
   checkpoint is written as a `LlamaForCausalLM` instead, whose block computes the same function (Qwen2's q/k/v
   biases carried through `attention_bias`). Mistral's sliding window is lost in that conversion, so a Mistral
@@ -25,7 +25,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 log = logging.getLogger(__name__)
 
-STOCK_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+STOCK_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
+ATTENTION_BIAS_ONLY = ("qwen3", "gemma3_text")     # one attention_bias flag (q, k, v, o), no MLP bias flag
 
 
 def _widths(model) -> list[tuple[int, int, int]]:
@@ -77,12 +78,12 @@ def stock_config(model):
                              if k not in ("model_type", "architectures", "transformers_version", "sliding_window",
                                           "use_sliding_window", "max_window_layers", "layer_types")})
         family = "llama"
-    if family == "qwen3" and down_bias:
-        log.info("stock config: Qwen3 has no MLP bias flag for the down_proj bias")
+    if family in ATTENTION_BIAS_ONLY and down_bias:
+        log.info("stock config: %s has no MLP bias flag for the down_proj bias", family)
         return None
     new.num_attention_heads, new.num_key_value_heads, new.intermediate_size = heads, kv, ffn
     new.head_dim = _head_dim(config)
-    if family in ("llama", "qwen3"):
+    if family == "llama" or family in ATTENTION_BIAS_ONLY:
         new.attention_bias = bool(o_bias or (qkv_bias and family == "llama"))
     if family == "llama":
         new.mlp_bias = bool(down_bias)

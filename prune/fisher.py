@@ -8,7 +8,7 @@ from torch.utils.checkpoint import checkpoint
 from tqdm import tqdm
 
 from arch import BoundArch
-from arch.hooks import apply_masks
+from arch.hooks import apply_masks, frozen_norm_scales
 from prune.masks import full_masks
 from utils.device import to_device
 from utils.errors import UserError
@@ -61,7 +61,8 @@ def collect_mask_grads(model, arch: BoundArch, batches: list[dict], loss_fn=None
 
     loss_fn(model, batch) -> scalar loss; default: the model's own loss from batch['labels'].
     checkpoint_layers: recompute each block in the backward pass (checkpointed_layers): same gradients,
-    a fraction of the memory.
+    a fraction of the memory. Norms after output projections pass gradients with their scale held
+    (arch/hooks.frozen_norm_scales).
     """
     device = input_device(model)
     head_mask, neuron_mask = full_masks(arch.num_layers, arch.num_head_units, arch.ffn_dim, device)
@@ -72,7 +73,7 @@ def collect_mask_grads(model, arch: BoundArch, batches: list[dict], loss_fn=None
     was_training = model.training
     model.eval()
     try:
-        with _frozen_parameters(model), apply_masks(arch, head_mask, neuron_mask), \
+        with _frozen_parameters(model), apply_masks(arch, head_mask, neuron_mask), frozen_norm_scales(arch), \
                 (checkpointed_layers(arch) if checkpoint_layers else nullcontext()):
             for batch in tqdm(batches, desc="mask gradients", leave=False):
                 loss = loss_fn(model, to_device(batch, device))

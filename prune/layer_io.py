@@ -1,8 +1,8 @@
-"""Layer-by-layer replay of an encoder on cached inputs.
+"""Layer-by-layer replay of a model's blocks on cached inputs.
 
-The inputs of the first encoder layer are recorded once per batch; afterwards each layer runs on
-the cached outputs of the previous one, so a layer-wise stage costs one encoder pass per sweep
-instead of one full model pass per layer.
+The input of the first block and every block's other call inputs (masks, position embeddings) are recorded once
+per batch; afterwards each block runs on the cached outputs of the previous one, so a layer-wise stage costs one
+pass over the blocks per sweep instead of one full model pass per layer.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from arch import BoundArch
-from arch.hooks import StopForward, call_layer, layer_call_inputs
+from arch.hooks import StopForward, call_layer, layer_calls
 from utils.device import to_device
 from tqdm import tqdm
 
@@ -19,8 +19,7 @@ from tqdm import tqdm
 @dataclass
 class LayerBatch:
     hidden: torch.Tensor       # [batch, tokens, hidden]: input of the current layer
-    args: tuple                # the layer call as the model made it (hidden states swapped in)
-    kwargs: dict
+    calls: list                # per block, its call (args, kwargs) as the model made it, hidden states left out
     token_mask: torch.Tensor   # [batch, tokens] bool: real (non-padding) tokens
 
 
@@ -30,22 +29,21 @@ def first_layer_inputs(model, arch: BoundArch, batches: list[dict]) -> list[Laye
     with torch.inference_mode():
         for batch in tqdm(batches, desc="first-layer inputs", unit="batch", leave=False):
             batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
-            args, kwargs = layer_call_inputs(model, arch, batch)
-            hidden = args[0] if args else kwargs["hidden_states"]
-            out.append(LayerBatch(hidden, args, kwargs, batch["attention_mask"].bool()))
+            hidden, calls = layer_calls(model, arch, batch)
+            out.append(LayerBatch(hidden, calls, batch["attention_mask"].bool()))
     return out
 
 
 def run_layer(arch: BoundArch, index: int, inputs: list[LayerBatch]) -> list[LayerBatch]:
     """Outputs of layer `index` for every cached batch, as inputs of the next layer."""
     layer = arch.layer(index)
-    return [replace(lb, hidden=call_layer(layer, lb.hidden, lb.args, lb.kwargs)) for lb in inputs]
+    return [replace(lb, hidden=call_layer(layer, lb.hidden, *lb.calls[index])) for lb in inputs]
 
 
 def capture_layer(arch: BoundArch, index: int, lb: LayerBatch) -> None:
     """Run layer `index` on one batch only for what capture hooks record; a hook may end the call early
     (arch/hooks.capture_inputs(stop_at=...)), so the layer's work after the last module read is skipped."""
     try:
-        call_layer(arch.layer(index), lb.hidden, lb.args, lb.kwargs)
+        call_layer(arch.layer(index), lb.hidden, *lb.calls[index])
     except StopForward:
         pass

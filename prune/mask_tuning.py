@@ -2,13 +2,9 @@
 layer reconstructs the output of a less-pruned teacher (paper section 4.3).
 
 For layer l the student runs on its own (already tuned) inputs and the teacher on its own; the
-targets are the teacher's residual sums (projection output + residual: before the LayerNorm of a
-post-LN encoder, the residual add of a pre-norm decoder), so the scales also absorb the drift of the
-student's residual stream.
-
-`tokens` says which positions of the last layer are fitted: the ones the task's loss reads
-("first" for an encoder's classifier, "last" for a decoder's, "all" for QA and language modelling);
-earlier layers always fit every real token.
+targets are the teacher's residual sums (prune/targets.py), so the scales also absorb the drift of the
+student's residual stream. The last layer fits the tokens the task's loss reads ("first" for an encoder's
+classifier, "last" for a decoder's, "all" for QA and language modelling).
 """
 from __future__ import annotations
 
@@ -22,6 +18,7 @@ from tqdm import tqdm
 from arch import BoundArch
 from arch.hooks import apply_masks, capture_inputs
 from prune.layer_io import LayerBatch, capture_layer, run_layer
+from prune.targets import layer_tokens, select_tokens, teacher_targets
 from utils.offload import Placement
 
 log = logging.getLogger(__name__)
@@ -62,50 +59,6 @@ def solve_damped(ata: torch.Tensor, atb: torch.Tensor) -> tuple[np.ndarray | Non
     return 1.0 + delta, "ok"
 
 
-TOKENS = ("all", "first", "last")
-
-
-def _select(x: torch.Tensor, lb: LayerBatch, tokens: str) -> torch.Tensor:
-    """Rows of x [batch, tokens, dim] used in the fit: every real token, the first or the last real one."""
-    if tokens == "first":
-        return x[:, 0, :]
-    if tokens == "last":
-        last = lb.token_mask.long().sum(dim=1).clamp_min(1) - 1
-        return x[torch.arange(x.shape[0], device=x.device), last]
-    return x[lb.token_mask]
-
-
-def layer_tokens(arch: BoundArch, l: int, last_layer_tokens: str) -> str:
-    return last_layer_tokens if l == arch.num_layers - 1 else "all"
-
-
-@dataclass
-class _Targets:
-    mha: list[torch.Tensor]      # per batch: W_o ctx_T + x_T on the selected tokens (no bias)
-    ffn: list[torch.Tensor]      # per batch: W_2 a_T + h_T on the selected tokens (no bias)
-    outputs: list[LayerBatch]    # teacher layer outputs = teacher inputs of the next layer
-
-
-def _teacher_targets(arch, l, head_mask, neuron_mask, inputs, ffn_tokens, mha_tokens="all",
-                     with_bias=False) -> _Targets:
-    """with_bias: include the projections' biases in the targets (for fits with a free bias)."""
-    attn_out, ffn_out = arch.attn_out(l), arch.ffn_out(l)
-    mha, ffn, outputs = [], [], []
-    with apply_masks(arch, head_mask, neuron_mask), \
-            capture_inputs({"h": arch.ffn_residual(l)}, outputs={"mha": attn_out, "ffn": ffn_out}) as seen:
-        for lb in inputs:
-            out = run_layer(arch, l, [lb])[0]
-            mha_out, h, ffn_out_value = seen["mha"].pop(), seen["h"].pop(), seen["ffn"].pop()
-            mha.append(_select(_without_bias(mha_out, attn_out, with_bias) + lb.hidden, lb, mha_tokens))
-            ffn.append(_select(_without_bias(ffn_out_value, ffn_out, with_bias) + h, lb, ffn_tokens))
-            outputs.append(out)
-    return _Targets(mha, ffn, outputs)
-
-
-def _without_bias(output: torch.Tensor, linear: torch.nn.Linear, keep_bias: bool) -> torch.Tensor:
-    return output if keep_bias or linear.bias is None else output - linear.bias
-
-
 def _mha_system(arch, l, head_mask, neuron_mask, inputs, targets, kept):
     """Normal equations for one scale per kept head unit (plus the paper's free constant column)."""
     attn_out = arch.attn_out(l)
@@ -117,11 +70,11 @@ def _mha_system(arch, l, head_mask, neuron_mask, inputs, targets, kept):
     with apply_masks(arch, head_mask, neuron_mask), capture_inputs({"ctx": attn_out}, stop_at="ctx") as seen:
         for lb, target in zip(inputs, targets):
             capture_layer(arch, l, lb)
-            ctx = _select(seen["ctx"].pop(), lb, "all")                          # [N, U*d]
+            ctx = select_tokens(seen["ctx"].pop(), lb, "all")                          # [N, U*d]
             per_head = ctx.view(ctx.shape[0], arch.num_head_units, d)[:, kept].transpose(0, 1)
             cols = torch.bmm(per_head, w_heads).flatten(1)                       # [k, N*hidden]
             cols = torch.cat([cols, torch.ones_like(cols[:1])]).double()
-            rhs = (target - _select(lb.hidden, lb, "all")).flatten().double()
+            rhs = target.aim(select_tokens(lb.hidden, lb, "all")).flatten().double()
             ata += cols @ cols.t()
             atb += cols @ rhs
     return ata, atb
@@ -136,9 +89,9 @@ def _ffn_system(arch, l, head_mask, neuron_mask, inputs, targets, kept, tokens):
             capture_inputs({"h": ffn_residual, "a": ffn_out}, stop_at="a") as seen:
         for lb, target in zip(inputs, targets):
             capture_layer(arch, l, lb)
-            h, a = _select(seen["h"].pop(), lb, tokens), _select(seen["a"].pop(), lb, tokens)
+            h, a = select_tokens(seen["h"].pop(), lb, tokens), select_tokens(seen["a"].pop(), lb, tokens)
             a = a[:, kept]                                                       # [N, k]
-            rhs = target - h                                                     # [N, hidden]
+            rhs = target.aim(h)                                                  # [N, hidden]
             gram_a += (a.t() @ a).double()
             atb += (a * (rhs @ w.t())).sum(dim=0).double()
     # the column of neuron j is a_j (x) w_j, so A^T A = (W W^T) * (a^T a), elementwise
@@ -174,7 +127,7 @@ def tune_masks(arch: BoundArch, teacher_head, teacher_neuron, student_head, stud
         for l in tqdm(range(arch.num_layers), desc="mask tuning", leave=False):
             with stream.layer(arch, l):
                 tokens = layer_tokens(arch, l, last_layer_tokens)
-                targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens)
+                targets = teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens)
                 kept_heads = (head[l] != 0).nonzero().flatten()
                 if len(kept_heads) == 0:
                     report.add(l, "heads", "empty")

@@ -18,7 +18,8 @@ from tqdm import tqdm
 from arch import BoundArch
 from arch.hooks import capture_inputs
 from prune.layer_io import LayerBatch, capture_layer, run_layer
-from prune.mask_tuning import TuningReport, _select, _teacher_targets, layer_tokens
+from prune.mask_tuning import TuningReport
+from prune.targets import layer_tokens, select_tokens, teacher_targets
 from prune.options import RIDGE
 from prune.slim_layer import slim_layer
 from prune.weight_updates import install, linear_for
@@ -84,7 +85,7 @@ def _fit_block(arch, l, linear, scale, w0, inputs, targets, residual_module, tok
             capture_layer(arch, l, lb)
             x = seen["x"].pop()
             residual = seen["h"].pop() if residual_module is not None else lb.hidden
-            normal.add(_select(x, lb, tokens).float() * scale, (target - _select(residual, lb, tokens)).float())
+            normal.add(select_tokens(x, lb, tokens).float() * scale, target.aim(select_tokens(residual, lb, tokens)).float())
     if reduce is not None:
         normal.all_reduce(reduce)
     return normal.solve(w0, ridge)
@@ -110,7 +111,7 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
             with stream.layer(arch, l):
                 tokens = layer_tokens(arch, l, last_layer_tokens)
                 mha_tokens = "all" if last_mha_all_tokens else tokens
-                targets = _teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens,
+                targets = teacher_targets(arch, l, teacher_head, teacher_neuron, teacher_in, tokens,
                                            mha_tokens=mha_tokens, with_bias=True)
                 heads = (head_mask[l] != 0).nonzero().flatten().cpu()
                 neurons = (neuron_mask[l] != 0).nonzero().flatten().cpu()

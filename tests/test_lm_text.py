@@ -351,3 +351,30 @@ def test_torch_pruning_peer_removes_dead_heads_exactly():
                for l in peer.layer_dims(pruned))
     with torch.no_grad():
         assert torch.allclose(pruned(x).logits, ref, atol=1e-6)
+
+
+class _BosTokenizer:
+    """Words -> ids 3.., BOS (id 1) first unless add_special_tokens=False, as Gemma's and Llama's tokenizers do."""
+    bos_token_id = 1
+
+    def __call__(self, text, add_special_tokens=True, verbose=False):
+        ids = [3 + len(w) for w in text.split()]
+        return _Encoding([self.bos_token_id] * add_special_tokens + ids)
+
+
+class _Encoding(dict):
+    def __init__(self, ids):
+        super().__init__(input_ids=ids)
+        self.input_ids = ids
+
+
+def test_windows_start_with_bos_when_the_tokenizer_starts_texts_with_it():
+    text = " ".join("word" * (1 + i % 5) for i in range(300))
+    tok = _BosTokenizer()
+    ev = evaluation_sequences(text, tok, 16)
+    assert ev.shape == (300 // 15, 16) and (ev[:, 0] == 1).all() and (ev[:, 1:] != 1).all()
+    assert ev[0, 1:].tolist() == [3 + 4 * (1 + i % 5) for i in range(15)]       # 15 text tokens, none dropped
+    cal = calibration_sequences(text, tok, num_sequences=6, seq_len=16, seed=0)
+    assert cal.shape == (6, 16) and (cal[:, 0] == 1).all() and (cal[:, 1:] != 1).all()
+    with pytest.raises(ValueError, match="seq_len >= 2"):
+        evaluation_sequences(text, tok, 1)

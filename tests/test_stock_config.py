@@ -48,8 +48,8 @@ def test_uniform_pruned_decoder_reloads_without_remote_code(family, lsq, tmp_pat
     expected = _masked_logits(model, batches[0], head, neuron, updates)
     pruned, shapes = physically_pruned_copy(model, head, neuron, updates)
     info = save_stock(pruned, None, str(tmp_path / "m"))
-    if lsq and family == "qwen3" and any(role == "ffn_out" for _, role in shapes["biased"]):
-        assert info is None           # Qwen3 has no MLP bias flag
+    if lsq and family in ("qwen3", "gemma3") and any(role == "ffn_out" for _, role in shapes["biased"]):
+        assert info is None           # Qwen3 and Gemma 3 have no MLP bias flag
         return
     assert info is not None
     with open(tmp_path / "m" / "config.json") as f:
@@ -60,7 +60,7 @@ def test_uniform_pruned_decoder_reloads_without_remote_code(family, lsq, tmp_pat
     if lsq and family in ("mistral", "qwen2"):
         assert config["model_type"] == "llama" and config["attention_bias"]    # no bias flags of their own
     elif not lsq:
-        assert config["model_type"] == family
+        assert config["model_type"] == {"gemma3": "gemma3_text"}.get(family, family)
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "m"))
     assert type(reloaded).__module__.startswith("transformers.models.")
     with torch.no_grad():

@@ -52,16 +52,22 @@ def random_batch(model, batch=3, length=9, seed=0, with_labels=True):
     return out
 
 
-DECODER_FAMILIES = ["llama", "qwen2", "mistral", "qwen3"]
+DECODER_FAMILIES = ["llama", "qwen2", "mistral", "qwen3", "gemma3"]
 
 
-def tiny_decoder_config(family: str = "llama", vocab_size: int = 100, layers: int = 3, tied: bool = False):
+def tiny_decoder_config(family: str = "llama", vocab_size: int = 100, layers: int = 3, tied: bool = False,
+                        num_key_value_heads: int = 2):
     """4 query heads sharing 2 key/value heads (2 head units of 2 heads), head size 8, gated MLP of 37."""
-    from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
-    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config}[family]
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config,
+           "gemma3": Gemma3TextConfig}[family]
     extra = {"head_dim": 8} if family == "qwen3" else {}
+    if family == "gemma3":   # a sliding-window layer between global ones, a window shorter than the test batches
+        extra = {"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 4,
+                 "layer_types": ["full_attention", "sliding_attention", "full_attention"][:layers]
+                 + ["sliding_attention"] * max(0, layers - 3)}
     return cls(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_hidden_layers=layers,
-               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+               num_attention_heads=4, num_key_value_heads=num_key_value_heads, max_position_embeddings=64,
                tie_word_embeddings=tied, pad_token_id=0, **extra)
 
 

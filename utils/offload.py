@@ -123,16 +123,23 @@ class Placement:
                 "physical_pruning": "cpu, one layer at a time"}
 
 
-def _moved(value, device):
+def _moved(value, device, memo=None):
+    """`value` with its tensors on `device`; an object met twice (blocks sharing one call's inputs) moves once."""
+    memo = {} if memo is None else memo
+    if id(value) in memo:
+        return memo[id(value)]
     if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_moved(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _moved(v, device) for k, v in value.items()}
-    if is_dataclass(value) and not isinstance(value, type):
-        return replace(value, **{f.name: _moved(getattr(value, f.name), device) for f in fields(value)})
-    return value
+        out = value.to(device)
+    elif isinstance(value, (list, tuple)):
+        out = type(value)(_moved(v, device, memo) for v in value)
+    elif isinstance(value, dict):
+        out = {k: _moved(v, device, memo) for k, v in value.items()}
+    elif is_dataclass(value) and not isinstance(value, type):
+        out = replace(value, **{f.name: _moved(getattr(value, f.name), device, memo) for f in fields(value)})
+    else:
+        return value
+    memo[id(value)] = out
+    return out
 
 
 def peak_gpu_mb_per_device() -> dict:
