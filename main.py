@@ -33,7 +33,7 @@ if __name__ == "__main__":
 try:    # a Ctrl-C while the libraries load is one line, not the import machinery's traceback
     import torch
 
-    from arch import bind, facts_for
+    from arch import ATTENTION_UNITS, bind, facts_for
     from evaluate.similarity import LOSSES as SIMILARITY_LOSSES
     from evaluate.speed import measure_speedup
     from export import registry as exporters
@@ -197,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--search", default=defaults.search, choices=choices("search"),
                    help=f"how masks are chosen: global (the paper), uniform (as Wanda-sp) or threshold (as FLAP) "
                         f"(default {defaults.search})")
+    g.add_argument("--attention_unit", default=defaults.attention_unit, choices=list(ATTENTION_UNITS),
+                   help=f"what one head unit is in a grouped-query model: a KV group with all its query heads "
+                        f"(group), or one query head, each layer keeping the same number in every kept group "
+                        f"(query; --metric mac/params, --search global) (default {defaults.attention_unit})")
     g.add_argument("--ridge", default=defaults.ridge, type=_positive_float,
                    help=f"lsq: ridge strength towards the original weights, relative to the mean input energy "
                         f"(default {defaults.ridge:g})")
@@ -293,6 +297,9 @@ def config_from_args(argv=None) -> RunConfig:
         parser.error(f"--speed_batch_size {args.speed_batch_size} x --speed_seq_len {args.speed_seq_len} = "
                      f"{args.speed_batch_size * args.speed_seq_len:,} tokens per timed batch, more than the "
                      f"{MAX_SPEED_TOKENS:,} the timing allows; lower --speed_batch_size")
+    if args.attention_unit == "query" and (args.metric == "latency" or args.search != "global"):
+        parser.error("--attention_unit query needs --metric mac or params and --search global (the latency tables "
+                     "and the other searches count whole KV groups)")
     if args.metric == "latency" and not (args.mha_lut and args.ffn_lut):
         parser.error("--metric latency needs --mha_lut and --ffn_lut (measure them on the target device with "
                      "python -m scripts.measure_latency)")
@@ -319,7 +326,7 @@ def config_from_args(argv=None) -> RunConfig:
                            method=args.method, importance=args.importance, metric=args.metric, search=args.search,
                            seed=args.seed, teacher=args.teacher, teacher_exponent=args.teacher_exponent,
                            ridge=args.ridge, head_refit=not args.no_head_refit,
-                           width_multiple=args.width_multiple)
+                           width_multiple=args.width_multiple, attention_unit=args.attention_unit)
     output_dir = args.output_dir or os.path.join(
         "outputs", os.path.basename(os.path.normpath(args.ckpt_dir)), args.task_name, args.metric,
         f"{args.constraint:g}", f"seed_{args.seed}")
@@ -374,7 +381,7 @@ def run(cfg: RunConfig, dist=None) -> dict:
     wall_start = time.perf_counter()
     model = load_model(cfg.ckpt_dir, task.head, task.auto_class)
     model = model if placement.streaming else model.to(device)     # streaming: held in CPU memory
-    arch = bind(model)
+    arch = bind(model, options.attention_unit)
     log.info("FFN widths: multiples of %d (%s)", multiple, why)
     if options.metric == "latency":               # bad tables fail here, before the data and the gradients
         heads = "attention heads" if arch.heads_per_unit == 1 else "attention head units (key/value groups)"

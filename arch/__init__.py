@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from arch import bert, distilbert, gemma3, llama, mpnet  # noqa: F401  (each registers its model types)
-from arch.base import BoundArch, Family, UnsupportedModelError
+from arch.base import ATTENTION_UNITS, BoundArch, Family, UnsupportedModelError
 from arch.registry import ARCH_TABLE, register
 
 
@@ -22,12 +22,12 @@ def facts_for(model_type: str) -> Family:
     return ARCH_TABLE[model_type]
 
 
-def bind(model: nn.Module) -> BoundArch:
-    return BoundArch(model, facts_for(model.config.model_type))
+def bind(model: nn.Module, attention_unit: str = "group") -> BoundArch:
+    return BoundArch(model, facts_for(model.config.model_type), attention_unit)
 
 
 def supported_model_types() -> list[str]:
     return sorted(ARCH_TABLE)
 
-__all__ = ["ARCH_TABLE", "BoundArch", "Family", "UnsupportedModelError", "bind", "facts_for", "register",
+__all__ = ["ARCH_TABLE", "ATTENTION_UNITS", "BoundArch", "Family", "UnsupportedModelError", "bind", "facts_for", "register",
            "supported_model_types"]

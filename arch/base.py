@@ -51,15 +51,23 @@ class Family:
     forward_kwargs: tuple = ()             # extra model(...) arguments for pruning passes, e.g. no KV cache
     attn_out_norm: str | None = None       # a norm applied to the attention output projection's output before the
     ffn_out_norm: str | None = None        # residual add, and the FFN's (Gemma 3's post-norms); RMS-type, no bias
+    kv_group_attr: str | None = None       # attribute of the attention module holding query heads per KV head (set
+                                           # per layer when query heads within groups are pruned)
     head_inputs: tuple = ()                # (name, position) of arguments of the attention module that hold one
                                            # slice per query head on dim 1, computed once by the model for all
                                            # heads (MPNet's position_bias): sliced to a pruned layer's kept heads
 
 
-class BoundArch:
-    """A family's facts resolved against one model instance (unpruned sizes come from its config)."""
+ATTENTION_UNITS = ("group", "query")
 
-    def __init__(self, model: nn.Module, facts: Family):
+
+class BoundArch:
+    """A family's facts resolved against one model instance (unpruned sizes come from its config).
+
+    attention_unit: "group" (a head unit is a KV group with its query heads) or "query" (a head unit is one query
+    head; a layer keeps the same number of query heads in every kept group: prune/query_heads.py)."""
+
+    def __init__(self, model: nn.Module, facts: Family, attention_unit: str = "group"):
         self.model = model
         self.facts = facts
         config = model.config
@@ -71,8 +79,16 @@ class BoundArch:
         self.head_dim = head_dim or self.hidden_size // self.num_heads
         self.ffn_dim = getattr(config, facts.ffn_attr)
         self.num_layers = getattr(config, facts.num_layers_attr)
-        self.heads_per_unit = self.num_heads // self.num_kv_heads
-        self.num_head_units = self.num_kv_heads
+        self.heads_per_group = self.num_heads // self.num_kv_heads
+        if attention_unit not in ATTENTION_UNITS:
+            raise ValueError(f"attention_unit must be one of {ATTENTION_UNITS}, not {attention_unit!r}")
+        if attention_unit == "query" and self.heads_per_group > 1 and not facts.kv_group_attr:
+            raise UnsupportedModelError(f"{type(model).__name__}: this family cannot prune query heads within KV "
+                                        f"groups (its Family has no kv_group_attr); use whole groups")
+        self.attention_unit = attention_unit
+        self.query_heads = attention_unit == "query"
+        self.heads_per_unit = 1 if self.query_heads else self.heads_per_group
+        self.num_head_units = self.num_heads if self.query_heads else self.num_kv_heads
         self.unit_width = self.heads_per_unit * self.head_dim   # attention-output columns of one head unit
         self.num_ffn_inputs = len(facts.ffn_inputs)
         self.classifier_token = facts.classifier_token
@@ -132,7 +148,10 @@ class BoundArch:
         return _blocks(units, self.unit_width)
 
     def unit_kv_rows(self, units) -> torch.Tensor:
-        """Key/value rows of the given head units."""
+        """Key/value rows of the given head units (of the groups they belong to, once each)."""
+        units = torch.as_tensor(units, dtype=torch.long).flatten().cpu()
+        if self.query_heads:
+            units = torch.unique(units // self.heads_per_group)
         return _blocks(units, self.head_dim)
 
 

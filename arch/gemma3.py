@@ -17,5 +17,5 @@ GEMMA3 = register(["gemma3_text"], Family(
     attn_out_norm="post_attention_layernorm", ffn_out_norm="post_feedforward_layernorm",
     num_heads_attr="num_attention_heads", num_kv_heads_attr="num_key_value_heads", head_dim_attr="head_dim",
     hidden_attr="hidden_size", ffn_attr="intermediate_size", num_layers_attr="num_hidden_layers",
-    classifier_token="last", forward_kwargs=(("use_cache", False),),
+    classifier_token="last", forward_kwargs=(("use_cache", False),), kv_group_attr="num_key_value_groups",
 ))

@@ -12,5 +12,5 @@ LLAMA_LIKE = register(["llama", "mistral", "qwen2", "qwen3"], Family(
     ffn_residual="post_attention_layernorm",
     num_heads_attr="num_attention_heads", num_kv_heads_attr="num_key_value_heads", head_dim_attr="head_dim",
     hidden_attr="hidden_size", ffn_attr="intermediate_size", num_layers_attr="num_hidden_layers",
-    classifier_token="last", forward_kwargs=(("use_cache", False),),
+    classifier_token="last", forward_kwargs=(("use_cache", False),), kv_group_attr="num_key_value_groups",
 ))

@@ -15,6 +15,7 @@ Methods (importance / search / mask tuning, all registry names of prune/registry
     magnitude  magnitude / uniform / none (magnitude-sp)
     wanda_sp   wanda_sp / uniform / none
     flap       flap / threshold / bias (FLAP: fluctuation metric, global allocation, bias compensation)
+    ours_q     ours with query heads within KV groups as attention units (prune/query_heads.py)
     ours_wN    ours with every layer keeping a multiple of N FFN channels (--width_multiples N ...; "ours" itself
                uses main.py's decoder default, tasks/causal_lm.py)
 
@@ -61,6 +62,7 @@ METHODS = {
     "magnitude": dict(importance="magnitude", search="uniform", rearrange=False, mask_tuning=False),
     "wanda_sp": dict(importance="wanda_sp", search="uniform", rearrange=False, mask_tuning=False),
     "flap": dict(importance="flap", search="threshold", rearrange=False, method="bias"),
+    "ours_q": dict(importance="fisher", search="global", rearrange=True, method="lsq", attention_unit="query"),
 }
 
 
@@ -98,10 +100,10 @@ def method_options(name: str, ffn_dim: int, metric: str = "mac") -> dict:
     default)."""
     if name.startswith("ours_w") and name[6:].isdigit():
         return {**METHODS["ours"], "width_multiple": int(name[6:])}
-    if name == "ours":
+    if name in ("ours", "ours_q"):
         multiple, _ = resolve_width_multiple(None, task_registry.get("causal_lm").width_multiple, ffn_dim, metric,
-                                             METHODS["ours"]["search"])
-        return {**METHODS["ours"], "width_multiple": multiple}
+                                             METHODS[name]["search"])
+        return {**METHODS[name], "width_multiple": multiple}
     return dict(METHODS[name])
 
 
@@ -147,33 +149,37 @@ def main(argv=None) -> int:
         out["dense_zero_shot"] = dense_cell["zero_shot"]
     print(f"dense perplexity {dense['perplexity']:.3f}", flush=True)
 
-    grads = None
+    archs, grads = {"group": arch}, {}      # per attention unit (prune/query_heads.py): its own masks and gradients
     for constraint, name in cells:
         path = cell_path(cell_name(name, constraint))
         if path and cell_done(path):
             out["runs"].append(read_cell(path))
             print(f"{cell_name(name, constraint)}: done earlier, skipped", flush=True)
             continue
-        if grads is None:
-            start = time.perf_counter()
-            grads = collect_mask_grads(model, arch, task.sample_batches, task.loss_fn, task.checkpoint_layers)
-            out["gradient_seconds"] = round(time.perf_counter() - start, 1)
-            print(f"gradients {out['gradient_seconds']} s", flush=True)
         options = PruneOptions(constraint, metric=args.metric, seed=args.seed, **method_options(name, arch.ffn_dim, args.metric))
+        unit = options.attention_unit
+        unit_arch = archs.setdefault(unit, bind(model, unit))
+        if unit not in grads:
+            start = time.perf_counter()
+            grads[unit] = collect_mask_grads(model, unit_arch, task.sample_batches, task.loss_fn,
+                                             task.checkpoint_layers)
+            key = "gradient_seconds" + ("" if unit == "group" else f"_{unit}")
+            out[key] = round(time.perf_counter() - start, 1)
+            print(f"gradients ({unit} units) {out[key]} s", flush=True)
         with LoadSampler() as load:
             start = time.perf_counter()
-            result = prune(model, arch, task.sample_batches, task.seq_len, options, "all", grads=grads)
+            result = prune(model, unit_arch, task.sample_batches, task.seq_len, options, "all", grads=grads[unit])
             seconds = time.perf_counter() - start
-            with swapped_weights(arch, result.weight_updates):
-                scores = task.evaluate(model, arch, *result.final)
-                zs = (zero_shot(lambda: apply_masks(arch, *result.final))
+            with swapped_weights(unit_arch, result.weight_updates):
+                scores = task.evaluate(model, unit_arch, *result.final)
+                zs = (zero_shot(lambda: apply_masks(unit_arch, *result.final))
                       if args.eval_tasks and name in zs_methods and constraint in zs_constraints else None)
         run = {"method": name, "constraint": constraint, "width_multiple": options.width_multiple,
                "perplexity": scores["perplexity"],
                "ratio_to_dense": scores["perplexity"] / dense["perplexity"], "mac_ratio": result.mac_ratio,
                "param_ratio": result.param_ratio, "seconds_without_gradients": round(seconds, 1),
                "stage_seconds": result.seconds, "peak_rss_mb": round(peak_rss_mb(), 1),
-               "head_units_per_layer": (result.final[0] != 0).sum(1).tolist(),
+               "attention_unit": unit, "head_units_per_layer": (result.final[0] != 0).sum(1).tolist(),
                "neurons_per_layer": (result.final[1] != 0).sum(1).tolist(), "load": load.summary()}
         if zs is not None:
             run["zero_shot"] = zs

@@ -71,6 +71,7 @@ def save_pruned(model, tokenizer, path: str, shapes: dict, overwrite: bool = Tru
             **{k: shapes[k] for k in ("num_layers", "num_heads", "heads_per_unit", "head_dim", "ffn_dim",
                                       "hidden_size", "heads_per_layer", "neurons_per_layer", "kept_heads",
                                       "kept_neurons", "biased")},
+            **({"attention_unit": shapes["attention_unit"]} if shapes.get("attention_unit", "group") != "group" else {}),
             **({"run_id": run_id} if run_id else {}),
             **({"width_multiple": width_multiple} if width_multiple else {}),   # FFN widths are multiples of it
             **({"stock": stock} if stock else {}),
@@ -175,8 +176,12 @@ def _stock(value, info):
     return None
 
 
+def _attention_unit(value, info):
+    return None if value in ("group", "query") else "must be 'group' or 'query'"
+
+
 OPTIONAL_FIELDS = {"run_id": _text, "heads_per_unit": _positive_int, "biased": _biased, "stock": _stock,
-                   "width_multiple": _positive_int}
+                   "width_multiple": _positive_int, "attention_unit": _attention_unit}
 
 
 def validate_pruning_info(info: dict) -> dict:

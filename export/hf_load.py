@@ -70,7 +70,7 @@ def _build_from_record(config, info: dict):
     model = _build(_model_class(config), config)
     model.tie_weights()      # tied input/output embeddings share one tensor, saved once
     apply_pruned_shapes(model, config.pruned_shapes)
-    arch = bind(model)
+    arch = bind(model, info.get("attention_unit", "group"))
     built = ([arch.head_units_in_layer(i) for i in range(arch.num_layers)],
              [arch.neurons_in_layer(i) for i in range(arch.num_layers)])
     if built != (info["heads_per_layer"], info["neurons_per_layer"]):
@@ -88,7 +88,7 @@ def _build_from_masks(config, info: dict):
             delattr(config, key)
     model = _build(_model_class(config), config)
     model.tie_weights()      # tied input/output embeddings share one tensor, saved once
-    arch = bind(model)
+    arch = bind(model, info.get("attention_unit", "group"))
     expected = (arch.num_layers, arch.num_head_units, arch.head_dim, arch.ffn_dim)
     recorded = (info["num_layers"], info["num_heads"], info["head_dim"], info["ffn_dim"])
     if expected != recorded:

@@ -14,6 +14,7 @@ from prune import registry
 from prune.cost import UnitCost, mac_cost_of, param_cost_of
 from prune.latency import estimate_latency, full_latency, search_latency
 from prune.latency_tables import check_lut
+from prune.query_heads import QueryHeadCost, search_query_heads
 from prune.registry import register
 
 
@@ -27,11 +28,19 @@ class BudgetInputs:
 
 
 class CountBudget:
-    """Every head unit costs the same and every neuron costs the same (MACs, parameters)."""
+    """Every head unit costs the same and every neuron costs the same (MACs, parameters); with query heads within
+    KV groups as units (QueryHeadCost) a kept group also costs its key/value rows, and the search is
+    prune/query_heads.py's."""
 
-    def __init__(self, cost: UnitCost, search: str = "global"):
+    def __init__(self, cost: UnitCost | QueryHeadCost, search: str = "global"):
         self.cost = cost
-        self._search = registry.get("search", search)
+        if isinstance(cost, QueryHeadCost):
+            if search != "global":
+                raise ValueError(f"query heads within KV groups are searched by prune/query_heads.py; search "
+                                 f"'{search}' takes whole groups (attention unit 'group')")
+            self._search = search_query_heads
+        else:
+            self._search = registry.get("search", search)
 
     def search(self, head_importance, neuron_importance, constraint: float):
         return self._search(head_importance, neuron_importance, self.cost, constraint)
@@ -66,6 +75,9 @@ def params(inputs: BudgetInputs) -> CountBudget:
 def latency(inputs: BudgetInputs) -> LatencyBudget:
     if inputs.search != "global":
         raise ValueError(f"the latency metric has its own search; search '{inputs.search}' needs mac or params")
+    if inputs.arch.query_heads:
+        raise ValueError("the latency metric's tables count whole KV groups; query heads within groups need "
+                         "mac or params")
     if inputs.mha_lut is None or inputs.ffn_lut is None:
         raise ValueError("the latency metric needs both latency tables (attention and FFN)")
     arch = inputs.arch

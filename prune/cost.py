@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from prune.query_heads import query_head_mac_cost, query_head_param_cost
+
 
 @dataclass(frozen=True)
 class UnitCost:
@@ -22,6 +24,10 @@ class UnitCost:
 
     def of_masks(self, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> float:
         return self.of_counts(int((head_mask != 0).sum()), int((neuron_mask != 0).sum()))
+
+    def full(self, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> float:
+        """The unpruned model's cost, for masks of these shapes."""
+        return self.of_counts(head_mask.numel(), neuron_mask.numel())
 
     def ratio(self, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> float:
         """The masks' cost as a fraction of the unpruned model's."""
@@ -43,9 +49,15 @@ def ParamCost(hidden_size: int, head_dim: int, heads_per_unit: int = 1, ffn_inpu
     return UnitCost(2 * h * g * d + 2 * h * d, (ffn_inputs + 1) * h)
 
 
-def mac_cost_of(arch, seq_len: float) -> UnitCost:
+def mac_cost_of(arch, seq_len: float):
+    """UnitCost, or QueryHeadCost when the arch prunes query heads within KV groups."""
+    if arch.query_heads:
+        return query_head_mac_cost(seq_len, arch.hidden_size, arch.head_dim, arch.heads_per_group,
+                                   arch.num_ffn_inputs)
     return MacCost(seq_len, arch.hidden_size, arch.head_dim, arch.heads_per_unit, arch.num_ffn_inputs)
 
 
-def param_cost_of(arch) -> UnitCost:
+def param_cost_of(arch):
+    if arch.query_heads:
+        return query_head_param_cost(arch.hidden_size, arch.head_dim, arch.heads_per_group, arch.num_ffn_inputs)
     return ParamCost(arch.hidden_size, arch.head_dim, arch.heads_per_unit, arch.num_ffn_inputs)

@@ -37,6 +37,8 @@ class PruneOptions:
     last_mha_all_tokens: bool = False   # lsq: fit the last layer's attention on all tokens, not only the loss's
     head_refit: bool = True             # lsq: refit the task head's first Linear to the unpruned model's
     checkpoint_layers: bool = False     # gradients: recompute blocks in the backward pass (less memory, same result)
+    attention_unit: str = "group"       # group: a KV group with its query heads | query: query heads within groups
+                                        # (arch/base.ATTENTION_UNITS; prune/query_heads.py)
     width_multiple: int | None = 1      # every layer keeps a multiple of this many FFN channels (prune/widths.py);
                                         # main.py passes None for 'the task's default' (prune.widths.resolve_width_multiple)
 

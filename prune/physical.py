@@ -95,9 +95,20 @@ def _check_unpruned(arch: BoundArch, head_mask: torch.Tensor, neuron_mask: torch
             raise ValueError(f"the masks of layer {i} hold non-finite values")
 
 
+def _query_heads_per_group(arch: BoundArch, i: int, units: list[int]) -> int:
+    """With query-head units: the one number of query heads every kept group of layer i keeps."""
+    counts = torch.bincount(torch.tensor(units, dtype=torch.long) // arch.heads_per_group)
+    kept = sorted({int(c) for c in counts.tolist()} - {0})
+    if len(kept) > 1:
+        raise ValueError(f"layer {i}: its kept KV groups keep {kept} query heads; every kept group must keep the "
+                         f"same number (prune/query_heads.py's search does)")
+    return kept[0]
+
+
 def _prune_attention(arch: BoundArch, i: int, units: list[int], scales: torch.Tensor) -> None:
     facts = arch.facts
     cols, kv_rows = arch.unit_columns(units), arch.unit_kv_rows(units)
+    per_group = _query_heads_per_group(arch, i, units) if arch.query_heads and units else None
     query, key, value = arch.qkv(i)
     arch.set_module(i, facts.query, _keep_rows(query, cols))
     arch.set_module(i, facts.key, _keep_rows(key, kv_rows))
@@ -109,6 +120,8 @@ def _prune_attention(arch: BoundArch, i: int, units: list[int], scales: torch.Te
         setattr(attention, attr, len(units) * arch.heads_per_unit)
     for attr in facts.head_width_attrs:
         setattr(attention, attr, len(units) * arch.unit_width)
+    if per_group is not None and facts.kv_group_attr:
+        setattr(attention, facts.kv_group_attr, per_group)
     if units and facts.head_inputs and len(units) < arch.num_head_units:
         heads = [u * arch.heads_per_unit + j for u in units for j in range(arch.heads_per_unit)]
         slice_head_inputs(attention, facts.head_inputs, heads)
@@ -145,7 +158,7 @@ def physically_prune(model: nn.Module, arch: BoundArch, head_mask: torch.Tensor,
     head_mask [layers, head units] and neuron_mask [layers, ffn] are float tensors: 0 removes a unit,
     any other value is the unit's scale. Afterwards the model computes what the masked model
     computed (arch.hooks.apply_masks), up to float rounding. Returns the per-layer shapes:
-    {"num_layers", "num_heads" (head units), "heads_per_unit", "head_dim", "ffn_dim", "hidden_size",
+    {"num_layers", "num_heads" (head units), "heads_per_unit", "attention_unit", "head_dim", "ffn_dim", "hidden_size",
     "heads_per_layer", "neurons_per_layer", "kept_heads", "kept_neurons", "biased"} (kept_* are original
     indices per layer; biased lists [layer, role] of output projections that carry a bias the unpruned
     family's config does not give them).
@@ -161,6 +174,7 @@ def physically_prune(model: nn.Module, arch: BoundArch, head_mask: torch.Tensor,
         "num_layers": arch.num_layers,
         "num_heads": arch.num_head_units,
         "heads_per_unit": arch.heads_per_unit,
+        "attention_unit": arch.attention_unit,
         "head_dim": arch.head_dim,
         "ffn_dim": arch.ffn_dim,
         "hidden_size": arch.hidden_size,
@@ -232,6 +246,8 @@ def physically_pruned_copy(model: nn.Module, head_mask: torch.Tensor, neuron_mas
 
     pruned = copy.deepcopy(model)
     arch = bind(pruned)
+    if head_mask.shape[-1] != arch.num_head_units:      # one mask entry per query head: query-head units
+        arch = bind(pruned, "query")
     install_weight_updates(arch, weight_updates)
     shapes = physically_prune(pruned, arch, head_mask, neuron_mask)
     return pruned, shapes

@@ -91,7 +91,8 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
              kept_per_layer(student[0]), kept_per_layer(student[1]))
     if options.rearrange:
         with _Timer(result.seconds, "rearrange"):
-            student = (rearrange_masks(student[0], head_grads), rearrange_masks(student[1], neuron_grads))
+            heads = student[0] if arch.query_heads else rearrange_masks(student[0], head_grads)   # keeps equal q
+            student = (heads, rearrange_masks(student[1], neuron_grads))
         result.masks["rearrange"] = student
     if options.mask_tuning:
         with _Timer(result.seconds, "mask_tuning"):

@@ -2,7 +2,7 @@
 
 With grouped-query attention a head unit is a whole KV group with its query heads, so a model with one KV head per
 layer (Gemma 3 270M) can only keep or drop a layer's whole attention. Here a layer keeps g of its G groups and the
-same number q of query heads in each kept group (so it stays a valid GQA layer for transformers and llama.cpp),
+same number q of query heads in each kept group (so it stays a valid GQA layer for transformers and GGUF runtimes),
 each group its own best q. A query head costs its query rows, its output-projection columns and its attention
 products; a kept group adds its key and value rows whatever q is.
 
@@ -49,6 +49,12 @@ def query_head_mac_cost(seq_len: float, hidden_size: int, head_dim: int, heads_p
     s, h, d = seq_len, hidden_size, head_dim
     return QueryHeadCost(per_query_head=2 * s * h * d + 2 * s * s * d, per_kv_group=2 * s * h * d,
                          per_neuron=(ffn_inputs + 1) * s * h, heads_per_group=heads_per_group)
+
+
+def query_head_param_cost(hidden_size: int, head_dim: int, heads_per_group: int, ffn_inputs: int = 1) -> QueryHeadCost:
+    h, d = hidden_size, head_dim
+    return QueryHeadCost(per_query_head=2 * h * d, per_kv_group=2 * h * d, per_neuron=(ffn_inputs + 1) * h,
+                         heads_per_group=heads_per_group)
 
 
 def layer_widths(head_mask: torch.Tensor, heads_per_group: int) -> list[tuple[int, int]]:

@@ -36,21 +36,21 @@ def _rank_blocks(importance: torch.Tensor, multiple: int) -> tuple[torch.Tensor,
 def multiple_widths(neuron_importance: torch.Tensor, head_mask: torch.Tensor, cost, constraint: float,
                     multiple: int, uniform: bool = False) -> torch.Tensor:
     """A binary neuron mask [layers, ffn] whose per-layer counts are multiples of `multiple` and whose cost with
-    `head_mask` stays within constraint x the full cost (cost: prune.cost.UnitCost, equal cost per unit).
+    `head_mask` stays within constraint x the full cost (cost: prune.cost.UnitCost or prune.query_heads.QueryHeadCost).
 
     multiple=1 returns the most important neurons the budget pays for (global, or the same count per layer
     with uniform=True). Raises WidthMultipleError when multiple < 1 or the head units alone exceed the budget."""
     if not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 1:
         raise WidthMultipleError(f"width_multiple must be a positive integer, got {multiple!r}")
     layers, ffn = neuron_importance.shape
-    budget = constraint * cost.of_counts(head_mask.numel(), neuron_importance.numel())
-    heads = int((head_mask != 0).sum())
-    left = budget - cost.of_counts(heads, 0)
+    budget = constraint * cost.full(head_mask, neuron_importance)
+    head_cost = cost.of_masks(head_mask, neuron_importance.new_zeros(0))
+    left = budget - head_cost
     if left < -1e-9 * abs(budget):
         raise WidthMultipleError(f"the kept head units alone cost more than the budget ({constraint}); "
                                  f"raise the constraint")
     neurons = max(0, int(left // cost.per_neuron)) if cost.per_neuron > 0 else layers * ffn
-    while neurons > 0 and cost.of_counts(heads, neurons) > budget:     # float rounding
+    while neurons > 0 and head_cost + neurons * cost.per_neuron > budget:     # float rounding
         neurons -= 1
     order, values = _rank_blocks(neuron_importance, multiple)
     counts = torch.zeros(layers, dtype=torch.long)

@@ -24,7 +24,7 @@ from prune.layer_io import first_layer_inputs
 from prune.masks import full_masks
 from prune.physical import physically_pruned_copy
 from prune.reconstruct import reconstruct_weights
-from tests.tiny import byte_level_bpe_tokenizer, tiny_decoder
+from tests.tiny import byte_level_bpe_tokenizer, query_masks, tiny_decoder
 from arch import bind
 
 gguf = pytest.importorskip("gguf")
@@ -155,6 +155,8 @@ def test_numpy_reading_of_deci_matches_pytorch(family, case, tokenizer_dir, tmp_
         model, _ = _pruned(model)
     elif case == "no_heads_layer0":
         model, _ = _pruned(model, no_heads_layer=0, no_channels_layer=1)
+    elif case == "query_heads":       # one query head per kept group in layer 0, none in layer 1, a whole group in 2
+        model, _ = physically_pruned_copy(model, *query_masks())
     info = export_gguf(model, str(tmp_path), tokenizer_dir, dtype="f32")
     expected, got = _torch_logits(model, IDS), deci_logits(info["path"], IDS)
     assert np.abs(got - expected).max() / np.abs(expected).max() < TOL["f32"]
@@ -186,7 +188,7 @@ def _cpp_greedy(llm, ids, steps):
 
 
 CASES = [("llama", "pruned"), ("qwen2", "pruned"), ("llama", "no_heads_layer0"), ("llama", "dense"),
-         ("qwen2", "dense"), ("llama", "tied_dense")]
+         ("qwen2", "dense"), ("llama", "tied_dense"), ("llama", "query_heads")]
 
 
 @pytest.mark.parametrize("family,case", CASES)
@@ -198,6 +200,8 @@ def test_llama_cpp_matches_pytorch(family, case, dtype, tokenizer_dir, tmp_path)
         model, _ = _pruned(model)
     elif case == "no_heads_layer0":
         model, _ = _pruned(model, no_heads_layer=0, no_channels_layer=1)
+    elif case == "query_heads":       # one query head per kept group in layer 0, none in layer 1, a whole group in 2
+        model, _ = physically_pruned_copy(model, *query_masks())
     info = export_gguf(model, str(tmp_path), tokenizer_dir, dtype=dtype)
     llm = _llama(info["path"], f32_cache=dtype == "f32")
     expected, got = _torch_logits(model, IDS), _cpp_logits(llm, IDS)

@@ -107,3 +107,30 @@ def test_tiny_ffn_keeps_free_widths_by_default(tiny_llama, tmp_path):
     log_text = (out / "log.txt").read_text()
     assert "FFN widths: multiples of 1 (the task's default 32 does not apply: the FFN has 37 channels" in log_text
     assert "width_multiple" not in json.loads((out / "results.json").read_text())["options"]
+
+
+def test_query_head_units_end_to_end(tiny_llama, tmp_path):
+    """--attention_unit query: masks per query head, every layer a valid GQA layer, the saved model equals the
+    masked one and reloads; the flag is refused with a search that counts whole groups."""
+    ckpt, calib, held_out = tiny_llama
+    out = tmp_path / "run"
+    code = main.main(["--task_name", "causal_lm", "--ckpt_dir", ckpt, "--calib_file", calib, "--eval_file", held_out,
+                      "--constraint", "0.5", "--num_samples", "8", "--max_seq_length", "32", "--batch_size", "4",
+                      "--attention_unit", "query", "--output_dir", str(out), "--save_pruned",
+                      "--speed_batch_size", "2", "--speed_seq_len", "16"])
+    assert code == 0
+    head = torch.load(out / "head_mask.pt")
+    assert head.shape == (3, 4)
+    from prune.query_heads import layer_widths
+    layer_widths(head, 2)
+    results = json.loads((out / "results.json").read_text())
+    assert results["mac_ratio"] <= 0.5 + 1e-9 and results["options"]["attention_unit"] == "query"
+    saved = results["pruned_model"]
+    assert saved["metric"]["perplexity"] == pytest.approx(results["metric_after"]["perplexity"], rel=1e-4)
+    assert json.loads(open(os.path.join(saved["path"], "pruning.json")).read())["attention_unit"] == "query"
+    from export.hf_load import load_pruned
+    assert load_pruned(saved["path"]).generate(torch.tensor([[5, 6, 7]]), max_new_tokens=3).shape == (1, 6)
+    with pytest.raises(SystemExit) as e:
+        main.main(["--task_name", "causal_lm", "--ckpt_dir", ckpt, "--calib_file", calib, "--eval_file", held_out,
+                   "--constraint", "0.5", "--attention_unit", "query", "--search", "uniform"])
+    assert e.value.code == 2

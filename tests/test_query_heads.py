@@ -72,3 +72,61 @@ def test_uneven_query_heads_across_groups_are_refused():
     with pytest.raises(ValueError, match="layer 0: kept groups keep \\[1, 2\\] query heads"):
         layer_widths(mask, 2)
     assert layer_widths(torch.tensor([[1.0, 0.0, 0.0, 1.0]]), 2) == [(2, 1)]
+
+
+# ------------------------------------------------------------------- wired through arch, physical, save and load
+from arch import bind  # noqa: E402
+from arch.hooks import apply_masks  # noqa: E402
+from export.hf_folder import save_pruned  # noqa: E402
+from export.hf_load import load_pruned  # noqa: E402
+from prune.cost import mac_cost_of  # noqa: E402
+from prune.physical import physically_pruned_copy  # noqa: E402
+from tests.tiny import lm_batch, query_masks, tiny_decoder  # noqa: E402
+
+L, H, F = 3, 4, 37        # 4 query heads in 2 KV groups of 2
+
+
+def _logits(model, batch, head=None, neuron=None, unit="query"):
+    with torch.no_grad(), apply_masks(bind(model, unit), head, neuron):
+        return model(input_ids=batch["input_ids"], use_cache=False).logits
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "qwen2"])
+def test_query_head_pruned_decoder_equals_masked_reloads_and_generates(family, tmp_path):
+    model = tiny_decoder(family)
+    batch = lm_batch(model)
+    head, neuron = query_masks()
+    expected = _logits(model, batch, head, neuron)
+    pruned, shapes = physically_pruned_copy(model, head, neuron)
+    assert shapes["attention_unit"] == "query" and shapes["heads_per_layer"] == [2, 0, 2]
+    attn = [b.self_attn for b in pruned.model.layers]
+    assert [a.q_proj.out_features for a in attn] == [16, 0, 16] and [a.k_proj.out_features for a in attn] == [16, 0, 8]
+    assert attn[0].num_key_value_groups == 1 and attn[2].num_key_value_groups == 2
+    assert torch.allclose(_logits(pruned, batch), expected, atol=1e-4)
+    save_pruned(pruned, None, str(tmp_path / "m"), shapes)
+    reloaded = load_pruned(str(tmp_path / "m"))
+    assert torch.allclose(_logits(reloaded, batch), expected, atol=1e-4)
+    out = reloaded.generate(batch["input_ids"][:1, :4], max_new_tokens=5, do_sample=False)
+    assert torch.equal(out, pruned.generate(batch["input_ids"][:1, :4], max_new_tokens=5, do_sample=False))
+
+
+def test_query_head_masks_that_break_a_gqa_layer_are_refused():
+    model = tiny_decoder("llama")
+    head, neuron = query_masks()
+    head[0, 0] = 1.0           # group 0 would keep 2 heads, group 1 one
+    with pytest.raises(ValueError, match="layer 0: its kept KV groups keep \\[1, 2\\] query heads"):
+        physically_pruned_copy(model, head, neuron)
+
+
+def test_mac_count_with_query_head_units_matches_the_linear_shapes():
+    model = tiny_decoder("llama")
+    head, neuron = query_masks()
+    cost = mac_cost_of(bind(model, "query"), 20)
+    pruned, _ = physically_pruned_copy(model, head, neuron)
+    total = 0.0
+    for block in pruned.model.layers:
+        a, m = block.self_attn, block.mlp
+        linears = [a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj]
+        total += 20 * sum(x.in_features * x.out_features for x in linears)
+        total += 2 * 20 * 20 * a.q_proj.out_features          # scores and context over the kept query heads
+    assert cost.of_masks(head, neuron) == pytest.approx(total)

@@ -135,3 +135,17 @@ def byte_level_bpe_tokenizer(texts, vocab_size: int = 330):
     fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
                           "{% endfor %}")
     return fast
+
+
+def query_masks():
+    """Query-head masks for tiny_decoder (3 layers, 4 query heads in 2 KV groups, FFN 37). Layer 0 keeps one query
+    head in each group (heads 1 and 2: q = 1), layer 1 no head, layer 2 group 1 whole (q = 2); uneven FFN widths,
+    scales other than 1."""
+    gen = torch.Generator().manual_seed(3)
+    head = torch.zeros(3, 4)
+    head[0, [1, 2]] = torch.tensor([0.7, 1.3])
+    head[2, [2, 3]] = torch.tensor([1.1, 0.9])
+    neuron = torch.randn(3, 37, generator=gen) * 2
+    neuron[1, ::2] = 0
+    neuron[2, 20:] = 0
+    return head, neuron
