@@ -189,26 +189,6 @@ def layer_calls(model: torch.nn.Module, arch: BoundArch, batch: dict) -> tuple[t
     return form["hidden"], _shared(sink)
 
 
-def layer_call_inputs(model: torch.nn.Module, arch: BoundArch, batch: dict) -> tuple[tuple, dict]:
-    """The first block's call (args, kwargs) with its hidden states: what a one-block measurement needs."""
-    captured = {}
-
-    def hook(module, args, kwargs):
-        captured["args"], captured["kwargs"] = args, kwargs
-        raise StopForward
-
-    handle = arch.layer(0).register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        model(**batch, **arch.forward_kwargs)
-    except StopForward:
-        pass
-    finally:
-        handle.remove()
-    if "args" not in captured:
-        raise RuntimeError("the model never called its first encoder layer")
-    return captured["args"], captured["kwargs"]
-
-
 def call_layer(layer: torch.nn.Module, hidden: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
     """Call an encoder layer with new hidden states and the recorded other inputs."""
     if args:

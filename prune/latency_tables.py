@@ -15,7 +15,7 @@ import torch
 from transformers import AutoModel
 
 from arch import bind, facts_for
-from arch.hooks import call_layer, layer_call_inputs
+from arch.hooks import call_layer, layer_calls
 from prune.physical import physically_prune
 from utils.errors import UserError
 from utils.paths import file_problem
@@ -69,8 +69,8 @@ def measure_luts(config, batch_size: int, seq_len: int, device="cpu", dtype=torc
     base = one_layer_model(config, device, dtype)
     arch = bind(base)
     with torch.inference_mode():
-        args, kwargs = layer_call_inputs(base, arch, random_inputs(base.config, batch_size, seq_len, device))
-    hidden = args[0] if args else kwargs["hidden_states"]
+        hidden, calls = layer_calls(base, arch, random_inputs(base.config, batch_size, seq_len, device))
+    args, kwargs = calls[0]
 
     def block_time(units: int, neurons: int) -> float:
         model = copy.deepcopy(base)

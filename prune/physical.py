@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from arch import BoundArch, bind
 from arch.pruned_modeling import NoHeadsAttention, slice_head_inputs  # as in the saved folder's modeling file
+from prune.query_heads import heads_per_kept_group
 from prune.weight_updates import linear_for, set_bias
 
 log = logging.getLogger(__name__)
@@ -95,20 +96,11 @@ def _check_unpruned(arch: BoundArch, head_mask: torch.Tensor, neuron_mask: torch
             raise ValueError(f"the masks of layer {i} hold non-finite values")
 
 
-def _query_heads_per_group(arch: BoundArch, i: int, units: list[int]) -> int:
-    """With query-head units: the one number of query heads every kept group of layer i keeps."""
-    counts = torch.bincount(torch.tensor(units, dtype=torch.long) // arch.heads_per_group)
-    kept = sorted({int(c) for c in counts.tolist()} - {0})
-    if len(kept) > 1:
-        raise ValueError(f"layer {i}: its kept KV groups keep {kept} query heads; every kept group must keep the "
-                         f"same number (prune/query_heads.py's search does)")
-    return kept[0]
-
-
 def _prune_attention(arch: BoundArch, i: int, units: list[int], scales: torch.Tensor) -> None:
     facts = arch.facts
     cols, kv_rows = arch.unit_columns(units), arch.unit_kv_rows(units)
-    per_group = _query_heads_per_group(arch, i, units) if arch.query_heads and units else None
+    per_group = (heads_per_kept_group(torch.bincount(torch.tensor(units) // arch.heads_per_group).tolist(), i)
+                 if arch.query_heads and units else None)
     query, key, value = arch.qkv(i)
     arch.set_module(i, facts.query, _keep_rows(query, cols))
     arch.set_module(i, facts.key, _keep_rows(key, kv_rows))

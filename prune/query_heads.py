@@ -57,17 +57,20 @@ def query_head_param_cost(hidden_size: int, head_dim: int, heads_per_group: int,
                          heads_per_group=heads_per_group)
 
 
+def heads_per_kept_group(kept_per_group, layer: int) -> int:
+    """The one number of query heads every kept group of a layer keeps (0: none kept), from the per-group counts;
+    ValueError when they differ (no GQA layer computes that)."""
+    counts = sorted({int(c) for c in kept_per_group} - {0})
+    if len(counts) > 1:
+        raise ValueError(f"layer {layer}: its kept KV groups keep {counts} query heads; every kept group of a layer "
+                         f"must keep the same number (prune/query_heads.py's search does)")
+    return counts[0] if counts else 0
+
+
 def layer_widths(head_mask: torch.Tensor, heads_per_group: int) -> list[tuple[int, int]]:
-    """Per layer (groups kept, query heads per kept group); ValueError when a layer's kept groups keep different
-    numbers of query heads (no GQA layer computes that)."""
-    out = []
-    for l, row in enumerate((head_mask.detach().cpu() != 0).view(head_mask.shape[0], -1, heads_per_group)):
-        counts = sorted({int(c) for c in row.sum(-1).tolist()} - {0})
-        if len(counts) > 1:
-            raise ValueError(f"layer {l}: kept groups keep {counts} query heads; every kept group of a layer must "
-                             f"keep the same number")
-        out.append((int(row.any(-1).sum()), counts[0] if counts else 0))
-    return out
+    """Per layer (groups kept, query heads per kept group); ValueError as heads_per_kept_group."""
+    rows = (head_mask.detach().cpu() != 0).view(head_mask.shape[0], -1, heads_per_group)
+    return [(int(row.any(-1).sum()), heads_per_kept_group(row.sum(-1).tolist(), l)) for l, row in enumerate(rows)]
 
 
 def _layer_options(importance: np.ndarray, heads_per_group: int):

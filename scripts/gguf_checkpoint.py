@@ -50,14 +50,12 @@ def _plain_copy(gguf_model):
         plain.tie_weights()
     elif "lm_head.weight" in result.missing_keys:
         raise GGUFCheckpointError("lm_head.weight missing and embeddings not tied")
-    for name, buf in list(plain.named_buffers()):      # computed buffers (rotary tables, embedding scales)
-        if buf.device.type == "meta":
-            fresh = AutoModelForCausalLM.from_config(config)
-            fresh.load_state_dict(plain.state_dict(), strict=False, assign=True)
-            plain = fresh
-            if config.tie_word_embeddings:
-                plain.tie_weights()
-            break
+    if any(b.device.type == "meta" for b in plain.buffers()):   # computed buffers (rotary tables, embedding scale)
+        fresh = AutoModelForCausalLM.from_config(config)
+        fresh.load_state_dict(plain.state_dict(), strict=False, assign=True)
+        plain = fresh
+        if config.tie_word_embeddings:
+            plain.tie_weights()
     return plain.eval(), config
 
 

@@ -69,7 +69,7 @@ def test_exact_against_every_valid_choice_of_a_small_model():
 
 def test_uneven_query_heads_across_groups_are_refused():
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
-    with pytest.raises(ValueError, match="layer 0: kept groups keep \\[1, 2\\] query heads"):
+    with pytest.raises(ValueError, match="layer 0: its kept KV groups keep \\[1, 2\\] query heads"):
         layer_widths(mask, 2)
     assert layer_widths(torch.tensor([[1.0, 0.0, 0.0, 1.0]]), 2) == [(2, 1)]
 
