@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from arch import bert, distilbert, gemma3, llama, mpnet  # noqa: F401  (each registers its model types)
+from arch import bert, distilbert, gemma3, llama, mpnet, phi3  # noqa: F401  (each registers its model types)
 from arch.base import ATTENTION_UNITS, BoundArch, Family, UnsupportedModelError
 from arch.registry import ARCH_TABLE, register
 

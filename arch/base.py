@@ -9,6 +9,9 @@ Pruning units, in the words the algorithm uses:
   GQA, one attention head): rows of query, key and value, and columns of the attention output;
 - a *neuron* is one FFN channel: one row of every FFN input Linear (up, and gate where there is
   one) and one column of the FFN output Linear.
+A Linear may hold several roles as consecutive row blocks (Phi-3's fused `qkv_proj`, `gate_up_proj`): the family
+names the same path for each of them, in row order (query, key, value; gate, up), and `stacked_rows` turns each
+role's rows into the fused Linear's.
 A head unit's and a neuron's contribution enter the block only through the input of the attention
 output Linear and of the FFN output Linear, which is where `arch/hooks.py` masks them.
 """
@@ -32,11 +35,12 @@ class Family:
     attention: str                 # the attention module inside a block (holds q, k, v); replaced
                                    # by a stand-in when a block keeps no head units
     attention_outputs: int | None  # what that module returns: a tuple of n entries, None a tensor
-    query: str                     # paths inside one block
-    key: str
+    query: str                     # paths inside one block; one path named for several roles is a fused Linear
+    key: str                       # whose row blocks follow the role order (query, key, value)
     value: str
     attn_out: str
-    ffn_inputs: tuple[str, ...]    # the Linears whose rows are the FFN channels (gate first, then up)
+    ffn_inputs: tuple[str, ...]    # the Linears whose rows are the FFN channels (gate first, then up; a path
+                                   # named twice holds gate and up as two row blocks)
     ffn_out: str
     ffn_residual: str              # the module whose first input is what the FFN output is added to
     num_heads_attr: str            # config attribute names
@@ -53,6 +57,10 @@ class Family:
     ffn_out_norm: str | None = None        # residual add, and the FFN's (Gemma 3's post-norms); RMS-type, no bias
     kv_group_attr: str | None = None       # attribute of the attention module holding query heads per KV head (set
                                            # per layer when query heads within groups are pruned)
+    kv_count_attrs: tuple = ()             # attributes of the attention module that count its key/value heads
+    config_head_count: str | None = None   # config attribute the attention module reads for its own query head
+                                           # count (Phi-3 splits its fused qkv output there): a pruned layer's
+                                           # attention gets a view of the config with its count (LayerConfig)
     head_inputs: tuple = ()                # (name, position) of arguments of the attention module that hold one
                                            # slice per query head on dim 1, computed once by the model for all
                                            # heads (MPNet's position_bias): sliced to a pruned layer's kept heads
@@ -90,7 +98,7 @@ class BoundArch:
         self.heads_per_unit = 1 if self.query_heads else self.heads_per_group
         self.num_head_units = self.num_heads if self.query_heads else self.num_kv_heads
         self.unit_width = self.heads_per_unit * self.head_dim   # attention-output columns of one head unit
-        self.num_ffn_inputs = len(facts.ffn_inputs)
+        self.num_ffn_inputs = len(facts.ffn_inputs)      # rows per neuron, fused blocks counted
         self.classifier_token = facts.classifier_token
         self.forward_kwargs = dict(facts.forward_kwargs)
         self._layers = model.base_model.get_submodule(facts.layers)
@@ -105,8 +113,39 @@ class BoundArch:
         return self._layers[i].get_submodule(path)
 
     def qkv(self, i: int) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+        """The Linears holding the query, key and value rows (the same one thrice where they are fused)."""
         f = self.facts
         return self._module(i, f.query), self._module(i, f.key), self._module(i, f.value)
+
+    def module(self, i: int, path: str) -> nn.Module:
+        return self._module(i, path)
+
+    def linears(self, i: int) -> list[nn.Linear]:
+        """Every prunable Linear of block i once: query/key/value, attention output, FFN inputs, FFN output."""
+        f = self.facts
+        paths = dict.fromkeys((f.query, f.key, f.value, f.attn_out, *f.ffn_inputs, f.ffn_out))
+        return [self._module(i, p) for p in paths]
+
+    def query_width(self, i: int) -> int:
+        return self.attn_out(i).in_features
+
+    def kv_width(self, i: int) -> int:
+        """Rows of one of key / value in block i (now: pruned or not)."""
+        f = self.facts
+        key = self._module(i, f.key)
+        rows = key.out_features - (self.query_width(i) if f.query == f.key else 0)
+        return rows // (2 if f.value == f.key else 1)
+
+    def attention_rows(self, i: int, query_rows, kv_rows) -> dict[str, torch.Tensor]:
+        """{path: rows of that Linear} holding the given query rows and key/value rows of block i."""
+        f = self.facts
+        q, kv = self.query_width(i), self.kv_width(i)
+        return stacked_rows([(f.query, query_rows, q), (f.key, kv_rows, kv), (f.value, kv_rows, kv)])
+
+    def ffn_rows(self, i: int, neurons) -> dict[str, torch.Tensor]:
+        """{path: rows of that Linear} holding the given FFN channels of block i (each fused block's copy)."""
+        width = self.neurons_in_layer(i)
+        return stacked_rows([(path, neurons, width) for path in self.facts.ffn_inputs])
 
     def attn_out(self, i: int) -> nn.Linear:
         return self._module(i, self.facts.attn_out)
@@ -153,6 +192,18 @@ class BoundArch:
         if self.query_heads:
             units = torch.unique(units // self.heads_per_group)
         return _blocks(units, self.head_dim)
+
+
+def stacked_rows(roles: list[tuple[str, object, int]]) -> dict[str, torch.Tensor]:
+    """roles: (path, rows within the role, the role's row count) in row order. Roles sharing a path are consecutive
+    row blocks of one Linear: each one's rows are offset by the widths of the blocks before it."""
+    out, offsets = {}, {}
+    for path, rows, width in roles:
+        rows = torch.as_tensor(rows, dtype=torch.long).flatten().cpu()
+        offset = offsets.get(path, 0)
+        out[path] = torch.cat([out.get(path, torch.zeros(0, dtype=torch.long)), rows + offset])
+        offsets[path] = offset + width
+    return out
 
 
 def _blocks(units, width: int) -> torch.Tensor:

@@ -4,8 +4,9 @@ This file is copied verbatim into every saved pruned folder as modeling_pruned.p
 that subclasses the library's own model appended by export/hf_native.py), so it must not import
 this repository: only torch. `config.pruned_shapes` (see utils/hf_native.record_shapes) says
 which Linear modules have which size, which attention blocks lost all their heads, which
-integer attributes (head counts, widths) changed, and which attention blocks read only their kept heads'
-slices of an input the model computes for all heads (MPNet's position bias).
+integer attributes (head counts, widths) changed, which attention blocks read their own head count from a view of
+the config (Phi-3), and which attention blocks read only their kept heads' slices of an input the model computes
+for all heads (MPNet's position bias).
 """
 import logging
 import warnings
@@ -45,6 +46,44 @@ class NoHeadsAttention(nn.Module):
 
     def extra_repr(self) -> str:
         return "heads=0" + (f", out_proj={self._out_proj_path}" if self._out_proj_path else "")
+
+
+class LayerConfig:
+    """One block's view of the shared model config: its own values for a few attributes (`overrides`), every
+    other attribute read from, and written to, the shared config (so a later change there, such as the attention
+    implementation, still reaches the block). Phi-3's attention splits its fused qkv output at
+    config.num_attention_heads * head_dim, so a pruned layer needs its own count there."""
+
+    def __init__(self, base, overrides):
+        self.__dict__.update(_base=base, _overrides=dict(overrides))
+
+    def __getattr__(self, name):
+        # special names are this object's own (copy, pickle), and before __init__ nothing is read through
+        if name.startswith("__") or "_base" not in self.__dict__:
+            raise AttributeError(name)
+        overrides = self.__dict__["_overrides"]
+        return overrides[name] if name in overrides else getattr(self.__dict__["_base"], name)
+
+    def __setattr__(self, name, value):
+        if name in self._overrides:
+            self._overrides[name] = value
+        else:
+            setattr(self._base, name, value)
+
+    def __repr__(self):
+        return f"LayerConfig({self._overrides})"
+
+
+def view_config(module, overrides):
+    """Give `module` (which holds the shared config as `module.config`) a LayerConfig with `overrides`."""
+    base = module.config._base if isinstance(module.config, LayerConfig) else module.config
+    module.config = LayerConfig(base, overrides)
+
+
+def config_view(module):
+    """The overrides of a LayerConfig that `view_config` gave `module`, or None."""
+    config = getattr(module, "config", None)
+    return dict(config._overrides) if isinstance(config, LayerConfig) else None
 
 
 def _slice_head_inputs_hook(module, args, kwargs):
@@ -109,7 +148,8 @@ def _replace(model, path, module):
 
 def apply_pruned_shapes(model, shapes):
     """Swap in the recorded no-heads blocks and Linear sizes, set the recorded attributes, drop the modules the
-    model was saved without (its forward skips a None pooler) and install the recorded per-head input slices."""
+    model was saved without (its forward skips a None pooler), give blocks their recorded config views and install
+    the recorded per-head input slices."""
     for path in shapes.get("removed", []):
         _replace(model, path, None)
     for path, spec in shapes.get("no_heads", {}).items():
@@ -128,6 +168,8 @@ def apply_pruned_shapes(model, shapes):
         module = model.get_submodule(path)
         for name, value in attrs.items():
             setattr(module, name, value)
+    for path, overrides in shapes.get("config_views", {}).items():
+        view_config(model.get_submodule(path), overrides)
     for path, spec in shapes.get("head_inputs", {}).items():
         slice_head_inputs(model.get_submodule(path), spec["inputs"], spec["heads"])
     return model

@@ -15,7 +15,9 @@ Methods (importance / search / mask tuning, all registry names of prune/registry
     magnitude  magnitude / uniform / none (magnitude-sp)
     wanda_sp   wanda_sp / uniform / none
     flap       flap / threshold / bias (FLAP: fluctuation metric, global allocation, bias compensation)
-    ours_q     ours with query heads within KV groups as attention units (prune/query_heads.py)
+    ours_q     ours with query heads within KV groups as attention units (prune/query_heads.py; main.py
+               --attention_unit query)
+    ours_q_block  ours_q with each layer's heads valued by its block-diagonal Fisher (query_head_fisher="block")
     ours_wN    ours with every layer keeping a multiple of N FFN channels (--width_multiples N ...; "ours" itself
                uses main.py's decoder default, tasks/causal_lm.py)
 
@@ -63,6 +65,8 @@ METHODS = {
     "wanda_sp": dict(importance="wanda_sp", search="uniform", rearrange=False, mask_tuning=False),
     "flap": dict(importance="flap", search="threshold", rearrange=False, method="bias"),
     "ours_q": dict(importance="fisher", search="global", rearrange=True, method="lsq", attention_unit="query"),
+    "ours_q_block": dict(importance="fisher", search="global", rearrange=True, method="lsq", attention_unit="query",
+                         query_head_fisher="block"),
 }
 
 
@@ -100,7 +104,7 @@ def method_options(name: str, ffn_dim: int, metric: str = "mac") -> dict:
     default)."""
     if name.startswith("ours_w") and name[6:].isdigit():
         return {**METHODS["ours"], "width_multiple": int(name[6:])}
-    if name in ("ours", "ours_q"):
+    if name in ("ours", "ours_q", "ours_q_block"):
         multiple, _ = resolve_width_multiple(None, task_registry.get("causal_lm").width_multiple, ffn_dim, metric,
                                              METHODS[name]["search"])
         return {**METHODS[name], "width_multiple": multiple}

@@ -24,7 +24,7 @@ import transformers
 from transformers.models.auto import modeling_auto
 
 from arch import pruned_modeling
-from arch.pruned_modeling import head_input_slices
+from arch.pruned_modeling import config_view, head_input_slices
 
 log = logging.getLogger(__name__)
 
@@ -95,13 +95,14 @@ def _changed_numbers(module: nn.Module, ref: nn.Module | None) -> dict:
 
 def record_shapes(model: nn.Module) -> dict:
     """{"linears": {path: [in, out, has_bias]}, "no_heads": {path: {"n_outputs", "out_proj"}},
-    "attrs": {path: {name: number}}, "head_inputs": {path: {"inputs", "heads"}}, "removed": [path]}: what differs
+    "attrs": {path: {name: number}}, "head_inputs": {path: {"inputs", "heads"}}, "config_views": {path: {name: value}},
+    "removed": [path]}: what differs
     from the model the config builds ("removed": modules it builds that the model was loaded without, such as the
     pooler of a sentence-embedding encoder)."""
     ref = dict(_reference(model).named_modules())
     present = {path for path, _ in model.named_modules()}    # holds "", the model itself
     removed = [path for path in ref if path and path not in present and path.rpartition(".")[0] in present]
-    linears, no_heads, attrs, head_inputs = {}, {}, {}, {}
+    linears, no_heads, attrs, head_inputs, config_views = {}, {}, {}, {}, {}
     for path, module in model.named_modules():
         spec = _linear_spec(module)
         if spec is not None:
@@ -116,9 +117,14 @@ def record_shapes(model: nn.Module) -> dict:
         slices = head_input_slices(module)
         if slices is not None:
             head_inputs[path] = slices
+        overrides = config_view(module)
+        if overrides is not None:
+            config_views[path] = overrides
     record = {"linears": linears, "no_heads": no_heads, "attrs": attrs}
     if head_inputs:
         record["head_inputs"] = head_inputs
+    if config_views:
+        record["config_views"] = config_views
     if removed:
         record["removed"] = removed
     return record

@@ -8,6 +8,7 @@ projections (o_proj, down_proj) go through the family's own flags where it has t
 - Llama: `attention_bias` (biases on q, k, v and o: the q/k/v ones are written as zeros unless the model has
   them) and `mlp_bias` (gate, up, down: gate/up written as zeros);
 - Qwen3 and Gemma 3: `attention_bias` likewise; they have no MLP bias flag;
+- Phi-3 has no bias flags at all: a Phi-3 model with an output bias has no stock form;
 - Mistral and Qwen2 have no such flags (Qwen2's q/k/v biases are fixed on, o's off): with an output bias the
   checkpoint is written as a `LlamaForCausalLM` instead, whose block computes the same function (Qwen2's q/k/v
   biases carried through `attention_bias`). Mistral's sliding window is lost in that conversion, so a Mistral
@@ -23,20 +24,18 @@ import logging
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from arch import bind
+
 log = logging.getLogger(__name__)
 
-STOCK_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text")
+STOCK_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma3_text", "phi3")
 ATTENTION_BIAS_ONLY = ("qwen3", "gemma3_text")     # one attention_bias flag (q, k, v, o), no MLP bias flag
+NO_BIAS_FLAGS = ("phi3",)
 
 
-def _widths(model) -> list[tuple[int, int, int]]:
-    head_dim = _head_dim(model.config)
-    out = []
-    for block in model.model.layers:
-        attn = block.self_attn
-        out.append((attn.q_proj.out_features // head_dim, attn.k_proj.out_features // head_dim,
-                    block.mlp.down_proj.in_features))
-    return out
+def _widths(arch) -> list[tuple[int, int, int]]:
+    return [(arch.query_width(i) // arch.head_dim, arch.kv_width(i) // arch.head_dim, arch.neurons_in_layer(i))
+            for i in range(arch.num_layers)]
 
 
 def _head_dim(config) -> int:
@@ -49,7 +48,8 @@ def stock_config(model):
     if config.model_type not in STOCK_MODEL_TYPES:
         log.info("stock config: model type %s is not a decoder family this knows", config.model_type)
         return None
-    widths = _widths(model)
+    arch = bind(model)
+    widths = _widths(arch)
     if len(set(widths)) != 1:
         log.info("stock config: the layers' (heads, kv heads, channels) differ: %s", sorted(set(widths)))
         return None
@@ -57,11 +57,14 @@ def stock_config(model):
     if not heads or not kv or not ffn:
         log.info("stock config: every layer keeps %d heads and %d channels; a stock config needs both > 0", heads, ffn)
         return None
-    blocks = list(model.model.layers)
-    o_bias = any(b.self_attn.o_proj.bias is not None for b in blocks)
-    down_bias = any(b.mlp.down_proj.bias is not None for b in blocks)
-    qkv_bias = any(b.self_attn.q_proj.bias is not None for b in blocks)
+    layers = range(arch.num_layers)
+    o_bias = any(arch.attn_out(i).bias is not None for i in layers)
+    down_bias = any(arch.ffn_out(i).bias is not None for i in layers)
+    qkv_bias = any(arch.qkv(i)[0].bias is not None for i in layers)
     family = config.model_type
+    if family in NO_BIAS_FLAGS and (o_bias or down_bias):
+        log.info("stock config: %s has no bias flags for the output-projection biases", family)
+        return None
     new = copy.deepcopy(config)
     for key in ("pruned_shapes", "heads_per_layer", "ffn_dims_per_layer", "auto_map"):
         if hasattr(new, key):

@@ -42,8 +42,14 @@ class CountBudget:
         else:
             self._search = registry.get("search", search)
 
-    def search(self, head_importance, neuron_importance, constraint: float):
-        return self._search(head_importance, neuron_importance, self.cost, constraint)
+    def search(self, head_importance, neuron_importance, constraint: float, head_grads=None):
+        """head_grads: per-batch head-mask gradients, by which the query-head search values each layer's heads
+        (prune/query_heads.block_fisher_options); only with query heads as units."""
+        if head_grads is None:
+            return self._search(head_importance, neuron_importance, self.cost, constraint)
+        if not isinstance(self.cost, QueryHeadCost):
+            raise ValueError("head_grads are taken by the query-head search only")
+        return self._search(head_importance, neuron_importance, self.cost, constraint, head_grads=head_grads)
 
     def ratio(self, head_mask, neuron_mask) -> float:
         return self.cost.ratio(head_mask, neuron_mask)

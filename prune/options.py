@@ -38,6 +38,8 @@ class PruneOptions:
     head_refit: bool = True             # lsq: refit the task head's first Linear to the unpruned model's
     checkpoint_layers: bool = False     # gradients: recompute blocks in the backward pass (less memory, same result)
     attention_unit: str = "group"       # group: a KV group with its query heads | query: query heads within groups
+    query_head_fisher: str = "diagonal"  # query units: diagonal (per-head Fisher) | block (each layer's heads by its
+                                         # block-diagonal Fisher; measured worse: docs/results.md, issue 32)
                                         # (arch/base.ATTENTION_UNITS; prune/query_heads.py)
     width_multiple: int | None = 1      # every layer keeps a multiple of this many FFN channels (prune/widths.py);
                                         # main.py passes None for 'the task's default' (prune.widths.resolve_width_multiple)

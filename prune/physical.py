@@ -12,6 +12,10 @@ and returns what the attention would: an empty context (or, when the output proj
 that module, the projection of an empty context, i.e. its bias). A layer left with no neurons needs
 nothing special: Linear(hidden, 0) -> activation -> Linear(0, hidden) gives the bias.
 
+Fused Linears (Phi-3's qkv_proj, gate_up_proj) lose the rows of each of their blocks (BoundArch.attention_rows,
+ffn_rows). An attention module that reads its query head count from the shared config gets a view of the config
+holding its own count (the family's `config_head_count`; arch/pruned_modeling.LayerConfig).
+
 Where the model computes a per-head input once for all layers (the family's `head_inputs`, e.g. a shared
 relative position bias), a pruned attention module is made to read only its kept heads' slices of it.
 
@@ -29,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from arch import BoundArch, bind
-from arch.pruned_modeling import NoHeadsAttention, slice_head_inputs  # as in the saved folder's modeling file
+from arch.pruned_modeling import NoHeadsAttention, slice_head_inputs, view_config  # as in the saved folder's modeling file
 from prune.query_heads import heads_per_kept_group
 from prune.weight_updates import linear_for, set_bias
 
@@ -101,10 +105,7 @@ def _prune_attention(arch: BoundArch, i: int, units: list[int], scales: torch.Te
     cols, kv_rows = arch.unit_columns(units), arch.unit_kv_rows(units)
     per_group = (heads_per_kept_group(torch.bincount(torch.tensor(units) // arch.heads_per_group).tolist(), i)
                  if arch.query_heads and units else None)
-    query, key, value = arch.qkv(i)
-    arch.set_module(i, facts.query, _keep_rows(query, cols))
-    arch.set_module(i, facts.key, _keep_rows(key, kv_rows))
-    arch.set_module(i, facts.value, _keep_rows(value, kv_rows))
+    _keep_rows_of(arch, i, arch.attention_rows(i, cols, kv_rows))
     col_scale = scales.repeat_interleave(arch.unit_width) if units else torch.zeros(0)
     arch.set_module(i, facts.attn_out, _keep_columns(arch.attn_out(i), cols, col_scale))
     attention = arch.attention(i)
@@ -112,6 +113,11 @@ def _prune_attention(arch: BoundArch, i: int, units: list[int], scales: torch.Te
         setattr(attention, attr, len(units) * arch.heads_per_unit)
     for attr in facts.head_width_attrs:
         setattr(attention, attr, len(units) * arch.unit_width)
+    for attr in facts.kv_count_attrs:
+        setattr(attention, attr, kv_rows.numel() // arch.head_dim)
+    kept_heads = len(units) * arch.heads_per_unit
+    if units and facts.config_head_count and kept_heads != arch.num_heads:
+        view_config(attention, {facts.config_head_count: kept_heads})
     if per_group is not None and facts.kv_group_attr:
         setattr(attention, facts.kv_group_attr, per_group)
     if units and facts.head_inputs and len(units) < arch.num_head_units:
@@ -126,10 +132,14 @@ def _prune_attention(arch: BoundArch, i: int, units: list[int], scales: torch.Te
         arch.set_module(i, facts.attention, replacement)
 
 
+def _keep_rows_of(arch: BoundArch, i: int, rows_by_path: dict) -> None:
+    for path, rows in rows_by_path.items():
+        arch.set_module(i, path, _keep_rows(arch.module(i, path), rows))
+
+
 def _prune_ffn(arch: BoundArch, i: int, neurons: list[int], scales: torch.Tensor) -> None:
     rows = torch.tensor(neurons, dtype=torch.long)
-    for path, linear in zip(arch.facts.ffn_inputs, arch.ffn_inputs(i)):
-        arch.set_module(i, path, _keep_rows(linear, rows))
+    _keep_rows_of(arch, i, arch.ffn_rows(i, rows))
     arch.set_module(i, arch.facts.ffn_out, _keep_columns(arch.ffn_out(i), rows, scales))
 
 

@@ -78,11 +78,18 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
     with _Timer(result.seconds, "search"):
         score = registry.get("importance", options.importance)
         head_imp, neuron_imp = score(ImportanceInputs(arch, head_grads, neuron_grads, options.seed, gradient_batches))
+        # query heads as units: optionally valued by each layer's block-diagonal Fisher inside the search (the
+        # rearrangement below would break the equal q per kept group): prune/query_heads.py
+        if options.query_head_fisher not in ("diagonal", "block"):
+            raise ValueError(f"query_head_fisher must be 'diagonal' or 'block', not {options.query_head_fisher!r}")
+        by_block = arch.query_heads and options.query_head_fisher == "block" and options.importance == "fisher"
+        block = {"head_grads": head_grads} if by_block else {}
         if options.teacher == "full":
             teacher = full_masks(arch.num_layers, arch.num_head_units, arch.ffn_dim, head_imp.device)
         else:
-            teacher = budget.search(head_imp, neuron_imp, teacher_constraint(options.constraint, options.teacher_exponent))
-        student = budget.search(head_imp, neuron_imp, options.constraint)
+            teacher = budget.search(head_imp, neuron_imp, teacher_constraint(options.constraint, options.teacher_exponent),
+                                    **block)
+        student = budget.search(head_imp, neuron_imp, options.constraint, **block)
         student = apply_width_multiple(budget, neuron_imp, student, options.constraint, options.width_multiple,
                                        options.search)
     result.masks["teacher"] = teacher
@@ -91,7 +98,7 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
              kept_per_layer(student[0]), kept_per_layer(student[1]))
     if options.rearrange:
         with _Timer(result.seconds, "rearrange"):
-            heads = student[0] if arch.query_heads else rearrange_masks(student[0], head_grads)   # keeps equal q
+            heads = student[0] if arch.query_heads else rearrange_masks(student[0], head_grads)
             student = (heads, rearrange_masks(student[1], neuron_grads))
         result.masks["rearrange"] = student
     if options.mask_tuning:

@@ -1,4 +1,6 @@
 """Llama-family decoders (GQA, gated MLP, pre-RMSNorm): masks, physical pruning, reload, generate, MACs."""
+import copy
+
 import pytest
 import torch
 
@@ -68,7 +70,8 @@ def test_pruned_decoder_equals_masked_and_reloads(family, tied, tmp_path):
     assert torch.allclose(_logits(pruned, batch), expected, atol=1e-4)
     assert shapes["heads_per_layer"] == [0, 2, 1] and shapes["neurons_per_layer"][1] == 0
     arch = bind(pruned)
-    assert [arch.qkv(2)[0].out_features, arch.qkv(2)[1].out_features] == [16, 8]
+    assert [arch.query_width(i) for i in range(L)] == [0, 32, 16] and [arch.kv_width(i) for i in range(L)] == [0, 16, 8]
+    assert sum(m.out_features for m in dict.fromkeys(arch.qkv(2))) == 32     # fused or not: 16 + 8 + 8 rows
     save_pruned(pruned, None, str(tmp_path / "m"), shapes)
     reloaded = load_pruned(str(tmp_path / "m"))
     assert torch.allclose(_logits(reloaded, batch), expected, atol=1e-4)
@@ -121,14 +124,13 @@ def _linear_macs(model, seq_len):
     arch = bind(model)
     total = 0.0
     for i in range(arch.num_layers):
-        q = arch.qkv(i)[0].out_features
-        linears = [*arch.qkv(i), arch.attn_out(i), *arch.ffn_inputs(i), arch.ffn_out(i)]
+        linears = [m for m in arch.layer(i).modules() if isinstance(m, torch.nn.Linear)]
         total += seq_len * sum(m.in_features * m.out_features for m in linears)
-        total += 2 * seq_len * seq_len * q           # scores and context over the kept query heads
+        total += 2 * seq_len * seq_len * arch.attn_out(i).in_features   # scores and context over the kept queries
     return total
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "phi3"])
 def test_mac_count_of_a_pruned_decoder_matches_its_linear_shapes(family):
     model = tiny_decoder(family)
     head, neuron = _masks()
@@ -158,7 +160,7 @@ def test_physically_prune_in_place_matches_masked_with_padding():
     assert torch.allclose(got[keep], expected[keep], atol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "phi3"])
 def test_pruned_decoder_loads_with_one_huggingface_call(family, tmp_path):
     from transformers import AutoModelForCausalLM
     model = tiny_decoder(family, tied=family == "qwen2")
@@ -177,3 +179,26 @@ def test_pruned_decoder_loads_with_one_huggingface_call(family, tmp_path):
     ids = batches[0]["input_ids"][:1, :4]
     assert torch.equal(native.generate(ids, max_new_tokens=4, do_sample=False),
                        pruned.generate(ids, max_new_tokens=4, do_sample=False))
+
+
+def test_phi3_fused_projections_lose_each_blocks_rows():
+    """qkv_proj keeps the kept query rows, then key rows, then value rows; gate_up_proj the kept gate rows, then up
+    rows; the pruned attention reads its own head count from a view of the config, the rest from the shared one."""
+    model = tiny_decoder("phi3")
+    head, neuron = _masks()
+    pruned, _ = physically_pruned_copy(model, head, neuron)
+    qkv, pruned_qkv = model.model.layers[2].self_attn.qkv_proj.weight, pruned.model.layers[2].self_attn.qkv_proj.weight
+    # unit 0 of layer 2: query heads 0-1 (rows 0-15), KV head 0 (key rows 32-39, value rows 48-55)
+    rows = [*range(16), *range(32, 40), *range(48, 56)]
+    assert torch.equal(pruned_qkv, qkv[rows])
+    kept = torch.nonzero(neuron[2]).flatten()
+    gate_up = model.model.layers[2].mlp.gate_up_proj.weight
+    assert torch.equal(pruned.model.layers[2].mlp.gate_up_proj.weight, gate_up[torch.cat([kept, kept + F])])
+    attn = pruned.model.layers[2].self_attn
+    assert (attn.config.num_attention_heads, attn.num_key_value_heads, pruned.config.num_attention_heads) == (2, 1, 4)
+    pruned.config._attn_implementation = "eager"
+    assert attn.config._attn_implementation == "eager"
+    assert not hasattr(pruned.model.layers[1].self_attn.config, "_overrides")    # an unpruned layer: the shared config
+    clone = copy.deepcopy(pruned)
+    view = clone.model.layers[2].self_attn.config
+    assert view.num_attention_heads == 2 and view._base is clone.config

@@ -52,16 +52,18 @@ def random_batch(model, batch=3, length=9, seed=0, with_labels=True):
     return out
 
 
-DECODER_FAMILIES = ["llama", "qwen2", "mistral", "qwen3", "gemma3"]
+DECODER_FAMILIES = ["llama", "qwen2", "mistral", "qwen3", "gemma3", "phi3"]
 
 
 def tiny_decoder_config(family: str = "llama", vocab_size: int = 100, layers: int = 3, tied: bool = False,
                         num_key_value_heads: int = 2):
     """4 query heads sharing 2 key/value heads (2 head units of 2 heads), head size 8, gated MLP of 37."""
-    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+    from transformers import Gemma3TextConfig, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
     cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig, "qwen3": Qwen3Config,
-           "gemma3": Gemma3TextConfig}[family]
+           "gemma3": Gemma3TextConfig, "phi3": Phi3Config}[family]
     extra = {"head_dim": 8} if family == "qwen3" else {}
+    if family == "phi3":     # fused qkv_proj / gate_up_proj; its default special ids lie past a tiny vocabulary
+        extra = {"bos_token_id": 1, "eos_token_id": 2}
     if family == "gemma3":   # a sliding-window layer between global ones, a window shorter than the test batches
         extra = {"head_dim": 8, "query_pre_attn_scalar": 8, "sliding_window": 4,
                  "layer_types": ["full_attention", "sliding_attention", "full_attention"][:layers]
