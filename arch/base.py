@@ -120,12 +120,6 @@ class BoundArch:
     def module(self, i: int, path: str) -> nn.Module:
         return self._module(i, path)
 
-    def linears(self, i: int) -> list[nn.Linear]:
-        """Every prunable Linear of block i once: query/key/value, attention output, FFN inputs, FFN output."""
-        f = self.facts
-        paths = dict.fromkeys((f.query, f.key, f.value, f.attn_out, *f.ffn_inputs, f.ffn_out))
-        return [self._module(i, p) for p in paths]
-
     def query_width(self, i: int) -> int:
         return self.attn_out(i).in_features
 

@@ -20,9 +20,10 @@ Three holes in deci (llama.cpp as vendored by llama-cpp-python 0.3.36), and what
   heads gets a phantom head too.
 
 Not supported (UserError): Qwen3 (per-head q/k RMSNorm, which deci lacks), Gemma 3 (llama.cpp's gemma3 graph
-reads one head count for all layers and no output biases), Phi-3 (llama.cpp's phi3 graph splits the fused qkv at the hidden size and layer 0's key/value width), rope scaling other than none/linear/
-llama3, SentencePiece tokenizers without a tokenizer.json BPE model. Mistral's sliding window is honoured by
-capping the context length at the window (exact up to that length).
+reads one head count for all layers and no output biases), Phi-3 (llama.cpp's phi3 graph splits the fused qkv at
+the hidden size and layer 0's key/value width), rope scaling other than none/linear/llama3, SentencePiece
+tokenizers without a tokenizer.json BPE model. Mistral's sliding window is honoured by capping the context length
+at the window (exact up to that length).
 """
 from __future__ import annotations
 
@@ -70,8 +71,8 @@ def _check_model_type(config) -> None:
                                 "biases, and deci lacks Gemma's norms and GeGLU; a pruned Gemma 3 with the same widths in "
                                 "every layer and no added biases (--method kwon) is saved as a stock checkpoint "
                                 "that llama.cpp's own convert_hf_to_gguf.py takes)",
-                 "phi3": " (llama.cpp's phi3 graph splits every layer's fused qkv at the hidden size and layer 0's key/value width; a pruned Phi-3 with the same widths in "
-                         "every layer and no added biases (--method kwon) is saved as a stock checkpoint that "
+                 "phi3": " (llama.cpp's phi3 graph splits every layer's fused qkv at the hidden size and layer 0's "
+                         "key/value width; a pruned Phi-3 with the same widths in every layer and no added biases (--method kwon) is saved as a stock checkpoint that "
                          "llama.cpp's own convert_hf_to_gguf.py takes; otherwise use --export onnx)"}.get(
                      model_type, "; for other models use --export onnx")
         raise GGUFExportError(f"GGUF export supports model types {', '.join(SUPPORTED_MODEL_TYPES)}, not "

@@ -96,9 +96,8 @@ def _changed_numbers(module: nn.Module, ref: nn.Module | None) -> dict:
 def record_shapes(model: nn.Module) -> dict:
     """{"linears": {path: [in, out, has_bias]}, "no_heads": {path: {"n_outputs", "out_proj"}},
     "attrs": {path: {name: number}}, "head_inputs": {path: {"inputs", "heads"}}, "config_views": {path: {name: value}},
-    "removed": [path]}: what differs
-    from the model the config builds ("removed": modules it builds that the model was loaded without, such as the
-    pooler of a sentence-embedding encoder)."""
+    "removed": [path]}: what differs from the model the config builds ("removed": modules it builds that the model
+    was loaded without, such as the pooler of a sentence-embedding encoder)."""
     ref = dict(_reference(model).named_modules())
     present = {path for path, _ in model.named_modules()}    # holds "", the model itself
     removed = [path for path in ref if path and path not in present and path.rpartition(".")[0] in present]

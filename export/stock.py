@@ -38,10 +38,6 @@ def _widths(arch) -> list[tuple[int, int, int]]:
             for i in range(arch.num_layers)]
 
 
-def _head_dim(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-
-
 def stock_config(model):
     """The stock config of a pruned decoder with the same widths in every layer, or None (reason logged)."""
     config = model.config
@@ -85,7 +81,7 @@ def stock_config(model):
         log.info("stock config: %s has no MLP bias flag for the down_proj bias", family)
         return None
     new.num_attention_heads, new.num_key_value_heads, new.intermediate_size = heads, kv, ffn
-    new.head_dim = _head_dim(config)
+    new.head_dim = arch.head_dim
     if family == "llama" or family in ATTENTION_BIAS_ONLY:
         new.attention_bias = bool(o_bias or (qkv_bias and family == "llama"))
     if family == "llama":

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 import torch
 
 RIDGE = 0.1   # the default ridge strength of lsq (prune/reconstruct.py uses it as its default too)
+QUERY_HEAD_FISHER = ("diagonal", "block")
 # run-level choices that change the result but are not PruneOptions fields: name -> default
 RUN_FIELDS = {"gradient_batches": "sorted"}
 # what is not part of a variant: the budget and seed are the sweep's axes, the tables are data, the rest is
@@ -38,11 +39,16 @@ class PruneOptions:
     head_refit: bool = True             # lsq: refit the task head's first Linear to the unpruned model's
     checkpoint_layers: bool = False     # gradients: recompute blocks in the backward pass (less memory, same result)
     attention_unit: str = "group"       # group: a KV group with its query heads | query: query heads within groups
+                                        # (arch/base.ATTENTION_UNITS; prune/query_heads.py)
     query_head_fisher: str = "diagonal"  # query units: diagonal (per-head Fisher) | block (each layer's heads by its
                                          # block-diagonal Fisher; measured worse: docs/results.md, issue 32)
-                                        # (arch/base.ATTENTION_UNITS; prune/query_heads.py)
     width_multiple: int | None = 1      # every layer keeps a multiple of this many FFN channels (prune/widths.py);
                                         # main.py passes None for 'the task's default' (prune.widths.resolve_width_multiple)
+
+
+    def __post_init__(self):
+        if self.query_head_fisher not in QUERY_HEAD_FISHER:
+            raise ValueError(f"query_head_fisher must be one of {QUERY_HEAD_FISHER}, not {self.query_head_fisher!r}")
 
 
 def option_defaults() -> dict:

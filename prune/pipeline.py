@@ -80,8 +80,6 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
         head_imp, neuron_imp = score(ImportanceInputs(arch, head_grads, neuron_grads, options.seed, gradient_batches))
         # query heads as units: optionally valued by each layer's block-diagonal Fisher inside the search (the
         # rearrangement below would break the equal q per kept group): prune/query_heads.py
-        if options.query_head_fisher not in ("diagonal", "block"):
-            raise ValueError(f"query_head_fisher must be 'diagonal' or 'block', not {options.query_head_fisher!r}")
         by_block = arch.query_heads and options.query_head_fisher == "block" and options.importance == "fisher"
         block = {"head_grads": head_grads} if by_block else {}
         if options.teacher == "full":

@@ -179,3 +179,9 @@ def test_mac_count_with_query_head_units_matches_the_linear_shapes(family):
         total += 20 * sum(x.in_features * x.out_features for x in linears)
         total += 2 * 20 * 20 * block.self_attn.o_proj.in_features     # scores and context over the kept query heads
     assert cost.of_masks(head, neuron) == pytest.approx(total)
+
+
+def test_an_unknown_query_head_valuation_is_refused():
+    from prune.options import PruneOptions
+    with pytest.raises(ValueError, match="query_head_fisher must be one of"):
+        PruneOptions(0.5, query_head_fisher="blocks")
