@@ -38,11 +38,16 @@ def find_head_linear(model: nn.Module, arch: BoundArch, batch: dict) -> str | No
                 lambda mod, args, _name=name: order.append(_name) if after_last[0] else None))
     try:
         with torch.inference_mode():
-            model(**_inputs(model, batch), **arch.forward_kwargs)
+            model(**_inputs(model, _first_row(batch)), **arch.forward_kwargs)
     finally:
         for h in handles:
             h.remove()
     return order[0] if order else None
+
+
+def _first_row(batch: dict) -> dict:
+    """One example of the batch: which Linear runs does not depend on how many rows there are."""
+    return {k: v[:1] if torch.is_tensor(v) and v.dim() > 0 else v for k, v in batch.items()}
 
 
 def _inputs(model, batch: dict) -> dict:

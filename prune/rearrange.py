@@ -6,30 +6,42 @@ number of pruned units per layer and swaps units into and out of the pruned set.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
 def greedy_rearrange(mask: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
-    """mask [units] (0 = pruned), grads [batches, units]; returns a mask with the same count."""
+    """mask [units] (0 = pruned), grads [batches, units]; returns a mask with the same count.
+
+    Start from the units of least squared gradient; add each other unit in turn (least important first) and drop
+    the member whose removal leaves the smallest ||sum of the members' gradients||^2 (ties: the longest-standing
+    member). With G the units' Gram matrix and t the members' sum, ||t - g_j||^2 = ||t||^2 - 2 (G m)_j + G_jj: one
+    matrix product up front, then O(units) per step, where recomputing the sums cost O(units x batches) per step.
+    """
     num_pruned = int((mask == 0).sum())
     if num_pruned == 0 or num_pruned == mask.numel():
         return mask.clone()
     vectors = grads.t().double()                       # [units, batches]
-    sq_norm = vectors.pow(2).sum(dim=1)
-    order = sq_norm.argsort().tolist()                 # least important first
-    pruned = order[:num_pruned]
-    total = vectors[pruned].sum(dim=0)
-    for candidate in order[num_pruned:]:
-        pruned.append(candidate)
-        total = total + vectors[candidate]
-        members = vectors[pruned]
-        # ||total - g_j||^2 for every member j: drop the one whose removal leaves the smallest sum
-        leftover = (total.unsqueeze(0) - members).pow(2).sum(dim=1)
-        drop = int(leftover.argmin())
-        total = total - vectors[pruned[drop]]
-        del pruned[drop]
+    order = vectors.pow(2).sum(dim=1).argsort().numpy()    # least important first
+    vectors = vectors.numpy()
+    gram = vectors @ vectors.T
+    own = gram.diagonal().copy()
+    member = np.zeros(len(own), dtype=bool)
+    member[order[:num_pruned]] = True
+    joined = np.full(len(own), np.inf)                 # when each member joined (ties: the earliest)
+    joined[order[:num_pruned]] = np.arange(num_pruned)
+    dot = gram @ member.astype(np.float64)             # t . g_j for every unit j
+    for step, candidate in enumerate(order[num_pruned:].tolist()):
+        member[candidate] = True
+        joined[candidate] = num_pruned + step
+        dot += gram[candidate]
+        score = np.where(member, own - 2.0 * dot, np.inf)
+        tied = np.flatnonzero(score == score.min())
+        drop = int(tied[np.argmin(joined[tied])])
+        member[drop] = False
+        dot -= gram[drop]
     new_mask = torch.ones_like(mask)
-    new_mask[pruned] = 0
+    new_mask[torch.from_numpy(np.flatnonzero(member))] = 0
     return new_mask
 
 

@@ -23,6 +23,7 @@ import torch
 from arch import BoundArch
 from arch.hooks import apply_masks, capture_inputs
 from prune.layer_io import LayerBatch, run_layer
+from prune.slim_layer import slim_layer
 
 TOKENS = ("all", "first", "last")
 
@@ -72,16 +73,25 @@ def teacher_targets(arch: BoundArch, l: int, head_mask, neuron_mask, inputs: lis
                     mha_tokens: str = "all", with_bias: bool = False) -> Targets:
     """The teacher's targets for layer l under its masks. with_bias: keep the projections' biases in the targets
     (for fits with a free bias)."""
-    attn_out, ffn_out = arch.attn_out(l), arch.ffn_out(l)
     behind_norm = {role: arch.out_norm(l, role) is not None for role in ("attn_out", "ffn_out")}
     mha, ffn, outputs = [], [], []
-    with apply_masks(arch, head_mask, neuron_mask), \
-            capture_inputs({"h": arch.ffn_residual(l)}, outputs={"mha": attn_out, "ffn": ffn_out}) as seen:
-        for lb in inputs:
-            out = run_layer(arch, l, [lb])[0]
-            mha.append(_block_target(seen["mha"].pop(), attn_out, with_bias, lb.hidden, behind_norm["attn_out"],
-                                     lb, mha_tokens))
-            ffn.append(_block_target(seen["ffn"].pop(), ffn_out, with_bias, seen["h"].pop(), behind_norm["ffn_out"],
-                                     lb, ffn_tokens))
-            outputs.append(out)
+    with _teacher_layer(arch, l, head_mask, neuron_mask):
+        attn_out, ffn_out = arch.attn_out(l), arch.ffn_out(l)
+        with capture_inputs({"h": arch.ffn_residual(l)}, outputs={"mha": attn_out, "ffn": ffn_out}) as seen:
+            for lb in inputs:
+                out = run_layer(arch, l, [lb])[0]
+                mha.append(_block_target(seen["mha"].pop(), attn_out, with_bias, lb.hidden, behind_norm["attn_out"],
+                                         lb, mha_tokens))
+                ffn.append(_block_target(seen["ffn"].pop(), ffn_out, with_bias, seen["h"].pop(),
+                                         behind_norm["ffn_out"], lb, ffn_tokens))
+                outputs.append(out)
     return Targets(mha, ffn, outputs)
+
+
+def _teacher_layer(arch: BoundArch, l: int, head_mask, neuron_mask):
+    """The teacher's layer l: a physically pruned copy when its masks drop units (the paper's schedule teacher
+    keeps about sqrt of the budget, so the copy does that much less work for the same function), else the layer
+    itself with its masks applied."""
+    if bool((head_mask[l] != 0).all()) and bool((neuron_mask[l] != 0).all()):
+        return apply_masks(arch, head_mask, neuron_mask)
+    return slim_layer(arch, l, head_mask[l], neuron_mask[l])

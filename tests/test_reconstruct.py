@@ -1,8 +1,9 @@
+import pytest
 import torch
 
 from prune.layer_io import first_layer_inputs
 from prune.masks import full_masks
-from prune.reconstruct import reconstruct_weights
+from prune.reconstruct import gram, reconstruct_weights
 from prune.weight_updates import load_weight_updates, save_weight_updates, swapped_weights
 from tests.tiny import random_batch, tiny_model
 from arch import bind
@@ -123,3 +124,9 @@ def test_a_capture_that_stops_early_skips_the_rest_of_the_layer():
         assert len(seen["a"]) == 1 and len(seen["out"]) == 1 and calls == [1]
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("width", [7, 300, 777])
+def test_gram_by_blocks_equals_the_product(width):
+    x = torch.randn(50, width, generator=torch.Generator().manual_seed(width), dtype=torch.float64)
+    assert torch.allclose(gram(x), x.t() @ x, rtol=1e-12, atol=1e-10)

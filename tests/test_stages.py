@@ -187,3 +187,41 @@ def test_tuning_lowers_reconstruction_error():
     assert after < 0.9 * before
     assert kept_per_layer(tuned_head) == kept_per_layer(head)
     assert {e["status"] for e in report.events} <= {"ok", "skipped", "guard"}
+
+
+def _rearrange_by_recomputed_sums(mask, grads):
+    """The greedy written directly: recompute every member's leftover sum at each step."""
+    num_pruned = int((mask == 0).sum())
+    vectors = grads.t().double()
+    order = vectors.pow(2).sum(dim=1).argsort().tolist()
+    pruned = order[:num_pruned]
+    for candidate in order[num_pruned:]:
+        pruned.append(candidate)
+        total = vectors[pruned].sum(dim=0)
+        drop = int((total.unsqueeze(0) - vectors[pruned]).pow(2).sum(dim=1).argmin())
+        del pruned[drop]
+    new_mask = torch.ones_like(mask)
+    new_mask[pruned] = 0
+    return new_mask
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_rearrange_by_gram_equals_recomputed_sums(seed):
+    gen = torch.Generator().manual_seed(seed)
+    units = 40 + 13 * seed
+    grads = torch.randn(8 + seed, units, generator=gen) * torch.rand(units, generator=gen)
+    grads[:, :4] = 0.0                           # exact ties: the longest-standing member goes first
+    grads[:, 10:13] = grads[:, 20:21].clone()     # duplicates
+    mask = torch.ones(units)
+    mask[torch.randperm(units, generator=gen)[:units // 3 + seed]] = 0
+    assert torch.equal(greedy_rearrange(mask, grads), _rearrange_by_recomputed_sums(mask, grads))
+
+
+def test_rearrange_tie_drops_the_longest_standing_member():
+    """Two equal small units: the one pruned from the start leaves, the one that just joined stays pruned."""
+    grads = torch.tensor([[0.1, 0.1, 5.0]])
+    mask = torch.tensor([1.0, 1.0, 0.0])
+    first = int(grads.t().double().pow(2).sum(dim=1).argsort()[0])
+    new = greedy_rearrange(mask, grads)
+    assert torch.equal(new, _rearrange_by_recomputed_sums(mask, grads))
+    assert new[first] == 1 and int((new == 0).sum()) == 1 and new[2] == 1
