@@ -61,6 +61,8 @@ class Family:
     config_head_count: str | None = None   # config attribute the attention module reads for its own query head
                                            # count (Phi-3 splits its fused qkv output there): a pruned layer's
                                            # attention gets a view of the config with its count (LayerConfig)
+    ffn_add_norm: str | None = None        # the norm of the FFN's residual sum (a post-LN encoder's): the block's
+                                           # output is norm(FFN output + residual) (BoundArch.ffn_block_output)
     head_inputs: tuple = ()                # (name, position) of arguments of the attention module that hold one
                                            # slice per query head on dim 1, computed once by the model for all
                                            # heads (MPNet's position_bias): sliced to a pruned layer's kept heads
@@ -161,6 +163,15 @@ class BoundArch:
         """The norm between output projection `role` ('attn_out' | 'ffn_out') and the residual add, or None."""
         path = self.facts.attn_out_norm if role == "attn_out" else self.facts.ffn_out_norm
         return self._module(i, path) if path else None
+
+    def ffn_block_output(self, i: int, y: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Block i's output from its FFN output projection's output y and the FFN's residual (ffn_residual's input):
+        norm(y + r) in a post-LN encoder, r + norm(y) behind a post-norm (Gemma 3), else r + y. The families'
+        blocks end so today; a caller checks it against a real call before relying on it."""
+        if self.facts.ffn_add_norm:
+            return self._module(i, self.facts.ffn_add_norm)(y + residual)
+        norm = self.out_norm(i, "ffn_out")
+        return residual + (norm(y) if norm is not None else y)
 
     def attention(self, i: int) -> nn.Module:
         return self._module(i, self.facts.attention)

@@ -9,6 +9,7 @@ BERT_LIKE = register(["bert", "roberta", "xlm-roberta", "camembert", "electra"],
     attn_out="attention.output.dense",
     ffn_inputs=("intermediate.dense",), ffn_out="output.dense",
     ffn_residual="intermediate.dense",        # the FFN's input is also its residual (post-LN)
+    ffn_add_norm="output.LayerNorm",
     num_heads_attr="num_attention_heads", hidden_attr="hidden_size",
     ffn_attr="intermediate_size", num_layers_attr="num_hidden_layers",
     head_count_attrs=("num_attention_heads",), head_width_attrs=("all_head_size",),

@@ -8,6 +8,7 @@ DISTILBERT = register(["distilbert"], Family(
     query="attention.q_lin", key="attention.k_lin", value="attention.v_lin", attn_out="attention.out_lin",
     ffn_inputs=("ffn.lin1",), ffn_out="ffn.lin2",
     ffn_residual="ffn.lin1",
+    ffn_add_norm="output_layer_norm",
     num_heads_attr="n_heads", hidden_attr="dim", ffn_attr="hidden_dim", num_layers_attr="n_layers",
     head_count_attrs=("n_heads",),
 ))

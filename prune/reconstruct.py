@@ -11,6 +11,7 @@ linear solve per block (at most hidden x kept-columns), so it is also faster tha
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import torch
 from tqdm import tqdm
@@ -91,11 +92,12 @@ class Normal:
         return w_t.t(), bias
 
 
-def _fit_block(arch, l, linear, scale, w0, inputs, targets, residual_module, tokens, ridge, reduce=None):
+def _fit_block(arch, l, linear, scale, w0, inputs, targets, residual_module, tokens, ridge, reduce=None, keep=None):
     """Refit `linear` of the slim layer l (its inputs are the kept columns, its weight holds their mask values)
     in the masked model's terms: inputs times `scale` (the kept columns' mask values), ridge toward `w0` (the
     unpruned weight's kept columns). residual_module: the module whose input is the block's residual (None: the
-    layer's input); reduce(tensor) sums a tensor over the processes (None: one process).
+    layer's input); reduce(tensor) sums a tensor over the processes (None: one process); keep: a list that
+    receives each batch's (input of `linear`, residual), all tokens.
     Each call stops at `linear`: nothing after it is needed."""
     normal = Normal(linear.in_features, linear.out_features, linear.weight.device)
     names = {"x": linear} | ({"h": residual_module} if residual_module is not None else {})
@@ -106,6 +108,8 @@ def _fit_block(arch, l, linear, scale, w0, inputs, targets, residual_module, tok
             x = seen["x"].pop()
             residual = seen["h"].pop() if residual_module is not None else lb.hidden
             normal.add(select_tokens(x, lb, tokens).float() * scale, target.aim(select_tokens(residual, lb, tokens)).float())
+            if keep is not None:
+                keep.append((x, residual))
     if reduce is not None:
         normal.all_reduce(reduce)
     return normal.solve(w0, ridge)
@@ -141,6 +145,8 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                     ("ffn_out", neurons, neuron_mask[l].cpu()[neurons], targets.ffn, True, tokens),
                 )
                 full = {role: linear_for(arch, l, role) for role, *_ in blocks}
+                last = l == arch.num_layers - 1
+                ffn_io = []     # the FFN fit's inputs and residuals: the layer's outputs without running it again
                 with slim_layer(arch, l, head_mask[l], neuron_mask[l]):
                     for role, columns, scale, block_targets, ffn_residual, fit_tokens in blocks:
                         if len(columns) == 0:
@@ -149,7 +155,7 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                         linear, columns = linear_for(arch, l, role), columns.to(full[role].weight.device)
                         fit = _fit_block(arch, l, linear, scale, full[role].weight[:, columns], student_in,
                                          block_targets, arch.ffn_residual(l) if ffn_residual else None, fit_tokens,
-                                         ridge, reduce)
+                                         ridge, reduce, keep=ffn_io if role == "ffn_out" and not last else None)
                         if fit is None:
                             log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
                                         "weights left as they were", l, role)
@@ -161,6 +167,31 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                         full_weight[:, columns] = weight
                         updates[(l, role)] = (stream.home(full_weight), stream.home(bias))
                         report.add(l, role, "ok", columns=len(columns))
-                    student_in = run_layer(arch, l, student_in)
+                    if not last:        # the last layer's outputs feed nothing
+                        student_in = _layer_outputs(arch, l, student_in, ffn_io)
                 teacher_in = targets.outputs
     return updates, report
+
+
+def _layer_outputs(arch: BoundArch, l: int, inputs: list[LayerBatch], ffn_io: list) -> list[LayerBatch]:
+    """The student's layer-l outputs: from the FFN fit's captured inputs and residuals through the block's end
+    (BoundArch.ffn_block_output, with the refitted weights) where that matches a real call of the layer on one
+    batch (the smallest), else by running the layer on every batch. Saves the student's third pass of each layer."""
+    if len(ffn_io) != len(inputs):
+        return run_layer(arch, l, inputs)
+    check = min(range(len(inputs)), key=lambda b: inputs[b].hidden.numel())
+    real = run_layer(arch, l, [inputs[check]])[0]
+    linear = arch.ffn_out(l)
+    x, residual = ffn_io[check]
+    if not _close(arch.ffn_block_output(l, linear(x), residual), real.hidden):
+        log.info("layer %d: its output is not the family's FFN block end (BoundArch.ffn_block_output); running the "
+                 "layer instead", l)
+        return run_layer(arch, l, inputs)
+    return [replace(lb, hidden=arch.ffn_block_output(l, linear(x), r)) if b != check else real
+            for b, (lb, (x, r)) in enumerate(zip(inputs, ffn_io))]
+
+
+def _close(computed: torch.Tensor, real: torch.Tensor) -> bool:
+    tolerance = 1e-3 if real.dtype == torch.float32 else 2e-2
+    scale = float(real.float().abs().max().clamp_min(1e-6))
+    return computed.shape == real.shape and float((computed.float() - real.float()).abs().max()) <= tolerance * scale

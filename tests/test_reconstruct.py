@@ -1,11 +1,12 @@
 import pytest
 import torch
 
-from prune.layer_io import first_layer_inputs
+from arch.hooks import capture_inputs
+from prune.layer_io import first_layer_inputs, run_layer
 from prune.masks import full_masks
-from prune.reconstruct import gram, reconstruct_weights
+from prune.reconstruct import _layer_outputs, gram, reconstruct_weights
 from prune.weight_updates import load_weight_updates, save_weight_updates, swapped_weights
-from tests.tiny import random_batch, tiny_model
+from tests.tiny import DECODER_FAMILIES, FAMILIES, lm_batch, random_batch, tiny_decoder, tiny_model
 from arch import bind
 from arch.hooks import apply_masks
 
@@ -130,3 +131,32 @@ def test_a_capture_that_stops_early_skips_the_rest_of_the_layer():
 def test_gram_by_blocks_equals_the_product(width):
     x = torch.randn(50, width, generator=torch.Generator().manual_seed(width), dtype=torch.float64)
     assert torch.allclose(gram(x), x.t() @ x, rtol=1e-12, atol=1e-10)
+
+
+def _model_and_inputs(family):
+    model = tiny_decoder(family) if family in DECODER_FAMILIES else tiny_model(family)
+    batch = lm_batch(model) if family in DECODER_FAMILIES else random_batch(model, with_labels=False)
+    batch["attention_mask"][0, -3:] = 0          # padding in one row
+    arch = bind(model)
+    return model, arch, first_layer_inputs(model, arch, [batch, batch])
+
+
+@pytest.mark.parametrize("family", FAMILIES + DECODER_FAMILIES)
+def test_ffn_block_output_is_the_layers_output(family):
+    """Every family's block ends as BoundArch.ffn_block_output says: the refit relies on it to skip a pass."""
+    model, arch, inputs = _model_and_inputs(family)
+    with torch.inference_mode(), capture_inputs({"x": arch.ffn_out(1), "r": arch.ffn_residual(1)}) as seen:
+        real = run_layer(arch, 1, inputs[:1])[0].hidden
+        computed = arch.ffn_block_output(1, arch.ffn_out(1)(seen["x"][0]), seen["r"][0])
+    assert torch.allclose(computed, real, atol=1e-6, rtol=1e-5)
+
+
+def test_layer_outputs_run_the_layer_when_the_block_end_differs(monkeypatch):
+    model, arch, inputs = _model_and_inputs("bert")
+    with torch.inference_mode(), capture_inputs({"x": arch.ffn_out(0), "r": arch.ffn_residual(0)}) as seen:
+        real = run_layer(arch, 0, inputs)
+        ffn_io = list(zip(seen["x"], seen["r"]))
+        assert all(torch.equal(a.hidden, b.hidden) for a, b in zip(_layer_outputs(arch, 0, inputs, ffn_io), real))
+        monkeypatch.setattr(type(arch), "ffn_block_output", lambda self, i, y, r: r + y)   # a pre-norm block's end
+        wrong = [(x, r + 1.0) for x, r in ffn_io]
+        assert all(torch.equal(a.hidden, b.hidden) for a, b in zip(_layer_outputs(arch, 0, inputs, wrong), real))
