@@ -173,6 +173,11 @@ class BoundArch:
         norm = self.out_norm(i, "ffn_out")
         return residual + (norm(y) if norm is not None else y)
 
+    def attn_out_in_attention(self) -> str | None:
+        """The output projection's path inside the attention module; None where it lives outside (BERT)."""
+        prefix = self.facts.attention + "."
+        return self.facts.attn_out[len(prefix):] if self.facts.attn_out.startswith(prefix) else None
+
     def attention(self, i: int) -> nn.Module:
         return self._module(i, self.facts.attention)
 

@@ -35,9 +35,12 @@ class NoHeadsAttention(nn.Module):
         self._out_proj_path = out_proj
         self._n_outputs = n_outputs
 
+    def context(self, hidden):
+        """What the output projection reads: nothing, as no head is left."""
+        return hidden.new_zeros(*hidden.shape[:-1], 0)
+
     def forward(self, *args, **kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
-        out = hidden.new_zeros(*hidden.shape[:-1], 0)
+        out = self.context(args[0] if args else kwargs["hidden_states"])
         if self._out_proj_path:
             out = self.get_submodule(self._out_proj_path)(out)
         if self._n_outputs is None:

@@ -91,15 +91,22 @@ def summarize() -> int:
               "spearman_after_points": round(sum(r["spearman_after_points"] for r in g) / len(g), 2)}
              for (m, meth, c, loss), g in groups.items()]
     write_json(SUMMARY, {"rows": rows, "means_over_seeds": means})
+    print("| model | method | MACs | loss | seeds | mean Spearman after |")
+    print("|---|---|---|---|---|---|")
+    for m in sorted(means, key=lambda m: (m["model"], m["similarity_loss"], -m["constraint"], m["method"])):
+        print(f"| {m['model']} | {m['method']} | {m['constraint']:g} | {m['similarity_loss']} | "
+              f"{', '.join(map(str, m['seeds']))} | {m['spearman_after_points']:.2f} |")
+    print()
     print("| model | method | MACs | seed | loss | Spearman before | after | pruning s (gradients / tuning) | "
-          "encode sentences/s (unpruned -> pruned) | peak RSS GiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "pruning ÷ gradients | encode sentences/s (unpruned -> pruned) | peak RSS GiB | commit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['method']} | {r['constraint']:g} ({r['mac_ratio']:.3f}) | {r['seed']} | "
               f"{r['similarity_loss']} | {100 * r['spearman_before']:.2f} | {100 * r['spearman_after']:.2f} | "
               f"{r['pruning_s']:.0f} ({r['gradients_s']:.0f} / {r['mask_tuning_s']:.0f}) | "
+              f"{r['pruning_over_gradients']:.2f} | "
               f"{r['original_sentences_per_s']:.0f} -> {r['pruned_sentences_per_s']:.0f} | "
-              f"{r['peak_rss_mb'] / 1024:.1f} |")
+              f"{r['peak_rss_mb'] / 1024:.1f} | {r['commit']} |")
     return 0
 
 

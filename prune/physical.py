@@ -124,10 +124,8 @@ def _prune_attention(arch: BoundArch, i: int, units: list[int], scales: torch.Te
         heads = [u * arch.heads_per_unit + j for u in units for j in range(arch.heads_per_unit)]
         slice_head_inputs(attention, facts.head_inputs, heads)
     if not units:
-        prefix = facts.attention + "."
-        out_proj = facts.attn_out[len(prefix):] if facts.attn_out.startswith(prefix) else None
         block = arch.attention(i)
-        replacement = NoHeadsAttention(block, out_proj, facts.attention_outputs)
+        replacement = NoHeadsAttention(block, arch.attn_out_in_attention(), facts.attention_outputs)
         replacement.train(block.training)
         arch.set_module(i, facts.attention, replacement)
 

@@ -11,6 +11,7 @@ linear solve per block (at most hidden x kept-columns), so it is also faster tha
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
@@ -22,7 +23,7 @@ from prune.layer_io import LayerBatch, capture_layer, run_layer
 from prune.mask_tuning import TuningReport
 from prune.targets import layer_tokens, select_tokens, teacher_targets
 from prune.options import RIDGE
-from prune.slim_layer import slim_layer
+from prune.slim_layer import replayed_attention, slim_layer
 from prune.weight_updates import install, linear_for
 from utils.offload import Placement
 
@@ -146,6 +147,7 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                 )
                 full = {role: linear_for(arch, l, role) for role, *_ in blocks}
                 last = l == arch.num_layers - 1
+                contexts = []   # the attention fit's inputs: the FFN fit's pass replays them, not the attention
                 ffn_io = []     # the FFN fit's inputs and residuals: the layer's outputs without running it again
                 with slim_layer(arch, l, head_mask[l], neuron_mask[l]):
                     for role, columns, scale, block_targets, ffn_residual, fit_tokens in blocks:
@@ -153,9 +155,12 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                             report.add(l, role, "empty")
                             continue
                         linear, columns = linear_for(arch, l, role), columns.to(full[role].weight.device)
-                        fit = _fit_block(arch, l, linear, scale, full[role].weight[:, columns], student_in,
-                                         block_targets, arch.ffn_residual(l) if ffn_residual else None, fit_tokens,
-                                         ridge, reduce, keep=ffn_io if role == "ffn_out" and not last else None)
+                        keep = contexts if role == "attn_out" else None if last else ffn_io
+                        replay = role == "ffn_out" and _replay_matches(arch, l, student_in, contexts)
+                        with replayed_attention(arch, l, [x for x, _ in contexts]) if replay else nullcontext():
+                            fit = _fit_block(arch, l, linear, scale, full[role].weight[:, columns], student_in,
+                                             block_targets, arch.ffn_residual(l) if ffn_residual else None,
+                                             fit_tokens, ridge, reduce, keep=keep)
                         if fit is None:
                             log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
                                         "weights left as they were", l, role)
@@ -179,7 +184,7 @@ def _layer_outputs(arch: BoundArch, l: int, inputs: list[LayerBatch], ffn_io: li
     batch (the smallest), else by running the layer on every batch. Saves the student's third pass of each layer."""
     if len(ffn_io) != len(inputs):
         return run_layer(arch, l, inputs)
-    check = min(range(len(inputs)), key=lambda b: inputs[b].hidden.numel())
+    check = _smallest(inputs)
     real = run_layer(arch, l, [inputs[check]])[0]
     linear = arch.ffn_out(l)
     x, residual = ffn_io[check]
@@ -189,6 +194,28 @@ def _layer_outputs(arch: BoundArch, l: int, inputs: list[LayerBatch], ffn_io: li
         return run_layer(arch, l, inputs)
     return [replace(lb, hidden=arch.ffn_block_output(l, linear(x), r)) if b != check else real
             for b, (lb, (x, r)) in enumerate(zip(inputs, ffn_io))]
+
+
+def _replay_matches(arch: BoundArch, l: int, inputs: list[LayerBatch], contexts: list) -> bool:
+    """Whether replaying the attention fit's contexts (prune/slim_layer.replayed_attention) gives the FFN output
+    projection the inputs a real call gives, tried on the smallest batch."""
+    if len(contexts) != len(inputs) or not inputs:
+        return False
+    check = _smallest(inputs)
+    seen_by = []
+    for replay in (False, True):
+        with replayed_attention(arch, l, [contexts[check][0]]) if replay else nullcontext(), \
+                capture_inputs({"x": arch.ffn_out(l)}, stop_at="x") as seen:
+            capture_layer(arch, l, inputs[check])
+        seen_by.append(seen["x"].pop())
+    if _close(seen_by[1], seen_by[0]):
+        return True
+    log.info("layer %d: replaying the attention's outputs does not give its real FFN inputs; running it", l)
+    return False
+
+
+def _smallest(inputs: list[LayerBatch]) -> int:
+    return min(range(len(inputs)), key=lambda b: inputs[b].hidden.numel())
 
 
 def _close(computed: torch.Tensor, real: torch.Tensor) -> bool:

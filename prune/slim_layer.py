@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import torch
 
 from arch import BoundArch
+from arch.pruned_modeling import NoHeadsAttention
 from prune.physical import prune_layer
 
 
@@ -27,3 +28,30 @@ def slim_layer(arch: BoundArch, i: int, head_row: torch.Tensor, neuron_row: torc
         yield
     finally:
         layers[i] = original
+
+
+class ReplayedAttention(NoHeadsAttention):
+    """Stands in for an attention module and answers each call with the next of the given contexts (the output
+    projection's inputs of an earlier pass), through the projection where the module holds it: the attention's
+    own work is not repeated. Call order must follow the contexts' order."""
+
+    _pruned_no_heads = False
+
+    def __init__(self, original, out_proj, n_outputs, contexts):
+        super().__init__(original, out_proj, n_outputs)
+        self._contexts = iter(contexts)
+
+    def context(self, hidden):
+        return next(self._contexts)
+
+
+@contextmanager
+def replayed_attention(arch: BoundArch, i: int, contexts: list[torch.Tensor]):
+    """Layer i's attention module replays `contexts` (ReplayedAttention) while the context is open."""
+    original = arch.attention(i)
+    arch.set_module(i, arch.facts.attention,
+                    ReplayedAttention(original, arch.attn_out_in_attention(), arch.facts.attention_outputs, contexts))
+    try:
+        yield
+    finally:
+        arch.set_module(i, arch.facts.attention, original)

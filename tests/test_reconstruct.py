@@ -4,7 +4,9 @@ import torch
 from arch.hooks import capture_inputs
 from prune.layer_io import first_layer_inputs, run_layer
 from prune.masks import full_masks
-from prune.reconstruct import _layer_outputs, gram, reconstruct_weights
+from prune.targets import teacher_targets
+from prune.reconstruct import _layer_outputs, _replay_matches, gram, reconstruct_weights
+from prune.slim_layer import replayed_attention
 from prune.weight_updates import load_weight_updates, save_weight_updates, swapped_weights
 from tests.tiny import DECODER_FAMILIES, FAMILIES, lm_batch, random_batch, tiny_decoder, tiny_model
 from arch import bind
@@ -160,3 +162,42 @@ def test_layer_outputs_run_the_layer_when_the_block_end_differs(monkeypatch):
         monkeypatch.setattr(type(arch), "ffn_block_output", lambda self, i, y, r: r + y)   # a pre-norm block's end
         wrong = [(x, r + 1.0) for x, r in ffn_io]
         assert all(torch.equal(a.hidden, b.hidden) for a, b in zip(_layer_outputs(arch, 0, inputs, wrong), real))
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet", "llama", "gemma3", "phi3"])
+def test_teacher_targets_from_a_pruned_copy_equal_the_masked_layer(family):
+    """A teacher mask that drops units runs its layer as a pruned copy: same targets and outputs as masking."""
+    model, arch, inputs = _model_and_inputs(family)
+    head, neuron = full_masks(arch.num_layers, arch.num_head_units, arch.ffn_dim)
+    head[1, 0] = 0
+    neuron[1, ::3] = 0
+    with torch.inference_mode():
+        targets = teacher_targets(arch, 1, head, neuron, inputs, "all", with_bias=True)
+        with apply_masks(arch, head, neuron), \
+                capture_inputs({"h": arch.ffn_residual(1)}, outputs={"y": arch.attn_out(1), "f": arch.ffn_out(1)}) as seen:
+            outputs = run_layer(arch, 1, inputs)
+    for b, lb in enumerate(inputs):
+        keep = lb.token_mask
+        assert torch.allclose(targets.outputs[b].hidden, outputs[b].hidden, atol=1e-5)
+        ffn_base = seen["f"][b][keep] if arch.out_norm(1, "ffn_out") is not None else (seen["f"][b] + seen["h"][b])[keep]
+        assert torch.allclose(targets.ffn[b].base, ffn_base, atol=1e-5)
+        mha_base = seen["y"][b][keep] if arch.out_norm(1, "attn_out") is not None else (seen["y"][b] + lb.hidden)[keep]
+        assert torch.allclose(targets.mha[b].base, mha_base, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES + DECODER_FAMILIES)
+def test_replayed_attention_gives_the_ffn_its_real_inputs(family):
+    """The FFN fit's pass replays the attention fit's contexts instead of recomputing the attention."""
+    model, arch, inputs = _model_and_inputs(family)
+    with torch.inference_mode():
+        with capture_inputs({"c": arch.attn_out(1)}) as seen:
+            run_layer(arch, 1, inputs)
+        contexts = [(c, None) for c in seen["c"]]
+        assert _replay_matches(arch, 1, inputs, contexts)
+        assert not _replay_matches(arch, 1, inputs, [(c + 1.0, None) for c, _ in contexts])
+        with capture_inputs({"x": arch.ffn_out(1)}) as real:
+            run_layer(arch, 1, inputs)
+        with replayed_attention(arch, 1, [c for c, _ in contexts]), capture_inputs({"x": arch.ffn_out(1)}) as replayed:
+            run_layer(arch, 1, inputs)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(replayed["x"], real["x"]))
+    assert type(arch.attention(1)).__name__ != "ReplayedAttention"      # put back
