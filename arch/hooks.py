@@ -121,13 +121,17 @@ def capture_inputs(modules: dict[str, torch.nn.Module], stop_at: str | None = No
 
 class _CallRecorder(torch.nn.Module):
     """Stands in for a block during `layer_calls`: records the call (without its hidden states), runs the real
-    block only for the first one (to learn the blocks' return form), and hands its input on otherwise.
-    Attribute reads fall through to the real block (a model may read e.g. its attention type)."""
+    first block only to learn what the blocks return besides hidden states, and hands its input on otherwise.
+    Attribute reads fall through to the real block (a model may read e.g. its attention type).
 
-    def __init__(self, layer, index: int, sink: list, form: dict, last: bool):
+    first: this pass's first-block input and, where they depend on the batch, the first block's other outputs;
+    form: shared by the passes of one sweep; holds "rest" once the first block's other outputs are known to be
+    nothing (all None, or no tuple at all), so the later passes skip the first block too."""
+
+    def __init__(self, layer, index: int, sink: list, first: dict, form: dict, last: bool):
         super().__init__()
         self.layer = layer
-        self.index, self.sink, self.form, self.last = index, sink, form, last
+        self.index, self.sink, self.first, self.form, self.last = index, sink, first, form, last
 
     def __getattr__(self, name):
         try:
@@ -142,14 +146,18 @@ class _CallRecorder(torch.nn.Module):
             hidden, call = kwargs["hidden_states"], ((), {**kwargs, "hidden_states": None})
         self.sink.append(call)
         if self.index == 0:
-            self.form["hidden"] = hidden
+            self.first["hidden"] = hidden
         if self.last:
             raise StopForward
-        if self.index == 0:
+        if self.index == 0 and "rest" not in self.form:
             out = self.layer(*args, **kwargs)
-            self.form["tuple"] = out[1:] if isinstance(out, (tuple, list)) else None
+            rest = tuple(out[1:]) if isinstance(out, (tuple, list)) else None
+            if rest is None or all(r is None for r in rest):
+                self.form["rest"] = rest
+            else:
+                self.first["rest"] = rest
             return out
-        rest = self.form.get("tuple")
+        rest = self.first["rest"] if "rest" in self.first else self.form["rest"]
         return hidden if rest is None else (hidden, *rest)
 
 
@@ -164,20 +172,24 @@ def _shared(calls: list[tuple]) -> list[tuple]:
     return [c for c, _ in out]
 
 
-def layer_calls(model: torch.nn.Module, arch: BoundArch, batch: dict) -> tuple[torch.Tensor, list[tuple[tuple, dict]]]:
+def layer_calls(model: torch.nn.Module, arch: BoundArch, batch: dict,
+                form: dict | None = None) -> tuple[torch.Tensor, list[tuple[tuple, dict]]]:
     """Run the model through its blocks; return the first block's hidden states and each block's call
     (args, kwargs), hidden states left out.
 
     Blocks may be called with different inputs (Gemma 3's sliding-window and global layers get their own masks and
     rotary tables), and the block signature changes between transformers releases, so each block's call is
     replayed exactly as the model made it, with only the hidden states swapped (`call_layer`). Only the first
-    block does work here; the others pass their input on, and the pass ends at the last one.
+    block does work here, and only until its return form is known; the others pass their input on, and the pass
+    ends at the last one. form: one dict kept over the passes of a sweep (None: this pass alone), so that the first
+    block runs once per sweep where its other outputs are nothing.
     """
     layers = arch.layers()
-    originals, sink, form = list(layers), [], {}
+    originals, sink, first = list(layers), [], {}
+    form = {} if form is None else form
     try:
         for i, layer in enumerate(originals):
-            layers[i] = _CallRecorder(layer, i, sink, form, last=i == len(originals) - 1)
+            layers[i] = _CallRecorder(layer, i, sink, first, form, last=i == len(originals) - 1)
         model(**batch, **arch.forward_kwargs)
     except StopForward:
         pass
@@ -186,7 +198,7 @@ def layer_calls(model: torch.nn.Module, arch: BoundArch, batch: dict) -> tuple[t
             layers[i] = layer
     if len(sink) != len(originals):
         raise RuntimeError(f"the model called {len(sink)} of its {len(originals)} blocks")
-    return form["hidden"], _shared(sink)
+    return first["hidden"], _shared(sink)
 
 
 def call_layer(layer: torch.nn.Module, hidden: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:

@@ -25,11 +25,11 @@ class LayerBatch:
 
 def first_layer_inputs(model, arch: BoundArch, batches: list[dict]) -> list[LayerBatch]:
     device = next(model.parameters()).device
-    out = []
+    out, form = [], {}
     with torch.inference_mode():
         for batch in tqdm(batches, desc="first-layer inputs", unit="batch", leave=False):
             batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
-            hidden, calls = layer_calls(model, arch, batch)
+            hidden, calls = layer_calls(model, arch, batch, form)
             out.append(LayerBatch(hidden, calls, batch["attention_mask"].bool()))
     return out
 

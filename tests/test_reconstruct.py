@@ -1,11 +1,13 @@
 import pytest
 import torch
 
-from arch.hooks import capture_inputs
+from types import SimpleNamespace
+
+from arch.hooks import call_layer, capture_inputs, layer_calls
 from prune.layer_io import first_layer_inputs, run_layer
 from prune.masks import full_masks
 from prune.targets import teacher_targets
-from prune.reconstruct import _layer_outputs, _replay_matches, gram, reconstruct_weights
+from prune.reconstruct import FLUSH_EVERY, Normal, _layer_outputs, _replay_matches, gram, reconstruct_weights
 from prune.slim_layer import replayed_attention
 from prune.weight_updates import load_weight_updates, save_weight_updates, swapped_weights
 from tests.tiny import DECODER_FAMILIES, FAMILIES, lm_batch, random_batch, tiny_decoder, tiny_model
@@ -201,3 +203,101 @@ def test_replayed_attention_gives_the_ffn_its_real_inputs(family):
             run_layer(arch, 1, inputs)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(replayed["x"], real["x"]))
     assert type(arch.attention(1)).__name__ != "ReplayedAttention"      # put back
+
+
+def _replayed(arch, inputs):
+    """Each batch's last-layer output, replaying the recorded calls layer by layer."""
+    out = []
+    for lb in inputs:
+        hidden = lb.hidden
+        for l in range(arch.num_layers):
+            hidden = call_layer(arch.layer(l), hidden, *lb.calls[l])
+        out.append(hidden)
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES + DECODER_FAMILIES)
+def test_first_layer_inputs_run_the_first_block_once_and_replay_as_before(family):
+    """Over a sweep the first block runs only until its return form is known; the recorded calls replay exactly
+    as the calls recorded one batch at a time (each running the first block)."""
+    model = tiny_decoder(family) if family in DECODER_FAMILIES else tiny_model(family)
+    make = lm_batch if family in DECODER_FAMILIES else (lambda m, **k: random_batch(m, with_labels=False, **k))
+    batches = [make(model, length=n, seed=n) for n in (9, 6, 11)]
+    arch = bind(model)
+    runs = []
+    handle = arch.layer(0).register_forward_pre_hook(lambda m, a: runs.append(1))
+    try:
+        with torch.inference_mode():
+            swept = first_layer_inputs(model, arch, batches)
+            assert len(runs) == 1
+            one_by_one = []
+            for b in batches:
+                hidden, calls = layer_calls(model, arch, {k: v for k, v in b.items() if k != "labels"})
+                one_by_one.append(SimpleNamespace(hidden=hidden, calls=calls))
+            assert len(runs) == 1 + len(batches)
+            for a, b in zip(_replayed(arch, swept), _replayed(arch, one_by_one)):
+                assert torch.equal(a, b)
+    finally:
+        handle.remove()
+
+
+class _Blocks(torch.nn.Module):
+    """Blocks that return (hidden, a batch-specific tensor), as a layer returning its attention weights does."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(3))
+
+    def forward(self, input_ids, attention_mask=None):
+        hidden = input_ids.float()
+        for layer in self.layers:
+            hidden, _extra = layer(hidden)
+        return hidden
+
+
+class _WithExtra(torch.nn.Linear):
+    def forward(self, x):
+        y = super().forward(x)
+        return y, y.sum()
+
+
+def test_a_block_with_batch_specific_outputs_runs_on_every_batch():
+    model = _Blocks()
+    model.layers = torch.nn.ModuleList(_WithExtra(4, 4) for _ in range(3))
+    arch = SimpleNamespace(layers=lambda: model.layers, forward_kwargs={}, layer=lambda i: model.layers[i])
+    runs = []
+    model.layers[0].register_forward_pre_hook(lambda m, a: runs.append(1))
+    batches = [{"input_ids": torch.randn(2, 4) + i, "attention_mask": torch.ones(2, 4)} for i in range(3)]
+    with torch.inference_mode():
+        inputs = first_layer_inputs(model, arch, batches)
+    assert len(runs) == 3
+    assert all(torch.equal(lb.hidden, b["input_ids"]) for lb, b in zip(inputs, batches))
+
+
+def _ridge_solution(x, y, w0, ridge):
+    x, y = x.double(), y.double()
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    cxx = xc.t() @ xc
+    lam = ridge * float(cxx.diagonal().mean())
+    w_t = torch.linalg.solve(cxx + lam * torch.eye(x.shape[1], dtype=x.dtype), xc.t() @ yc + lam * w0.t().double())
+    return w_t.t(), y.mean(0) - x.mean(0) @ w_t
+
+
+@pytest.mark.parametrize("batches", [1, FLUSH_EVERY, FLUSH_EVERY + 3])
+@pytest.mark.parametrize("processes", [1, 2])
+def test_normal_equations_in_groups_equal_the_direct_ridge_solution(batches, processes):
+    """Batches summed in float32 groups before the float64 sums: the same solution as one direct solve, also
+    when the sums are reduced over processes (each process saw the same share here: a reduce doubles them)."""
+    gen = torch.Generator().manual_seed(batches)
+    xs = [torch.randn(20, 6, generator=gen) + 3 for _ in range(batches)]
+    ys = [x @ torch.randn(6, 5, generator=gen) + torch.randn(20, 5, generator=gen) for x in xs]
+    w0 = torch.randn(5, 6, generator=gen)
+    normal = Normal(6, 5, "cpu")
+    for x, y in zip(xs, ys):
+        normal.add(x, y)
+    if processes > 1:
+        normal.all_reduce(lambda t: t.mul_(processes))
+    weight, bias = normal.solve(w0, 0.01)
+    want_w, want_b = _ridge_solution(torch.cat(xs), torch.cat(ys), w0, 0.01)
+    assert normal.n == 20 * batches * processes
+    assert torch.allclose(weight, want_w, atol=1e-3) and torch.allclose(bias, want_b, atol=1e-3)   # float32 inputs
