@@ -4,8 +4,9 @@ Tasks: the movie-review benchmark (../shared/benchmark) and real GLUE MRPC and S
 (../shared/data/glue) with all-MiniLM-L6-v2 fine-tuned by python -m scripts.finetune (recipe below; the
 checkpoints are rebuilt under checkpoints/ when missing). For every task x seed the mask gradients and
 the unpruned model's dev predictions are computed once; every (constraint, variant) cell then runs
-search -> rearrangement -> tuning and stores its per-example dev predictions, so the table is
-recomputed from them without rerunning anything:
+search -> rearrangement -> tuning and is written, with its per-example dev predictions, to its own JSON in
+benchmarks/results/accuracy_table/ (committed: a rerun on any machine skips the done cells), so the table
+is recomputed from them without rerunning anything:
 
 - metric: the task's main metric (accuracy; STS-B Spearman), in points;
 - drop: unpruned minus pruned, in points;
@@ -37,6 +38,7 @@ GLUE = os.path.join(SHARED, "data", "glue")
 import torch
 
 from arch import bind
+from benchmarks.record import cell_done, machine_metadata, read_cells, write_cell
 from benchmarks.variants import VARIANTS, run_variant  # noqa: E402  (the variants are PruneOptions overrides)
 from prune.weight_updates import swapped_weights
 from scripts.finetune import finetune
@@ -63,6 +65,7 @@ TASKS = {
                       dict(max_length=128, seed=0, epochs=2)),
 }
 BOOTSTRAP = 2000
+CELL_DIR = os.path.join(ROOT, "benchmarks", "results", "accuracy_table")
 
 
 def ensure_checkpoint(task: BenchTask) -> None:
@@ -74,15 +77,12 @@ def ensure_checkpoint(task: BenchTask) -> None:
 
 
 def run(args) -> None:
-    os.makedirs(os.path.join(args.out_dir, "preds"), exist_ok=True)
-    rows_path = os.path.join(args.out_dir, "rows.json")
-    rows = json.load(open(rows_path)) if os.path.isfile(rows_path) else []
-    done = {(r["task"], r["seed"], r["constraint"], r["variant"]) for r in rows}
     for task_key in args.tasks:
         bench = TASKS[task_key]
         ensure_checkpoint(bench)
         for seed in args.seeds:
-            todo = [(c, v) for c in args.constraints for v in args.variants if (task_key, seed, c, v) not in done]
+            todo = [(c, v) for c in args.constraints for v in args.variants
+                    if not cell_done(cell_path(args.cell_dir, task_key, seed, c, v))]
             if not todo:
                 continue
             torch.manual_seed(seed)
@@ -90,28 +90,37 @@ def run(args) -> None:
             arch = bind(model)
             task = prepare_glue(bench.task_name, bench.data_dir, load_tokenizer(bench.ckpt_dir, None), model.config,
                                 args.num_samples, seed, bench.max_length, 32)
-            dense_path = _pred_path(args.out_dir, task_key, seed, 1.0, "dense")
-            if not os.path.isfile(dense_path):
-                np.save(dense_path, task.predict(model, arch))
-                np.save(os.path.join(args.out_dir, "preds", f"{task_key}_labels.npy"), np.asarray(task.dev_labels))
+            dense_path = cell_path(args.cell_dir, task_key, seed, 1.0, "dense")
+            if not cell_done(dense_path):
+                write_cell(dense_path, {"task": task_key, "seed": seed, "variant": "dense",
+                                        "preds": _stored(task.predict(model, arch)),
+                                        "labels": _stored(np.asarray(task.dev_labels)), "machine": machine_metadata()})
             grads = {}
             for c, name in todo:
+                meta = machine_metadata()
                 result, seconds = run_variant(model, arch, task, grads, c, name, seed)
                 with swapped_weights(arch, result.weight_updates):
                     preds = task.predict(model, arch, *result.final)
-                np.save(_pred_path(args.out_dir, task_key, seed, c, name), preds)
                 row = {"task": task_key, "seed": seed, "constraint": c, "variant": name,
                        "mac_ratio": round(result.mac_ratio, 5), "seconds": round(seconds, 1),
-                       "stage_seconds": result.seconds}
+                       "stage_seconds": result.seconds, "num_samples": args.num_samples}
                 print(json.dumps(row), flush=True)
-                rows.append(row)
-                with open(rows_path + ".tmp", "w") as f:
-                    json.dump(rows, f, indent=1)
-                os.replace(rows_path + ".tmp", rows_path)
+                write_cell(cell_path(args.cell_dir, task_key, seed, c, name),
+                           {**row, "preds": _stored(preds), "machine": meta})
 
 
-def _pred_path(out_dir: str, task: str, seed: int, constraint: float, variant: str) -> str:
-    return os.path.join(out_dir, "preds", f"{task}_s{seed}_c{constraint:g}_{variant}.npy")
+def cell_path(cell_dir: str, task: str, seed: int, constraint: float, variant: str) -> str:
+    """One JSON per cell (constraint 1.0 with variant "dense": the unpruned model's predictions and the labels)."""
+    name = f"{task}-s{seed}-dense" if variant == "dense" else f"{task}-s{seed}-c{constraint:g}-{variant}"
+    return os.path.join(cell_dir, name + ".json")
+
+
+def _stored(values: np.ndarray) -> list:
+    """Predictions as JSON: labels as ints, scores to 7 significant digits (about float32's precision)."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.integer):
+        return [int(v) for v in values]
+    return [float(f"{v:.7g}") for v in values.astype(np.float64)]
 
 
 # ---- statistics -----------------------------------------------------------------------------------
@@ -136,17 +145,18 @@ def _fidelity(task_key: str, preds: np.ndarray, dense: np.ndarray) -> float:
     return float((preds == dense).mean())
 
 
-def summarize(out_dir: str, baseline: str = "kwon") -> list[dict]:
+def summarize(cell_dir: str, baseline: str = "kwon") -> list[dict]:
     """One entry per task x constraint x variant: means over the seeds present for that variant and the
     baseline, and the paired bootstrap interval of the difference of those means."""
-    rows = json.load(open(os.path.join(out_dir, "rows.json")))
-    load = lambda t, s, c, v: np.load(_pred_path(out_dir, t, s, c, v))  # noqa: E731
+    stored = {(c["task"], c["seed"], c.get("constraint", 1.0), c["variant"]): c for c in read_cells(cell_dir)}
+    load = lambda t, s, c, v: np.asarray(stored[(t, s, c, v)]["preds"])  # noqa: E731
     cells = {}
-    for r in rows:
-        cells.setdefault((r["task"], r["constraint"], r["variant"]), []).append(r)
+    for (t, s, c, v), r in stored.items():
+        if v != "dense":
+            cells.setdefault((t, c, v), []).append(r)
     summary = []
     for (task_key, c, variant), group in sorted(cells.items()):
-        labels = np.load(os.path.join(out_dir, "preds", f"{task_key}_labels.npy"))
+        labels = np.asarray(next(r["labels"] for k, r in stored.items() if k[0] == task_key and k[3] == "dense"))
         n = len(labels)
         rng = np.random.default_rng(0)
         idx = np.concatenate([np.arange(n)[None], rng.integers(0, n, (BOOTSTRAP, n))])   # row 0: the dev set itself
@@ -180,8 +190,9 @@ def markdown(summary: list[dict], baseline: str = "kwon") -> str:
     out = []
     for task_key in tasks:
         dense = next(e["dense"] for e in summary if e["task"] == task_key)
+        most = max(len(e["seeds"]) for e in summary if e["task"] == task_key)
         out += [f"**{task_key}** (unpruned {dense:.2f}; cell: metric, paired difference to {baseline} with its "
-                f"95% interval, fidelity)", "",
+                f"95% interval, fidelity; mean over {most} seeds unless a cell says fewer)", "",
                 "| variant | " + " | ".join(f"{c:g}" for c in constraints) + " |",
                 "|---|" + "---|" * len(constraints)]
         for v in variants:
@@ -193,7 +204,8 @@ def markdown(summary: list[dict], baseline: str = "kwon") -> str:
                     continue
                 diff = (f" ({e['vs_baseline']:+.2f} [{e['ci95'][0]:+.2f}, {e['ci95'][1]:+.2f}])"
                         if "vs_baseline" in e else "")
-                cells.append(f"{e['metric']:.2f}{diff}, {e['fidelity']:.3f}")
+                fewer = f", {len(e['seeds'])} seed{'s' * (len(e['seeds']) > 1)}" if len(e["seeds"]) < most else ""
+                cells.append(f"{e['metric']:.2f}{diff}, {e['fidelity']:.3f}{fewer}")
             out.append(f"| {v} | " + " | ".join(cells) + " |")
         out.append("")
     out += ["**Drop ratio** (mean over tasks of the drop, unpruned minus pruned, divided by the baseline's mean "
@@ -238,15 +250,15 @@ def main(argv=None) -> int:
     p.add_argument("--constraints", nargs="+", type=float, default=[0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     p.add_argument("--variants", nargs="+", default=["kwon", "lsq"], choices=sorted(VARIANTS))
     p.add_argument("--num_samples", type=int, default=2048)
-    p.add_argument("--out_dir", default=os.path.join(ROOT, "outputs", "accuracy_table"))
+    p.add_argument("--cell_dir", default=CELL_DIR, help="one JSON per cell, predictions included (committed)")
     p.add_argument("--results", default=os.path.join(ROOT, "benchmarks", "results", "accuracy_table"),
                    help="where the summary goes (.json and .md)")
     p.add_argument("--figure", default=os.path.join(ROOT, "figures", "accuracy_vs_macs_three_tasks.png"))
-    p.add_argument("--table", action="store_true", help="only summarize what --out_dir holds")
+    p.add_argument("--table", action="store_true", help="only summarize what --cell_dir holds")
     args = p.parse_args(argv)
     if not args.table:
         run(args)
-    summary = summarize(args.out_dir)
+    summary = summarize(args.cell_dir)
     with open(args.results + ".json", "w") as f:
         json.dump(summary, f, indent=1)
     text = markdown(summary)

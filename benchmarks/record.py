@@ -124,8 +124,8 @@ def read_cell(path: str) -> dict:
 
 
 def read_cells(cell_dir: str) -> list[dict]:
-    """Every cell JSON in a folder, in name order."""
-    return [read_cell(p) for p in sorted(glob.glob(os.path.join(cell_dir, "*.json")))]
+    """Every finished cell JSON in a folder, in name order (one cut short or not ours is left out)."""
+    return [read_cell(p) for p in sorted(glob.glob(os.path.join(cell_dir, "*.json"))) if cell_done(p)]
 
 
 def run_measured(argv: list[str], cwd: str):

@@ -90,12 +90,19 @@ def summarize() -> int:
     means = [{"model": m, "method": meth, "constraint": c, "similarity_loss": loss, "seeds": [r["seed"] for r in g],
               "spearman_after_points": round(sum(r["spearman_after_points"] for r in g) / len(g), 2)}
              for (m, meth, c, loss), g in groups.items()]
-    write_json(SUMMARY, {"rows": rows, "means_over_seeds": means})
+    paired = paired_methods(rows)
+    write_json(SUMMARY, {"rows": rows, "means_over_seeds": means, "lsq_vs_kwon": paired})
     print("| model | method | MACs | loss | seeds | mean Spearman after |")
     print("|---|---|---|---|---|---|")
     for m in sorted(means, key=lambda m: (m["model"], m["similarity_loss"], -m["constraint"], m["method"])):
         print(f"| {m['model']} | {m['method']} | {m['constraint']:g} | {m['similarity_loss']} | "
               f"{', '.join(map(str, m['seeds']))} | {m['spearman_after_points']:.2f} |")
+    print()
+    print("| model | MACs | seeds | `lsq` mean | `kwon` mean | `lsq` − `kwon` per seed |")
+    print("|---|---|---|---|---|---|")
+    for d in paired:
+        print(f"| {d['model']} | {d['constraint']:g} | {', '.join(map(str, d['seeds']))} | {d['lsq']:.2f} | "
+              f"{d['kwon']:.2f} | {', '.join(f'{x:+.2f}' for x in d['per_seed'])} |")
     print()
     print("| model | method | MACs | seed | loss | Spearman before | after | pruning s (gradients / tuning) | "
           "pruning ÷ gradients | encode sentences/s (unpruned -> pruned) | peak RSS GiB | commit |")
@@ -108,6 +115,25 @@ def summarize() -> int:
               f"{r['original_sentences_per_s']:.0f} -> {r['pruned_sentences_per_s']:.0f} | "
               f"{r['peak_rss_mb'] / 1024:.1f} | {r['commit']} |")
     return 0
+
+
+def paired_methods(rows: list[dict]) -> list[dict]:
+    """`lsq` against `kwon` per model and budget (gold loss) on the seeds both have: the means and the per-seed
+    differences in Spearman points."""
+    at = {(r["model"], r["constraint"], r["method"], r["seed"]): r["spearman_after_points"]
+          for r in rows if r["similarity_loss"] == "gold"}
+    out = []
+    for model, constraint in sorted({(m, c) for m, c, _, _ in at}, key=lambda k: (k[0], k[1])):
+        seeds = sorted(s for m, c, meth, s in at if (m, c, meth) == (model, constraint, "lsq")
+                       and (model, constraint, "kwon", s) in at)
+        if not seeds:
+            continue
+        lsq = [at[(model, constraint, "lsq", s)] for s in seeds]
+        kwon = [at[(model, constraint, "kwon", s)] for s in seeds]
+        out.append({"model": model, "constraint": constraint, "seeds": seeds,
+                    "lsq": round(sum(lsq) / len(seeds), 2), "kwon": round(sum(kwon) / len(seeds), 2),
+                    "per_seed": [round(a - b, 2) for a, b in zip(lsq, kwon)]})
+    return out
 
 
 def main(argv=None) -> int:

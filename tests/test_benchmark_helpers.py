@@ -194,3 +194,50 @@ def test_the_fixed_part_model_keeps_nothing_prunable_and_computes_the_zero_maske
         got = empty(**batch).logits
     assert torch.allclose(got, want, atol=1e-5)
     assert bind(model).head_units_in_layer(0) == arch.num_head_units          # the original is untouched
+
+
+def test_accuracy_table_from_stored_cells_by_hand(tmp_path):
+    import numpy as np
+    from scipy.stats import spearmanr
+    from benchmarks.accuracy_table import _stored, cell_path, markdown, summarize
+    labels = [1, 0, 1, 1, 0]
+    cells = {("movie", 0, 1.0, "dense"): [1, 0, 1, 1, 1], ("movie", 1, 1.0, "dense"): [1, 0, 1, 1, 0],
+             ("movie", 0, 0.3, "kwon"): [0, 0, 0, 1, 0], ("movie", 1, 0.3, "kwon"): [1, 1, 0, 1, 0],
+             ("movie", 0, 0.3, "lsq"): [1, 0, 1, 1, 0], ("movie", 1, 0.3, "lsq"): [1, 0, 1, 0, 0],
+             ("movie", 0, 0.5, "lsq"): [1, 1, 1, 1, 0]}
+    for (t, s, c, v), preds in cells.items():
+        extra = {"labels": labels} if v == "dense" else {"constraint": c, "mac_ratio": c, "seconds": 1.0}
+        write_cell(cell_path(str(tmp_path), t, s, c, v), {"task": t, "seed": s, "variant": v, "preds": preds, **extra})
+    with open(tmp_path / "movie-s2-c0.3-lsq.json", "w") as f:
+        f.write('{"task": "movie", "seed": 2')             # a cell cut short is left out
+    at = {(e["constraint"], e["variant"]): e for e in summarize(str(tmp_path))}
+    acc = lambda p: 100 * np.mean(np.asarray(p) == labels)  # noqa: E731
+    lsq, kwon = at[(0.3, "lsq")], at[(0.3, "kwon")]
+    assert lsq["seeds"] == [0, 1] and lsq["metric"] == pytest.approx((acc([1, 0, 1, 1, 0]) + acc([1, 0, 1, 0, 0])) / 2)
+    assert lsq["dense"] == pytest.approx((80 + 100) / 2) and lsq["drop"] == pytest.approx(lsq["dense"] - lsq["metric"])
+    assert lsq["vs_baseline"] == pytest.approx(lsq["metric"] - kwon["metric"]) and lsq["paired_seeds"] == [0, 1]
+    assert lsq["ci95"][0] <= lsq["vs_baseline"] <= lsq["ci95"][1] and "vs_baseline" not in kwon
+    assert lsq["fidelity"] == pytest.approx((0.8 + 0.8) / 2)
+    lone = at[(0.5, "lsq")]
+    assert lone["seeds"] == [0] and "vs_baseline" not in lone and "1 seed)" not in markdown(summarize(str(tmp_path)))
+    assert "80.00, 0.600, 1 seed" in markdown(summarize(str(tmp_path)))
+    # STS-B: Spearman of the scores, stored to 7 significant digits
+    scores, gold = np.array([0.1, 0.42, 0.3, 0.9]), [0.0, 3.0, 2.0, 5.0]
+    write_cell(cell_path(str(tmp_path), "stsb", 0, 1.0, "dense"),
+               {"task": "stsb", "seed": 0, "variant": "dense", "preds": _stored(scores), "labels": gold})
+    write_cell(cell_path(str(tmp_path), "stsb", 0, 0.3, "lsq"), {"task": "stsb", "seed": 0, "variant": "lsq",
+               "constraint": 0.3, "mac_ratio": 0.3, "seconds": 1.0, "preds": _stored(np.float32([0.1, 0.2, 0.3, 0.25]))})
+    stsb = next(e for e in summarize(str(tmp_path)) if e["task"] == "stsb")
+    assert stsb["metric"] == pytest.approx(100 * spearmanr([0.1, 0.2, 0.3, 0.25], gold)[0], abs=0.01)
+    assert stsb["dense"] == pytest.approx(100.0) and _stored(np.array([3, 1])) == [3, 1]
+
+
+def test_sts_embedding_pairs_lsq_with_kwon_on_common_seeds():
+    from benchmarks.sts_embedding import paired_methods
+    row = lambda m, c, meth, s, v, loss="gold": {"model": m, "constraint": c, "method": meth, "seed": s,  # noqa: E731
+                                                 "similarity_loss": loss, "spearman_after_points": v}
+    rows = [row("mpnet", 0.5, "lsq", 0, 88.0), row("mpnet", 0.5, "kwon", 0, 87.5), row("mpnet", 0.5, "lsq", 1, 88.2),
+            row("mpnet", 0.5, "kwon", 1, 88.4), row("mpnet", 0.5, "lsq", 2, 90.0),     # seed 2: no kwon to pair
+            row("mpnet", 0.5, "kwon", 0, 10.0, "teacher"), row("mpnet", 0.4, "kwon", 0, 80.0)]
+    assert paired_methods(rows) == [{"model": "mpnet", "constraint": 0.5, "seeds": [0, 1], "lsq": 88.1, "kwon": 87.95,
+                                     "per_seed": [0.5, -0.2]}]
