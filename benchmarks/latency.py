@@ -10,7 +10,9 @@ call each per round, so load changes on a shared machine hit both alike) on rand
 no padding; the median of the rounds is reported with the speedup and its fraction of the ideal.
 Backends: eager PyTorch, and ONNX Runtime (CPUExecutionProvider; CUDAExecutionProvider with
 --device cuda when onnxruntime has it) on graphs exported by export/onnx.py (--onnx_graph fused: fused
-into ONNX Runtime's transformer kernels): the pruned folder's model.onnx when it has one, else both models are exported into --onnx_dir (default: a temporary folder). ONNX Runtime is fed host tensors, so on CUDA its times include the copies. The JSON also holds parameter counts,
+into ONNX Runtime's transformer kernels): the pruned folder's model.onnx when it has one, else both models are exported into --onnx_dir (default: a temporary folder). ONNX Runtime is fed host tensors, so on CUDA its times include the copies.
+The sessions run without intra-op spinning: called in turn, each session's threads would otherwise spin on for a
+while after its call and take the cores from the next session's call, which slows the short calls most. The JSON also holds parameter counts,
 on-disk weight sizes and the ideal (MAC-count) speedup at each sequence length:
 
   MACs(s) = sum over layers [ heads_l * (4 s h d + 2 s^2 d) + neurons_l * 2 s h + fixed_l ]
@@ -212,13 +214,14 @@ def _onnx_models(args, models: dict, report: dict) -> dict:
     fuse = args.onnx_graph == "fused"
     fused = {name: export_onnx(models[name], path, fuse=fuse)["fused"] for name, path in paths.items()
              if path.startswith(folder)}
-    sessions = {name: OrtModel(path, args.device, args.threads) for name, path in paths.items()}
+    sessions = {name: OrtModel(path, args.device, args.threads, spin=False) for name, path in paths.items()}
     if not args.onnx_dir:   # the sessions hold the graphs in memory
         shutil.rmtree(folder, ignore_errors=True)
         paths = {name: None if path.startswith(folder) else path for name, path in paths.items()}
     check = [random_inputs(models["original"].config, 2, 32, "cpu", seed=2)]
     diffs = {name: max_abs_difference(model, sessions[name], check) for name, model in models.items()}
     report["onnx"] = {"paths": paths, "providers": providers(args.device), "graph": args.onnx_graph,
+                      "intra_op_spinning": False,
                       "fusions": fused, "max_abs_output_diff_vs_eager": diffs}
     return sessions
 

@@ -136,11 +136,13 @@ def providers(device: str = "cpu") -> list[str]:
 class OrtModel:
     """An ONNX Runtime session called like the HF model: `ort_model(**batch)` -> list of numpy outputs."""
 
-    def __init__(self, path: str, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: str, device: str = "cpu", threads: int | None = None, spin: bool = True):
         import onnxruntime as ort  # optional extra (--export onnx)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:   # several sessions called in turn: a finished one's spinning threads would slow the next
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, options, providers=providers(device))
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]

@@ -60,6 +60,13 @@ def test_export_script_on_a_saved_folder(tmp_path, capsys):
 
     session = OrtModel(str(folder / ONNX_FILE))
     assert max_abs_difference(model, session, _check_batches(model)) <= TOLERANCE
+    quiet = OrtModel(str(folder / ONNX_FILE), threads=2, spin=False)      # how benchmarks/latency.py times them
+    options = quiet.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
+    with pytest.raises(RuntimeError, match="allow_spinning"):       # ONNX Runtime's default (spinning) otherwise
+        session.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert max_abs_difference(model, quiet, _check_batches(model)) <= TOLERANCE
 
 
 def test_fused_graph_keeps_each_layers_heads(tmp_path):
