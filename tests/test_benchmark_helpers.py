@@ -219,8 +219,9 @@ def test_accuracy_table_from_stored_cells_by_hand(tmp_path):
     assert lsq["ci95"][0] <= lsq["vs_baseline"] <= lsq["ci95"][1] and "vs_baseline" not in kwon
     assert lsq["fidelity"] == pytest.approx((0.8 + 0.8) / 2)
     lone = at[(0.5, "lsq")]
-    assert lone["seeds"] == [0] and "vs_baseline" not in lone and "1 seed)" not in markdown(summarize(str(tmp_path)))
-    assert "80.00, 0.600, 1 seed" in markdown(summarize(str(tmp_path)))
+    table = markdown(summarize(str(tmp_path)))
+    assert lone["seeds"] == [0] and "vs_baseline" not in lone and "mean over 2 seeds unless a cell says fewer" in table
+    assert "80.00, 0.600, 1 seed |" in table and "0.800, 2 seed" not in table     # only the short cell is marked
     # STS-B: Spearman of the scores, stored to 7 significant digits
     scores, gold = np.array([0.1, 0.42, 0.3, 0.9]), [0.0, 3.0, 2.0, 5.0]
     write_cell(cell_path(str(tmp_path), "stsb", 0, 1.0, "dense"),
