@@ -33,6 +33,14 @@ pruned model's share of the prunable MACs (heads and neurons), the best a pruned
   T_ideal = T_fixed + (T - T_fixed) * r,     ideal physical speedup = T / T_ideal
 
 and `fraction_of_physical_ideal` is the measured speedup over that (--no_fixed skips it).
+
+T_fixed leaves out the fixed cost of the calls a layer makes as long as it keeps one head or one neuron (the
+attention and FFN modules' launches, reshapes, softmax set-up), which no pruning short of removing the whole module
+can shrink. T_floor measures it: the model physically pruned to one head and one neuron in every layer where the
+pruned model keeps any (floor_model), timed in the same rounds. With r_floor = (P_pruned - P_floor) / (P_original -
+P_floor), P the head and neuron MACs, the floor ideal is T / (T_floor + (T - T_floor) * r_floor) and
+`fraction_of_floor_ideal` the measured speedup over it. Both are reported; the floor ideal is the limit for a model
+with the pruned model's structure, the T_fixed one the limit for any structure.
 """
 from __future__ import annotations
 
@@ -91,6 +99,20 @@ def prunable_mac_ratio(macs_original: dict, macs_pruned: dict) -> float:
     return (macs_pruned["heads"] + macs_pruned["neurons"]) / (macs_original["heads"] + macs_original["neurons"])
 
 
+def floor_macs(pruned_arch, seq_len: int) -> dict:
+    """Head and neuron MACs of floor_model(): one head and one neuron in every layer where the pruned model keeps any."""
+    layers = range(pruned_arch.num_layers)
+    return encoder_macs([min(1, pruned_arch.head_units_in_layer(i)) for i in layers],
+                        [min(1, pruned_arch.neurons_in_layer(i)) for i in layers],
+                        seq_len, pruned_arch.hidden_size, pruned_arch.head_dim)
+
+
+def floor_mac_ratio(macs_original: dict, macs_pruned: dict, macs_floor: dict) -> float:
+    """The pruned model's share of the head and neuron MACs above the floor's: what pruning removes beyond the floor."""
+    prunable = lambda macs: macs["heads"] + macs["neurons"]  # noqa: E731
+    return (prunable(macs_pruned) - prunable(macs_floor)) / (prunable(macs_original) - prunable(macs_floor))
+
+
 def physical_ideal_speedup(t_original: float, t_fixed: float, mac_ratio: float) -> float:
     """T / (T_fixed + (T - T_fixed) * r): the speedup if the prunable time shrank exactly with its MACs."""
     if not 0 <= t_fixed <= t_original:
@@ -108,6 +130,20 @@ def empty_model(model: nn.Module) -> nn.Module:
     return empty.eval()
 
 
+def floor_model(model: nn.Module, heads_per_layer, neurons_per_layer) -> nn.Module:
+    """A copy keeping one head and one neuron in every layer where the pruned model keeps any (none where it keeps
+    none): it makes every call the pruned model makes, with almost no prunable work in them."""
+    floor = copy.deepcopy(model)
+    arch = bind(floor)
+    head_mask = torch.zeros(arch.num_layers, arch.num_head_units)
+    neuron_mask = torch.zeros(arch.num_layers, arch.ffn_dim)
+    for layer, (heads, neurons) in enumerate(zip(heads_per_layer, neurons_per_layer)):
+        head_mask[layer, 0] = float(heads > 0)
+        neuron_mask[layer, 0] = float(neurons > 0)
+    physically_prune(floor, arch, head_mask, neuron_mask)
+    return floor.eval()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt_dir", required=True, help="the original fine-tuned checkpoint")
@@ -116,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", default="classification", choices=["classification", "qa", "embedding"],
                    help="the model class to load the checkpoint as (embedding: the bare encoder, no pooler)")
     p.add_argument("--no_fixed", action="store_true",
-                   help="skip T_fixed (the model pruned to nothing, timed beside the others) and the physical ideal")
+                   help="skip T_fixed and T_floor (the models pruned to nothing and to one unit per kept layer, "
+                        "timed beside the others) and the physical ideals")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     p.add_argument("--seq_lens", type=int, nargs="+", default=[128])
     p.add_argument("--repeats", type=int, default=10)
@@ -171,7 +208,11 @@ def main(argv=None) -> int:
                    "neurons_per_layer": [pruned_arch.neurons_in_layer(i) for i in range(pruned_arch.num_layers)]},
         "results": [],
     }
-    models = {"original": original, "pruned": pruned} | ({} if args.no_fixed else {"fixed": empty_model(original)})
+    models = {"original": original, "pruned": pruned}
+    if not args.no_fixed:
+        models |= {"fixed": empty_model(original),
+                   "floor": floor_model(original, report["pruned"]["heads_per_layer"],
+                                        report["pruned"]["neurons_per_layer"])}
     backends = {"eager": models}
     if "onnx" in args.backend:
         backends["onnx"] = _onnx_models(args, models, report)
@@ -236,9 +277,14 @@ def _time_row(args, backend, models, batch_size, seq_len, device, original, prun
     if "fixed" in t:
         ratio = prunable_mac_ratio(macs_o, macs_p)
         limit = physical_ideal_speedup(t["original"]["median_s"], t["fixed"]["median_s"], ratio)
+        floor_ratio = floor_mac_ratio(macs_o, macs_p, floor_macs(bind(pruned), seq_len))
+        floor_limit = physical_ideal_speedup(t["original"]["median_s"], t["floor"]["median_s"], floor_ratio)
         physical = {"fixed_s": t["fixed"]["median_s"], "fixed_share": t["fixed"]["median_s"] / t["original"]["median_s"],
                     "prunable_mac_ratio": ratio, "ideal_physical_speedup": limit,
-                    "fraction_of_physical_ideal": speedup / limit}
+                    "fraction_of_physical_ideal": speedup / limit,
+                    "floor_s": t["floor"]["median_s"], "floor_share": t["floor"]["median_s"] / t["original"]["median_s"],
+                    "floor_mac_ratio": floor_ratio, "ideal_floor_speedup": floor_limit,
+                    "fraction_of_floor_ideal": speedup / floor_limit}
     return physical | {
         "backend": backend, "batch_size": batch_size, "seq_len": seq_len,
         "original_s": t["original"]["median_s"], "pruned_s": t["pruned"]["median_s"],

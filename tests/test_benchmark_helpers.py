@@ -196,6 +196,48 @@ def test_the_fixed_part_model_keeps_nothing_prunable_and_computes_the_zero_maske
     assert bind(model).head_units_in_layer(0) == arch.num_head_units          # the original is untouched
 
 
+def test_the_floor_model_keeps_one_unit_where_the_pruned_model_keeps_any():
+    import copy
+    import torch
+    from arch import bind
+    from arch.hooks import apply_masks
+    from benchmarks.latency import floor_mac_ratio, floor_macs, floor_model, model_macs
+    from prune.physical import physically_prune
+    from tests.tiny import random_batch, tiny_model
+    model = tiny_model("bert", seed=3).eval()
+    arch = bind(model)
+    head_mask, neuron_mask = torch.ones(arch.num_layers, arch.num_head_units), torch.ones(arch.num_layers, arch.ffn_dim)
+    head_mask[0, 1:] = 0
+    head_mask[1] = 0                                        # layer 1 keeps no head: the floor keeps none there either
+    neuron_mask[0, ::2] = 0
+    pruned = copy.deepcopy(model)
+    physically_prune(pruned, bind(pruned), head_mask, neuron_mask)
+    pruned_arch = bind(pruned)
+    heads = [pruned_arch.head_units_in_layer(i) for i in range(arch.num_layers)]
+    neurons = [pruned_arch.neurons_in_layer(i) for i in range(arch.num_layers)]
+    floor = floor_model(model, heads, neurons)
+    floor_arch = bind(floor)
+    assert [floor_arch.head_units_in_layer(i) for i in range(arch.num_layers)] == [1, 0] + [1] * (arch.num_layers - 2)
+    assert [floor_arch.neurons_in_layer(i) for i in range(arch.num_layers)] == [1] * arch.num_layers
+    want_heads, want_neurons = torch.zeros_like(head_mask), torch.zeros_like(neuron_mask)
+    want_heads[[0] + list(range(2, arch.num_layers)), 0] = 1
+    want_neurons[:, 0] = 1
+    batch = {k: v for k, v in random_batch(model, batch=2, length=16, seed=1).items() if k != "labels"}
+    with torch.inference_mode():
+        with apply_masks(arch, want_heads, want_neurons):
+            want = model(**batch).logits
+        got = floor(**batch).logits
+    assert torch.allclose(got, want, atol=1e-5)
+    macs = {name: model_macs(m, bind(m), 16) for name, m in (("o", model), ("p", pruned), ("f", floor))}
+    assert floor_macs(pruned_arch, 16)["heads"] == macs["f"]["heads"]
+    assert floor_macs(pruned_arch, 16)["neurons"] == macs["f"]["neurons"]
+    prunable = {k: v["heads"] + v["neurons"] for k, v in macs.items()}
+    assert floor_mac_ratio(macs["o"], macs["p"], macs["f"]) == pytest.approx(
+        (prunable["p"] - prunable["f"]) / (prunable["o"] - prunable["f"]))
+    assert floor_mac_ratio(macs["o"], macs["o"], macs["f"]) == pytest.approx(1.0)
+    assert floor_mac_ratio(macs["o"], macs["f"], macs["f"]) == 0.0
+
+
 def test_accuracy_table_from_stored_cells_by_hand(tmp_path):
     import numpy as np
     from scipy.stats import spearmanr
