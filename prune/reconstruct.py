@@ -188,6 +188,7 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                             fit = _fit_block(arch, l, linear, scale, full[role].weight[:, columns], student_in,
                                              block_targets, arch.ffn_residual(l) if ffn_residual else None,
                                              fit_tokens, ridge, reduce, keep=keep)
+                        block_targets.clear()   # read by this fit only: free them before the next pass
                         if fit is None:
                             log.warning("reconstruction, layer %d %s: the system is not finite or singular; "
                                         "weights left as they were", l, role)
@@ -199,8 +200,10 @@ def reconstruct_weights(arch: BoundArch, teacher_head, teacher_neuron, head_mask
                         full_weight[:, columns] = weight
                         updates[(l, role)] = (stream.home(full_weight), stream.home(bias))
                         report.add(l, role, "ok", columns=len(columns))
+                    contexts.clear()    # the FFN fit replayed them; the layer's outputs need only ffn_io
                     if not last:        # the last layer's outputs feed nothing
                         student_in = _layer_outputs(arch, l, student_in, ffn_io)
+                    ffn_io.clear()
                 teacher_in = targets.outputs
     return updates, report
 
