@@ -71,8 +71,9 @@ def markdown(rows: list[dict]) -> str:
     for r in sorted(rows, key=lambda r: (r["method"], r["constraint"], r["seed"])):
         s = r["seconds"]
         ref = f"{r['reference_accuracy']:.4f}" if r["reference_accuracy"] else "-"
-        lines.append(f"| {r['method']} | {r['constraint']:g} | {r['seed']} | {r['stages'].get('search', float('nan')):.4f} | "
-                     f"{r['stages'].get('rearrange', float('nan')):.4f} | **{r['accuracy']:.4f}** | {ref} | {r['mac_ratio']:.4f} | "
+        stage = lambda name: f"{r['stages'][name]:.4f}" if name in r["stages"] else "–"  # noqa: E731 (--no_eval_stages)
+        lines.append(f"| {r['method']} | {r['constraint']:g} | {r['seed']} | {stage('search')} | "
+                     f"{stage('rearrange')} | **{r['accuracy']:.4f}** | {ref} | {r['mac_ratio']:.4f} | "
                      f"{s['pruning_total']:.1f} | {s.get('gradients', 0):.1f} | {s.get('mask_tuning', 0):.1f} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
