@@ -41,6 +41,11 @@ pruned model keeps any (floor_model), timed in the same rounds. With r_floor = (
 P_floor), P the head and neuron MACs, the floor ideal is T / (T_floor + (T - T_floor) * r_floor) and
 `fraction_of_floor_ideal` the measured speedup over it. Both are reported; the floor ideal is the limit for a model
 with the pruned model's structure, the T_fixed one the limit for any structure.
+
+--per_kind weighs heads and neurons by their measured time instead of their MACs: it also times every head with the
+floor's neurons and every neuron with the floor's heads (kind_models) and reports T / (T_floor + (T_heads_full -
+T_floor) r_h + (T_neurons_full - T_floor) r_n) as `ideal_unit_speedup`, with `additivity` = (T_heads_full +
+T_neurons_full - T_floor) / T as the check that the two kinds' times add up.
 """
 from __future__ import annotations
 
@@ -99,6 +104,39 @@ def prunable_mac_ratio(macs_original: dict, macs_pruned: dict) -> float:
     return (macs_pruned["heads"] + macs_pruned["neurons"]) / (macs_original["heads"] + macs_original["neurons"])
 
 
+def kind_models(model: nn.Module, heads_per_layer, neurons_per_layer) -> dict:
+    """Two copies that keep one kind of unit in full and the floor's one unit per kept layer of the other kind:
+    'heads_full' (every head, one neuron) and 'neurons_full' (one head, every neuron)."""
+    arch = bind(model)
+    full_heads, full_neurons = [arch.num_head_units] * arch.num_layers, [arch.ffn_dim] * arch.num_layers
+    return {"heads_full": floor_model(model, full_heads, neurons_per_layer, keep_all="heads"),
+            "neurons_full": floor_model(model, heads_per_layer, full_neurons, keep_all="neurons")}
+
+
+def unit_counts(original_arch, pruned_arch) -> dict:
+    """{'heads'|'neurons': (original, pruned, floor)} unit counts summed over the layers; the floor keeps one unit
+    in every layer where the pruned model keeps any."""
+    layers = range(pruned_arch.num_layers)
+    out = {}
+    for kind, count in (("heads", "head_units_in_layer"), ("neurons", "neurons_in_layer")):
+        kept = [getattr(pruned_arch, count)(i) for i in layers]
+        out[kind] = (sum(getattr(original_arch, count)(i) for i in layers), sum(kept), sum(min(1, k) for k in kept))
+    return out
+
+
+def unit_ideal_speedup(times: dict, units: dict) -> float:
+    """T / (T_floor + (T_heads_full - T_floor) r_h + (T_neurons_full - T_floor) r_n): time linear in the kept heads
+    and neurons above the floor, each kind at its own measured cost per unit. units: {'heads'|'neurons':
+    (original, pruned, floor) counts}."""
+    ratio = {kind: (units[kind][1] - units[kind][2]) / (units[kind][0] - units[kind][2]) for kind in units}
+    t, floor = times["original"], times["floor"]
+    ideal = floor + (times["heads_full"] - floor) * ratio["heads"] + (times["neurons_full"] - floor) * ratio["neurons"]
+    if not 0 < ideal <= t * 1.5:
+        raise ValueError(f"the per-kind ideal time {ideal:.6f} s is implausible against T = {t:.6f} s: time the "
+                         f"models alternately on an idle machine")
+    return t / ideal
+
+
 def floor_macs(pruned_arch, seq_len: int) -> dict:
     """Head and neuron MACs of floor_model(): one head and one neuron in every layer where the pruned model keeps any."""
     layers = range(pruned_arch.num_layers)
@@ -130,9 +168,10 @@ def empty_model(model: nn.Module) -> nn.Module:
     return empty.eval()
 
 
-def floor_model(model: nn.Module, heads_per_layer, neurons_per_layer) -> nn.Module:
+def floor_model(model: nn.Module, heads_per_layer, neurons_per_layer, keep_all: str | None = None) -> nn.Module:
     """A copy keeping one head and one neuron in every layer where the pruned model keeps any (none where it keeps
-    none): it makes every call the pruned model makes, with almost no prunable work in them."""
+    none): it makes every call the pruned model makes, with almost no prunable work in them. keep_all: 'heads' or
+    'neurons' keeps every unit of that kind instead."""
     floor = copy.deepcopy(model)
     arch = bind(floor)
     head_mask = torch.zeros(arch.num_layers, arch.num_head_units)
@@ -140,6 +179,10 @@ def floor_model(model: nn.Module, heads_per_layer, neurons_per_layer) -> nn.Modu
     for layer, (heads, neurons) in enumerate(zip(heads_per_layer, neurons_per_layer)):
         head_mask[layer, 0] = float(heads > 0)
         neuron_mask[layer, 0] = float(neurons > 0)
+    if keep_all == "heads":
+        head_mask[:] = 1
+    elif keep_all == "neurons":
+        neuron_mask[:] = 1
     physically_prune(floor, arch, head_mask, neuron_mask)
     return floor.eval()
 
@@ -154,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_fixed", action="store_true",
                    help="skip T_fixed and T_floor (the models pruned to nothing and to one unit per kept layer, "
                         "timed beside the others) and the physical ideals")
+    p.add_argument("--per_kind", action="store_true",
+                   help="also time every head with the floor's neurons and every neuron with the floor's heads, and "
+                        "report the ideal with each kind at its own measured cost per unit (ideal_unit_speedup)")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 32])
     p.add_argument("--seq_lens", type=int, nargs="+", default=[128])
     p.add_argument("--repeats", type=int, default=10)
@@ -213,6 +259,8 @@ def main(argv=None) -> int:
         models |= {"fixed": empty_model(original),
                    "floor": floor_model(original, report["pruned"]["heads_per_layer"],
                                         report["pruned"]["neurons_per_layer"])}
+        if args.per_kind:
+            models |= kind_models(original, report["pruned"]["heads_per_layer"], report["pruned"]["neurons_per_layer"])
     backends = {"eager": models}
     if "onnx" in args.backend:
         backends["onnx"] = _onnx_models(args, models, report)
@@ -285,6 +333,16 @@ def _time_row(args, backend, models, batch_size, seq_len, device, original, prun
                     "floor_s": t["floor"]["median_s"], "floor_share": t["floor"]["median_s"] / t["original"]["median_s"],
                     "floor_mac_ratio": floor_ratio, "ideal_floor_speedup": floor_limit,
                     "fraction_of_floor_ideal": speedup / floor_limit}
+        if "heads_full" in t:
+            units = unit_counts(bind(original), bind(pruned))
+            median = {name: t[name]["median_s"] for name in t}
+            unit_limit = unit_ideal_speedup(median, units)
+            physical |= {"heads_full_s": median["heads_full"], "neurons_full_s": median["neurons_full"],
+                         # 1.0 when the two kinds' times add up: T_heads_full + T_neurons_full - T_floor = T
+                         "additivity": (median["heads_full"] + median["neurons_full"] - median["floor"]) /
+                                       median["original"],
+                         "unit_counts": units, "ideal_unit_speedup": unit_limit,
+                         "fraction_of_unit_ideal": speedup / unit_limit}
     return physical | {
         "backend": backend, "batch_size": batch_size, "seq_len": seq_len,
         "original_s": t["original"]["median_s"], "pruned_s": t["pruned"]["median_s"],

@@ -25,16 +25,17 @@ BATCHES, TOKENS = (1, 8, 32), (32, 64, 128)
 GOAL = 0.9          # the goal: this fraction of the physical ideal at every shape
 
 
-def run_cell(model: str, backend: str, run: str, threads: int, repeats: int) -> dict:
+def run_cell(model: str, backend: str, run: str, threads: int, repeats: int, per_kind: bool = False,
+             batches=BATCHES) -> dict:
     mask_dir = os.path.join(ROOT, "outputs", "sts_embedding", run)
     if not os.path.isfile(os.path.join(mask_dir, "head_mask.pt")):
         raise SystemExit(f"error: no masks in {mask_dir}: run that sts_embedding cell first (see this module's help)")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "latency.json")
         argv = [sys.executable, "-m", "benchmarks.latency", "--ckpt_dir", model_dirs()[model], "--mask_dir", mask_dir,
-                "--head", "embedding", "--backend", backend, "--batch_sizes", *map(str, BATCHES),
+                "--head", "embedding", "--backend", backend, "--batch_sizes", *map(str, batches),
                 "--seq_lens", *map(str, TOKENS), "--threads", str(threads), "--repeats", str(repeats),
-                "--output", out]
+                "--output", out] + (["--per_kind"] if per_kind else [])
         meta = machine_metadata(threads)
         proc, wall, load = run_measured(argv, ROOT)
         if proc.returncode != 0:
@@ -46,8 +47,8 @@ def run_cell(model: str, backend: str, run: str, threads: int, repeats: int) -> 
             "wall_s": wall, "load": load, "machine": meta}
 
 
-def summarize() -> int:
-    cells = read_cells(CELL_DIR)
+def summarize(cell_dir: str = CELL_DIR, summary: str = SUMMARY) -> int:
+    cells = read_cells(cell_dir)
     if not cells:
         print("no cells yet", file=sys.stderr)
         return 2
@@ -60,20 +61,25 @@ def summarize() -> int:
                                                   "fraction_of_physical_ideal", "fixed_share", "prunable_mac_ratio",
                                                   "original_s", "pruned_s", "fixed_s", "floor_s", "floor_share",
                                                   "floor_mac_ratio", "ideal_floor_speedup",
-                                                  "fraction_of_floor_ideal")}
+                                                  "fraction_of_floor_ideal", "ideal_unit_speedup",
+                                                  "fraction_of_unit_ideal", "additivity")}
                         | {"load_mean": c["load"]["load_mean"], "load_max": c["load"]["load_max"],
                            "quiet": c["load"]["quiet"]})
-    goal = {ideal: goal_against(rows, f"fraction_of_{ideal}_ideal") for ideal in ("physical", "floor")}
-    write_json(SUMMARY, {"rows": rows, "goal": goal})
-    print("| model | backend | batch x tokens | T ms (unpruned) | T_fixed share | T_floor share | speedup | MAC ideal "
-          "| physical ideal | floor ideal | fraction of physical ideal | fraction of floor ideal |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    ideals = ("physical", "floor") + (("unit",) if any(r["fraction_of_unit_ideal"] is not None for r in rows) else ())
+    goal = {ideal: goal_against(rows, f"fraction_of_{ideal}_ideal") for ideal in ideals}
+    write_json(summary, {"rows": rows, "goal": goal})
+    columns = ["model", "backend", "batch x tokens", "T ms (unpruned)", "T_fixed share", "T_floor share", "speedup",
+               "MAC ideal", "physical ideal", "floor ideal", "fraction of physical ideal", "fraction of floor ideal"]
+    columns += ["fraction of per-kind ideal", "additivity"] if "unit" in goal else []
+    print("| " + " | ".join(columns) + " |")
+    print("|---" * len(columns) + "|")
     fmt = lambda x: "–" if x is None else f"{x:.2f}"  # noqa: E731  (cells from before T_floor was timed)
     for r in rows:
         print(f"| {r['model']} | {r['backend']} | {r['batch_size']} x {r['seq_len']} | {1e3 * r['original_s']:.1f} | "
               f"{r['fixed_share']:.2f} | {fmt(r['floor_share'])} | {r['speedup']:.2f} | {r['ideal_mac_speedup']:.2f} "
               f"| {r['ideal_physical_speedup']:.2f} | {fmt(r['ideal_floor_speedup'])} | "
-              f"{r['fraction_of_physical_ideal']:.2f} | {fmt(r['fraction_of_floor_ideal'])} |")
+              f"{r['fraction_of_physical_ideal']:.2f} | {fmt(r['fraction_of_floor_ideal'])} |"
+              + (f" {fmt(r['fraction_of_unit_ideal'])} | {fmt(r['additivity'])} |" if "unit" in goal else ""))
     for ideal, g in goal.items():
         print(f"\ngoal >= {GOAL} of the {ideal} ideal at every shape: lowest {fmt(g['lowest'])}, "
               f"{g['shapes_below']} of {g['shapes']} shapes below, met: {g['met']}")
@@ -96,21 +102,27 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--per_kind", action="store_true",
+                   help="also time every head / every neuron above the floor (benchmarks/latency.py --per_kind); "
+                        "cells in speed_limit_per_kind/")
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=list(BATCHES))
     p.add_argument("--summary", action="store_true", help="only summarise the cells there are")
     args = p.parse_args(argv)
+    cell_dir, summary = (CELL_DIR + "_per_kind", SUMMARY.replace(".json", "_per_kind.json")) if args.per_kind else \
+        (CELL_DIR, SUMMARY)
     if args.summary:
-        return summarize()
+        return summarize(cell_dir, summary)
     for model in args.models:
         run = cell_name(model, args.method, args.constraint, args.seed, "gold")
         for backend in args.backends:
-            path = os.path.join(CELL_DIR, f"{run}-{backend}.json")
+            path = os.path.join(cell_dir, f"{run}-{backend}.json")
             if cell_done(path):
                 continue
-            cell = run_cell(model, backend, run, args.threads, args.repeats)
+            cell = run_cell(model, backend, run, args.threads, args.repeats, args.per_kind, args.batch_sizes)
             write_cell(path, cell)
             print(f"{os.path.basename(path)}: done in {cell['wall_s']} s, load mean {cell['load']['load_mean']}",
                   flush=True)
-    return summarize()
+    return summarize(cell_dir, summary)
 
 
 if __name__ == "__main__":

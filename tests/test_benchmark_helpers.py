@@ -238,6 +238,32 @@ def test_the_floor_model_keeps_one_unit_where_the_pruned_model_keeps_any():
     assert floor_mac_ratio(macs["o"], macs["f"], macs["f"]) == 0.0
 
 
+def test_per_kind_models_and_ideal():
+    from arch import bind
+    from benchmarks.latency import kind_models, unit_counts, unit_ideal_speedup
+    from tests.tiny import tiny_model
+    model = tiny_model("bert", seed=3).eval()
+    arch = bind(model)
+    heads, neurons = [1] + [0] * (arch.num_layers - 1), [3] * arch.num_layers
+    kinds = kind_models(model, heads, neurons)
+    h_arch, n_arch = bind(kinds["heads_full"]), bind(kinds["neurons_full"])
+    layers = range(arch.num_layers)
+    assert [h_arch.head_units_in_layer(i) for i in layers] == [arch.num_head_units] * arch.num_layers
+    assert [h_arch.neurons_in_layer(i) for i in layers] == [1] * arch.num_layers
+    assert [n_arch.head_units_in_layer(i) for i in layers] == heads      # one head where the pruned model keeps any
+    assert [n_arch.neurons_in_layer(i) for i in layers] == [arch.ffn_dim] * arch.num_layers
+    counts = unit_counts(arch, n_arch)
+    assert counts["heads"] == (arch.num_layers * arch.num_head_units, 1, 1)
+    assert counts["neurons"] == (arch.num_layers * arch.ffn_dim,) * 2 + (arch.num_layers,)
+    # 10 s in all, 2 s floor; every head adds 3 s, every neuron 5 s; half the heads and a fifth of the neurons
+    # above the floor kept: 2 + 1.5 + 1 = 4.5 s at best
+    times = {"original": 10.0, "floor": 2.0, "heads_full": 5.0, "neurons_full": 7.0}
+    units = {"heads": (21, 11, 1), "neurons": (101, 21, 1)}
+    assert unit_ideal_speedup(times, units) == pytest.approx(10.0 / 4.5)
+    with pytest.raises(ValueError, match="implausible"):
+        unit_ideal_speedup(times | {"floor": 40.0}, units)
+
+
 def test_accuracy_table_from_stored_cells_by_hand(tmp_path):
     import numpy as np
     from scipy.stats import spearmanr
