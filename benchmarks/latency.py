@@ -138,7 +138,8 @@ def unit_ideal_speedup(times: dict, units: dict) -> float:
 
 
 def floor_macs(pruned_arch, seq_len: int) -> dict:
-    """Head and neuron MACs of floor_model(): one head and one neuron in every layer where the pruned model keeps any."""
+    """Head and neuron MACs of floor_model(): one head and one neuron in every layer where the pruned model keeps
+    any."""
     layers = range(pruned_arch.num_layers)
     return encoder_macs([min(1, pruned_arch.head_units_in_layer(i)) for i in layers],
                         [min(1, pruned_arch.neurons_in_layer(i)) for i in layers],
@@ -315,6 +316,16 @@ def _onnx_models(args, models: dict, report: dict) -> dict:
     return sessions
 
 
+def _undefined_as_none(ideal, *timings):
+    """The ideal, or None where the timings leave it undefined (on a tiny model the floor can take as long as the
+    model itself): the other columns of the row still stand."""
+    try:
+        return ideal(*timings)
+    except ValueError as e:
+        print(f"warning: {ideal.__name__} left out: {e}", file=sys.stderr)
+        return None
+
+
 def _time_row(args, backend, models, batch_size, seq_len, device, original, pruned) -> dict:
     macs_o, macs_p = model_macs(original, bind(original), seq_len), model_macs(pruned, bind(pruned), seq_len)
     inputs = random_inputs(original.config, batch_size, seq_len, "cpu" if backend == "onnx" else device)
@@ -326,23 +337,25 @@ def _time_row(args, backend, models, batch_size, seq_len, device, original, prun
         ratio = prunable_mac_ratio(macs_o, macs_p)
         limit = physical_ideal_speedup(t["original"]["median_s"], t["fixed"]["median_s"], ratio)
         floor_ratio = floor_mac_ratio(macs_o, macs_p, floor_macs(bind(pruned), seq_len))
-        floor_limit = physical_ideal_speedup(t["original"]["median_s"], t["floor"]["median_s"], floor_ratio)
+        floor_limit = _undefined_as_none(physical_ideal_speedup, t["original"]["median_s"], t["floor"]["median_s"],
+                                         floor_ratio)
         physical = {"fixed_s": t["fixed"]["median_s"], "fixed_share": t["fixed"]["median_s"] / t["original"]["median_s"],
                     "prunable_mac_ratio": ratio, "ideal_physical_speedup": limit,
                     "fraction_of_physical_ideal": speedup / limit,
-                    "floor_s": t["floor"]["median_s"], "floor_share": t["floor"]["median_s"] / t["original"]["median_s"],
+                    "floor_s": t["floor"]["median_s"],
+                    "floor_share": t["floor"]["median_s"] / t["original"]["median_s"],
                     "floor_mac_ratio": floor_ratio, "ideal_floor_speedup": floor_limit,
-                    "fraction_of_floor_ideal": speedup / floor_limit}
+                    "fraction_of_floor_ideal": floor_limit and speedup / floor_limit}
         if "heads_full" in t:
             units = unit_counts(bind(original), bind(pruned))
             median = {name: t[name]["median_s"] for name in t}
-            unit_limit = unit_ideal_speedup(median, units)
+            unit_limit = _undefined_as_none(unit_ideal_speedup, median, units)
             physical |= {"heads_full_s": median["heads_full"], "neurons_full_s": median["neurons_full"],
                          # 1.0 when the two kinds' times add up: T_heads_full + T_neurons_full - T_floor = T
                          "additivity": (median["heads_full"] + median["neurons_full"] - median["floor"]) /
                                        median["original"],
                          "unit_counts": units, "ideal_unit_speedup": unit_limit,
-                         "fraction_of_unit_ideal": speedup / unit_limit}
+                         "fraction_of_unit_ideal": unit_limit and speedup / unit_limit}
     return physical | {
         "backend": backend, "batch_size": batch_size, "seq_len": seq_len,
         "original_s": t["original"]["median_s"], "pruned_s": t["pruned"]["median_s"],

@@ -43,7 +43,8 @@ def main(argv=None) -> int:
         for tokens in (32, 128):
             x = torch.randn(tokens, HIDDEN)
             for n in WIDTHS:
-                up_w, up_b, down_w, h = torch.randn(n, HIDDEN), torch.randn(n), torch.randn(HIDDEN, n), torch.randn(tokens, n)
+                up_w, up_b = torch.randn(n, HIDDEN), torch.randn(n)
+                down_w, h = torch.randn(HIDDEN, n), torch.randn(tokens, n)
                 up = median_call_us(lambda: torch.nn.functional.linear(x, up_w, up_b))
                 down = median_call_us(lambda: torch.nn.functional.linear(h, down_w))
                 rows.append({"tokens": tokens, "width": n, "up_us": up, "down_us": down,

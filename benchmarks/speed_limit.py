@@ -1,7 +1,8 @@
-"""Encode speed of the pruned sentence-embedding models against two ideals (issue 33): the MAC count's and the
-physical limit's, which leaves what pruning cannot shrink (T_fixed: the model pruned to nothing; T_floor: pruned to
-one head and one neuron per kept layer; both timed beside the other two, see benchmarks/latency.py). One cell per model x backend (eager PyTorch, ONNX Runtime), each a
-benchmarks/latency.py run over batch 1/8/32 x 32/64/128 tokens on the masks of an sts_embedding run folder:
+"""Encode speed of the pruned sentence-embedding models against the MAC count's ideal and the physical limits, which
+leave what pruning cannot shrink (issue 33; T_fixed: the model pruned to nothing; T_floor: pruned to one head and one
+neuron per kept layer; both timed beside the original and the pruned model, see benchmarks/latency.py). One cell per
+model x backend (eager PyTorch, ONNX Runtime), each a benchmarks/latency.py run over batch 1/8/32 x 32/64/128 tokens
+on the masks of an sts_embedding run folder (--per_kind: also the per-kind ideal, cells in speed_limit_per_kind/):
 
     ../shared/tools/quiet --log benchmarks/results/quiet.jsonl -- python -m benchmarks.sts_embedding \\
         --models mpnet minilm --methods lsq --constraints 0.5 --seeds 0        # leaves the run folders

@@ -172,6 +172,9 @@ def test_physical_ideal_on_a_synthetic_timing():
     assert physical_ideal_speedup(10.0, 10.0, 0.25) == pytest.approx(1.0)     # nothing prunable: no speedup
     with pytest.raises(ValueError, match="T_fixed"):
         physical_ideal_speedup(1.0, 1.5, 0.5)
+    from benchmarks.latency import _undefined_as_none
+    assert _undefined_as_none(physical_ideal_speedup, 1.0, 1.5, 0.5) is None   # a floor slower than the model
+    assert _undefined_as_none(physical_ideal_speedup, 10.0, 2.0, 0.25) == pytest.approx(2.5)
     ratio = prunable_mac_ratio({"heads": 30, "neurons": 70, "head": 1000}, {"heads": 10, "neurons": 15, "head": 1000})
     assert ratio == pytest.approx(0.25)                                       # the classifier's MACs are fixed
 
