@@ -89,10 +89,14 @@ def head_macs(model: nn.Module, arch) -> int:
                if isinstance(m, nn.Linear) and id(m) not in inside)
 
 
+def widths(arch) -> tuple[list[int], list[int]]:
+    """Head units and FFN neurons per layer."""
+    layers = range(arch.num_layers)
+    return [arch.head_units_in_layer(i) for i in layers], [arch.neurons_in_layer(i) for i in layers]
+
+
 def model_macs(model: nn.Module, arch, seq_len: int) -> dict:
-    heads = [arch.head_units_in_layer(i) for i in range(arch.num_layers)]
-    neurons = [arch.neurons_in_layer(i) for i in range(arch.num_layers)]
-    enc = encoder_macs(heads, neurons, seq_len, arch.hidden_size, arch.head_dim)
+    enc = encoder_macs(*widths(arch), seq_len, arch.hidden_size, arch.head_dim)
     enc["head"] = head_macs(model, arch)
     enc["total_macs"] = enc["heads"] + enc["neurons"] + enc["head"]
     enc["total_with_fixed"] = enc["total_macs"] + enc["fixed"]
@@ -107,21 +111,19 @@ def prunable_mac_ratio(macs_original: dict, macs_pruned: dict) -> float:
 def kind_models(model: nn.Module, heads_per_layer, neurons_per_layer) -> dict:
     """Two copies that keep one kind of unit in full and the floor's one unit per kept layer of the other kind:
     'heads_full' (every head, one neuron) and 'neurons_full' (one head, every neuron)."""
-    arch = bind(model)
-    full_heads, full_neurons = [arch.num_head_units] * arch.num_layers, [arch.ffn_dim] * arch.num_layers
-    return {"heads_full": floor_model(model, full_heads, neurons_per_layer, keep_all="heads"),
-            "neurons_full": floor_model(model, heads_per_layer, full_neurons, keep_all="neurons")}
+    return {f"{kind}_full": floor_model(model, heads_per_layer, neurons_per_layer, keep_all=kind)
+            for kind in ("heads", "neurons")}
+
+
+def floor_widths(pruned_arch) -> tuple[list[int], list[int]]:
+    """The floor's widths: one head and one neuron in every layer where the pruned model keeps any."""
+    return tuple([min(1, w) for w in kind] for kind in widths(pruned_arch))
 
 
 def unit_counts(original_arch, pruned_arch) -> dict:
-    """{'heads'|'neurons': (original, pruned, floor)} unit counts summed over the layers; the floor keeps one unit
-    in every layer where the pruned model keeps any."""
-    layers = range(pruned_arch.num_layers)
-    out = {}
-    for kind, count in (("heads", "head_units_in_layer"), ("neurons", "neurons_in_layer")):
-        kept = [getattr(pruned_arch, count)(i) for i in layers]
-        out[kind] = (sum(getattr(original_arch, count)(i) for i in layers), sum(kept), sum(min(1, k) for k in kept))
-    return out
+    """{'heads'|'neurons': (original, pruned, floor)} unit counts summed over the layers."""
+    counts = zip(widths(original_arch), widths(pruned_arch), floor_widths(pruned_arch))
+    return {kind: tuple(map(sum, per_layer)) for kind, per_layer in zip(("heads", "neurons"), counts)}
 
 
 def unit_ideal_speedup(times: dict, units: dict) -> float:
@@ -140,10 +142,7 @@ def unit_ideal_speedup(times: dict, units: dict) -> float:
 def floor_macs(pruned_arch, seq_len: int) -> dict:
     """Head and neuron MACs of floor_model(): one head and one neuron in every layer where the pruned model keeps
     any."""
-    layers = range(pruned_arch.num_layers)
-    return encoder_macs([min(1, pruned_arch.head_units_in_layer(i)) for i in layers],
-                        [min(1, pruned_arch.neurons_in_layer(i)) for i in layers],
-                        seq_len, pruned_arch.hidden_size, pruned_arch.head_dim)
+    return encoder_macs(*floor_widths(pruned_arch), seq_len, pruned_arch.hidden_size, pruned_arch.head_dim)
 
 
 def floor_mac_ratio(macs_original: dict, macs_pruned: dict, macs_floor: dict) -> float:
@@ -251,8 +250,7 @@ def main(argv=None) -> int:
                      "weights_bytes": weights_size_bytes(args.ckpt_dir) if os.path.isdir(args.ckpt_dir) else None},
         "pruned": {"parameters": count_parameters(pruned),
                    "weights_bytes": weights_size_bytes(args.pruned_dir) if args.pruned_dir else None,
-                   "heads_per_layer": [pruned_arch.head_units_in_layer(i) for i in range(pruned_arch.num_layers)],
-                   "neurons_per_layer": [pruned_arch.neurons_in_layer(i) for i in range(pruned_arch.num_layers)]},
+                   **dict(zip(("heads_per_layer", "neurons_per_layer"), widths(pruned_arch)))},
         "results": [],
     }
     models = {"original": original, "pruned": pruned}
@@ -354,6 +352,10 @@ def _time_row(args, backend, models, batch_size, seq_len, device, original, prun
                          # 1.0 when the two kinds' times add up: T_heads_full + T_neurons_full - T_floor = T
                          "additivity": (median["heads_full"] + median["neurons_full"] - median["floor"]) /
                                        median["original"],
+                         # the heads' share of the time above the floor, beside their share of the prunable MACs
+                         "head_time_share": (median["heads_full"] - median["floor"]) /
+                                            (median["heads_full"] + median["neurons_full"] - 2 * median["floor"]),
+                         "head_mac_share": macs_o["heads"] / (macs_o["heads"] + macs_o["neurons"]),
                          "unit_counts": units, "ideal_unit_speedup": unit_limit,
                          "fraction_of_unit_ideal": unit_limit and speedup / unit_limit}
     return physical | {

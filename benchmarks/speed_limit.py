@@ -63,7 +63,8 @@ def summarize(cell_dir: str = CELL_DIR, summary: str = SUMMARY) -> int:
                                                   "original_s", "pruned_s", "fixed_s", "floor_s", "floor_share",
                                                   "floor_mac_ratio", "ideal_floor_speedup",
                                                   "fraction_of_floor_ideal", "ideal_unit_speedup",
-                                                  "fraction_of_unit_ideal", "additivity")}
+                                                  "fraction_of_unit_ideal", "additivity", "head_time_share",
+                                                  "head_mac_share")}
                         | {"load_mean": c["load"]["load_mean"], "load_max": c["load"]["load_max"],
                            "quiet": c["load"]["quiet"]})
     ideals = ("physical", "floor") + (("unit",) if any(r["fraction_of_unit_ideal"] is not None for r in rows) else ())

@@ -9,16 +9,18 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ckpt=$(python -c 'from benchmarks.sts_embedding import model_dirs; print(model_dirs()["minilm"])')
 results=benchmarks/results/speed_width_multiple
-mkdir -p "$results"
+mkdir -p "$results" outputs/width_multiple
 for multiple in 1 32; do
   run=outputs/width_multiple/minilm-lsq-0.5-s0-w$multiple
   if [ ! -f "$run/head_mask.pt" ]; then
     python main.py --task_name stsb_embedding --ckpt_dir "$ckpt" --data_dir ../shared/data/glue --constraint 0.5 \
-      --method lsq --seed 0 --width_multiple "$multiple" --output_dir "$run" --overwrite > /dev/null 2>&1
+      --method lsq --seed 0 --width_multiple "$multiple" --output_dir "$run" --overwrite > "$run.log" 2>&1 ||
+      { echo "error: pruning with --width_multiple $multiple failed; see $run.log" >&2; exit 1; }
   fi
   cp "$run/results.json" "$results/prune-w$multiple.json"
   python -m benchmarks.latency --ckpt_dir "$ckpt" --mask_dir "$run" --head embedding --backend eager onnx \
-    --batch_sizes 1 8 --seq_lens 32 64 128 --threads 2 --repeats 15 --output "$results/latency-w$multiple.json" 2>/dev/null
+    --batch_sizes 1 8 --seq_lens 32 64 128 --threads 2 --repeats 15 --output "$results/latency-w$multiple.json" \
+    2> "$run-latency.log" || { echo "error: timing failed; see $run-latency.log" >&2; exit 1; }
 done
 python - "$results" <<'PY'
 import json, sys
@@ -26,7 +28,8 @@ for m in (1, 32):
     prune = json.load(open(f"{sys.argv[1]}/prune-w{m}.json"))
     lat = json.load(open(f"{sys.argv[1]}/latency-w{m}.json"))
     print(f"--width_multiple {m}: Spearman {prune['metric_after']}, neurons {lat['pruned']['neurons_per_layer']}")
+    fmt = lambda x: "undefined" if x is None else f"{x:.2f}"
     for r in lat["results"]:
         print(f"  {r['backend']:5s} {r['batch_size']} x {r['seq_len']}: speedup {r['speedup']:.2f}, of the floor ideal "
-              f"{r['fraction_of_floor_ideal']:.2f}, of the physical ideal {r['fraction_of_physical_ideal']:.2f}")
+              f"{fmt(r['fraction_of_floor_ideal'])}, of the physical ideal {fmt(r['fraction_of_physical_ideal'])}")
 PY
