@@ -37,7 +37,9 @@ and `fraction_of_physical_ideal` is the measured speedup over that (--no_fixed s
 T_fixed leaves out the fixed cost of the calls a layer makes as long as it keeps one head or one neuron (the
 attention and FFN modules' launches, reshapes, softmax set-up), which no pruning short of removing the whole module
 can shrink. T_floor measures it: the model physically pruned to one head and one neuron in every layer where the
-pruned model keeps any (floor_model), timed in the same rounds. With r_floor = (P_pruned - P_floor) / (P_original -
+pruned model keeps any (floor_model; two heads with --onnx_graph fused where the attention fuses into ONNX Runtime's
+Attention kernel, which takes layers of two or more heads, a one-head layer getting a slower MultiHeadAttention
+path), timed in the same rounds. With r_floor = (P_pruned - P_floor) / (P_original -
 P_floor), P the head and neuron MACs, the floor ideal is T / (T_floor + (T - T_floor) * r_floor) and
 `fraction_of_floor_ideal` the measured speedup over it. Both are reported; the floor ideal is the limit for a model
 with the pruned model's structure, the T_fixed one the limit for any structure.
@@ -65,11 +67,15 @@ from arch.hooks import apply_masks
 from export.hf_folder import weights_size_bytes
 from export.hf_load import load_pruned
 from export.onnx import ONNX_FILE, OrtModel, export_onnx, max_abs_difference, missing_packages, providers
+from export.onnx_fuse import MIN_FUSED_HEADS
 from prune.masks import load_masks
 from prune.physical import count_parameters, physically_prune
 from tasks.sentence_similarity import EncoderWithoutPooler
 from utils.checkpoint import load_model
 from utils.timing import random_inputs, time_models
+
+FLOOR_HEADS = 1   # the floor's heads per kept layer: one makes every call a layer of any head count makes, except in
+                  # the fused ONNX graph, where a one-head layer gets another kernel (floor_heads_for)
 
 
 def encoder_macs(heads_per_layer, neurons_per_layer, seq_len: int, hidden: int, head_dim: int) -> dict:
@@ -108,21 +114,23 @@ def prunable_mac_ratio(macs_original: dict, macs_pruned: dict) -> float:
     return (macs_pruned["heads"] + macs_pruned["neurons"]) / (macs_original["heads"] + macs_original["neurons"])
 
 
-def kind_models(model: nn.Module, heads_per_layer, neurons_per_layer) -> dict:
-    """Two copies that keep one kind of unit in full and the floor's one unit per kept layer of the other kind:
-    'heads_full' (every head, one neuron) and 'neurons_full' (one head, every neuron)."""
-    return {f"{kind}_full": floor_model(model, heads_per_layer, neurons_per_layer, keep_all=kind)
+def kind_models(model: nn.Module, heads_per_layer, neurons_per_layer, floor_heads: int = FLOOR_HEADS) -> dict:
+    """Two copies that keep one kind of unit in full and the floor's units of the other kind:
+    'heads_full' (every head, the floor's neuron) and 'neurons_full' (the floor's heads, every neuron)."""
+    return {f"{kind}_full": floor_model(model, heads_per_layer, neurons_per_layer, kind, floor_heads)
             for kind in ("heads", "neurons")}
 
 
-def floor_widths(pruned_arch) -> tuple[list[int], list[int]]:
-    """The floor's widths: one head and one neuron in every layer where the pruned model keeps any."""
-    return tuple([min(1, w) for w in kind] for kind in widths(pruned_arch))
+def floor_widths(pruned_arch, floor_heads: int = FLOOR_HEADS) -> tuple[list[int], list[int]]:
+    """The floor's widths: floor_heads heads (the pruned model's fewer) and one neuron in every layer where the pruned
+    model keeps any."""
+    heads, neurons = widths(pruned_arch)
+    return [min(floor_heads, w) for w in heads], [min(1, w) for w in neurons]
 
 
-def unit_counts(original_arch, pruned_arch) -> dict:
+def unit_counts(original_arch, pruned_arch, floor_heads: int = FLOOR_HEADS) -> dict:
     """{'heads'|'neurons': (original, pruned, floor)} unit counts summed over the layers."""
-    counts = zip(widths(original_arch), widths(pruned_arch), floor_widths(pruned_arch))
+    counts = zip(widths(original_arch), widths(pruned_arch), floor_widths(pruned_arch, floor_heads))
     return {kind: tuple(map(sum, per_layer)) for kind, per_layer in zip(("heads", "neurons"), counts)}
 
 
@@ -139,10 +147,9 @@ def unit_ideal_speedup(times: dict, units: dict) -> float:
     return t / ideal
 
 
-def floor_macs(pruned_arch, seq_len: int) -> dict:
-    """Head and neuron MACs of floor_model(): one head and one neuron in every layer where the pruned model keeps
-    any."""
-    return encoder_macs(*floor_widths(pruned_arch), seq_len, pruned_arch.hidden_size, pruned_arch.head_dim)
+def floor_macs(pruned_arch, seq_len: int, floor_heads: int = FLOOR_HEADS) -> dict:
+    """Head and neuron MACs of floor_model()."""
+    return encoder_macs(*floor_widths(pruned_arch, floor_heads), seq_len, pruned_arch.hidden_size, pruned_arch.head_dim)
 
 
 def floor_mac_ratio(macs_original: dict, macs_pruned: dict, macs_floor: dict) -> float:
@@ -168,16 +175,17 @@ def empty_model(model: nn.Module) -> nn.Module:
     return empty.eval()
 
 
-def floor_model(model: nn.Module, heads_per_layer, neurons_per_layer, keep_all: str | None = None) -> nn.Module:
-    """A copy keeping one head and one neuron in every layer where the pruned model keeps any (none where it keeps
-    none): it makes every call the pruned model makes, with almost no prunable work in them. keep_all: 'heads' or
-    'neurons' keeps every unit of that kind instead."""
+def floor_model(model: nn.Module, heads_per_layer, neurons_per_layer, keep_all: str | None = None,
+                floor_heads: int = FLOOR_HEADS) -> nn.Module:
+    """A copy keeping floor_heads heads (the pruned model's fewer) and one neuron in every layer where the pruned model
+    keeps any (none where it keeps none): it makes every call the pruned model makes, with almost no prunable work.
+    keep_all: 'heads' or 'neurons' keeps every unit of that kind instead."""
     floor = copy.deepcopy(model)
     arch = bind(floor)
     head_mask = torch.zeros(arch.num_layers, arch.num_head_units)
     neuron_mask = torch.zeros(arch.num_layers, arch.ffn_dim)
     for layer, (heads, neurons) in enumerate(zip(heads_per_layer, neurons_per_layer)):
-        head_mask[layer, 0] = float(heads > 0)
+        head_mask[layer, :min(floor_heads, heads)] = 1
         neuron_mask[layer, 0] = float(neurons > 0)
     if keep_all == "heads":
         head_mask[:] = 1
@@ -185,6 +193,17 @@ def floor_model(model: nn.Module, heads_per_layer, neurons_per_layer, keep_all: 
         neuron_mask[:] = 1
     physically_prune(floor, arch, head_mask, neuron_mask)
     return floor.eval()
+
+
+def floor_heads_for(args, model: nn.Module) -> int:
+    """Heads the floor keeps per layer: MIN_FUSED_HEADS when the run times the fused ONNX graph and `model`'s attention
+    fuses into ONNX Runtime's Attention kernel (whose one-head layers get a slower MultiHeadAttention path instead;
+    every backend of that run shares the floor), else FLOOR_HEADS. The fusion is tried on a throw-away export."""
+    if "onnx" not in args.backend or args.onnx_graph != "fused":
+        return FLOOR_HEADS
+    with tempfile.TemporaryDirectory(prefix="latency-probe-") as tmp:
+        fused = export_onnx(model, os.path.join(tmp, "probe.onnx"), fuse=True)["fused"]
+    return MIN_FUSED_HEADS if fused.get("attention") else FLOOR_HEADS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,7 +264,7 @@ def main(argv=None) -> int:
     report = {
         "ckpt_dir": args.ckpt_dir, "pruned_dir": args.pruned_dir, "mask_dir": args.mask_dir,
         "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "repeats": args.repeats, "warmup": args.warmup,
+        "repeats": args.repeats, "warmup": args.warmup, "floor_heads": floor_heads_for(args, original),
         "original": {"parameters": count_parameters(original),
                      "weights_bytes": weights_size_bytes(args.ckpt_dir) if os.path.isdir(args.ckpt_dir) else None},
         "pruned": {"parameters": count_parameters(pruned),
@@ -257,9 +276,10 @@ def main(argv=None) -> int:
     if not args.no_fixed:
         models |= {"fixed": empty_model(original),
                    "floor": floor_model(original, report["pruned"]["heads_per_layer"],
-                                        report["pruned"]["neurons_per_layer"])}
+                                        report["pruned"]["neurons_per_layer"], floor_heads=report["floor_heads"])}
         if args.per_kind:
-            models |= kind_models(original, report["pruned"]["heads_per_layer"], report["pruned"]["neurons_per_layer"])
+            models |= kind_models(original, report["pruned"]["heads_per_layer"], report["pruned"]["neurons_per_layer"],
+                                  report["floor_heads"])
     backends = {"eager": models}
     if "onnx" in args.backend:
         backends["onnx"] = _onnx_models(args, models, report)
@@ -276,7 +296,8 @@ def main(argv=None) -> int:
     for backend, models in backends.items():
         for seq_len in args.seq_lens:
             for batch_size in args.batch_sizes:
-                row = _time_row(args, backend, models, batch_size, seq_len, device, original, pruned)
+                row = _time_row(args, backend, models, batch_size, seq_len, device, original, pruned,
+                                report["floor_heads"])
                 report["results"].append(row)
                 print(f"{backend:5s} batch {batch_size:3d} seq {seq_len:4d}: original {row['original_s'] * 1e3:8.1f} "
                       f"ms, pruned {row['pruned_s'] * 1e3:8.1f} ms, speedup {row['speedup']:.2f}x "
@@ -324,7 +345,7 @@ def _undefined_as_none(ideal, *timings):
         return None
 
 
-def _time_row(args, backend, models, batch_size, seq_len, device, original, pruned) -> dict:
+def _time_row(args, backend, models, batch_size, seq_len, device, original, pruned, floor_heads) -> dict:
     macs_o, macs_p = model_macs(original, bind(original), seq_len), model_macs(pruned, bind(pruned), seq_len)
     inputs = random_inputs(original.config, batch_size, seq_len, "cpu" if backend == "onnx" else device)
     t = time_models(models, inputs, device, args.warmup, args.repeats)
@@ -334,7 +355,7 @@ def _time_row(args, backend, models, batch_size, seq_len, device, original, prun
     if "fixed" in t:
         ratio = prunable_mac_ratio(macs_o, macs_p)
         limit = physical_ideal_speedup(t["original"]["median_s"], t["fixed"]["median_s"], ratio)
-        floor_ratio = floor_mac_ratio(macs_o, macs_p, floor_macs(bind(pruned), seq_len))
+        floor_ratio = floor_mac_ratio(macs_o, macs_p, floor_macs(bind(pruned), seq_len, floor_heads))
         floor_limit = _undefined_as_none(physical_ideal_speedup, t["original"]["median_s"], t["floor"]["median_s"],
                                          floor_ratio)
         physical = {"fixed_s": t["fixed"]["median_s"], "fixed_share": t["fixed"]["median_s"] / t["original"]["median_s"],
@@ -345,7 +366,7 @@ def _time_row(args, backend, models, batch_size, seq_len, device, original, prun
                     "floor_mac_ratio": floor_ratio, "ideal_floor_speedup": floor_limit,
                     "fraction_of_floor_ideal": floor_limit and speedup / floor_limit}
         if "heads_full" in t:
-            units = unit_counts(bind(original), bind(pruned))
+            units = unit_counts(bind(original), bind(pruned), floor_heads)
             median = {name: t[name]["median_s"] for name in t}
             unit_limit = _undefined_as_none(unit_ideal_speedup, median, units)
             physical |= {"heads_full_s": median["heads_full"], "neurons_full_s": median["neurons_full"],

@@ -1,8 +1,9 @@
 """Encode speed of the pruned sentence-embedding models against the MAC count's ideal and the physical limits, which
-leave what pruning cannot shrink (issue 33; T_fixed: the model pruned to nothing; T_floor: pruned to one head and one
-neuron per kept layer; both timed beside the original and the pruned model, see benchmarks/latency.py). One cell per
-model x backend (eager PyTorch, ONNX Runtime), each a benchmarks/latency.py run over batch 1/8/32 x 32/64/128 tokens
-on the masks of an sts_embedding run folder (--per_kind: also the per-kind ideal, cells in speed_limit_per_kind/):
+leave what pruning cannot shrink (issue 33; T_fixed: the model pruned to nothing; T_floor: pruned to one head (two for
+the fused graph) and one neuron per kept layer; both timed beside the original and the pruned model, see benchmarks/latency.py). One cell per
+model x backend (eager PyTorch; ONNX Runtime on the portable graph, onnx, and on the one fused into its transformer
+kernels, onnx_fused), each a benchmarks/latency.py run over batch 1/8/32 x 32/64/128 tokens on the masks of an
+sts_embedding run folder (--per_kind: also the per-kind ideal, cells in speed_limit_per_kind/):
 
     ../shared/tools/quiet --log benchmarks/results/quiet.jsonl -- python -m benchmarks.sts_embedding \\
         --models mpnet minilm --methods lsq --constraints 0.5 --seeds 0        # leaves the run folders
@@ -23,6 +24,9 @@ from benchmarks.sts_embedding import cell_name, model_dirs
 CELL_DIR = os.path.join(ROOT, "benchmarks", "results", "speed_limit")
 SUMMARY = os.path.join(ROOT, "benchmarks", "results", "speed_limit.json")
 BATCHES, TOKENS = (1, 8, 32), (32, 64, 128)
+# ONNX Runtime on the portable graph, and on the graph fused into its transformer kernels (one Attention per layer)
+BACKENDS = {"eager": ["--backend", "eager"], "onnx": ["--backend", "onnx"],
+            "onnx_fused": ["--backend", "onnx", "--onnx_graph", "fused"]}
 GOAL = 0.9          # the issue's goal: this fraction of the physical ideal at every shape
 
 
@@ -34,7 +38,7 @@ def run_cell(model: str, backend: str, run: str, threads: int, repeats: int, per
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "latency.json")
         argv = [sys.executable, "-m", "benchmarks.latency", "--ckpt_dir", model_dirs()[model], "--mask_dir", mask_dir,
-                "--head", "embedding", "--backend", backend, "--batch_sizes", *map(str, batches),
+                "--head", "embedding", *BACKENDS[backend], "--batch_sizes", *map(str, batches),
                 "--seq_lens", *map(str, TOKENS), "--threads", str(threads), "--repeats", str(repeats),
                 "--output", out] + (["--per_kind"] if per_kind else [])
         meta = machine_metadata(threads)
@@ -65,10 +69,13 @@ def summarize(cell_dir: str = CELL_DIR, summary: str = SUMMARY) -> int:
                                                   "fraction_of_floor_ideal", "ideal_unit_speedup",
                                                   "fraction_of_unit_ideal", "additivity", "head_time_share",
                                                   "head_mac_share")}
-                        | {"load_mean": c["load"]["load_mean"], "load_max": c["load"]["load_max"],
+                        | {"floor_heads": c["report"].get("floor_heads", 1),   # cells from before it was recorded: 1
+                           "load_mean": c["load"]["load_mean"], "load_max": c["load"]["load_max"],
                            "quiet": c["load"]["quiet"]})
     ideals = ("physical", "floor") + (("unit",) if any(r["fraction_of_unit_ideal"] is not None for r in rows) else ())
-    goal = {ideal: goal_against(rows, f"fraction_of_{ideal}_ideal") for ideal in ideals}
+    goal = {ideal: goal_against(rows, f"fraction_of_{ideal}_ideal")
+            | {"by_backend": {b: goal_against([r for r in rows if r["backend"] == b], f"fraction_of_{ideal}_ideal")
+                              for b in sorted({r["backend"] for r in rows})}} for ideal in ideals}
     write_json(summary, {"rows": rows, "goal": goal})
     columns = ["model", "backend", "batch x tokens", "T ms (unpruned)", "T_fixed share", "T_floor share", "speedup",
                "MAC ideal", "physical ideal", "floor ideal", "fraction of physical ideal", "fraction of floor ideal"]
@@ -85,6 +92,9 @@ def summarize(cell_dir: str = CELL_DIR, summary: str = SUMMARY) -> int:
     for ideal, g in goal.items():
         print(f"\ngoal >= {GOAL} of the {ideal} ideal at every shape: lowest {fmt(g['lowest'])}, "
               f"{g['shapes_below']} of {g['shapes']} shapes below, met: {g['met']}")
+        for backend, b in g["by_backend"].items():
+            print(f"  {backend}: lowest {fmt(b['lowest'])}, {b['shapes_below']} of {b['shapes']} below, "
+                  f"met: {b['met']}")
     return 0
 
 
@@ -98,7 +108,7 @@ def goal_against(rows: list[dict], key: str) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["minilm", "mpnet"], choices=sorted(model_dirs()))
-    p.add_argument("--backends", nargs="+", default=["eager", "onnx"], choices=["eager", "onnx"])
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=list(BACKENDS))
     p.add_argument("--method", default="lsq")
     p.add_argument("--constraint", type=float, default=0.5)
     p.add_argument("--seed", type=int, default=0)

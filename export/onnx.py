@@ -220,3 +220,8 @@ register(Exporter("onnx", write=lambda model, folder, data: export_and_check(mod
                   missing_packages=missing_packages,
                   help="model.onnx (dynamic batch and sequence axes), checked against PyTorch on the dev batches; "
                        "needs the onnx, onnxscript and onnxruntime packages"))
+register(Exporter("onnx_fused",
+                  write=lambda model, folder, data: export_and_check(model, folder, data.dev_batches, fuse=True),
+                  missing_packages=missing_packages,
+                  help="model.onnx fused into ONNX Runtime's transformer kernels (one Attention node per layer; "
+                       "runs in ONNX Runtime only; the faster graph there at batch 1), checked like onnx"))

@@ -199,7 +199,7 @@ def test_the_fixed_part_model_keeps_nothing_prunable_and_computes_the_zero_maske
     assert bind(model).head_units_in_layer(0) == arch.num_head_units          # the original is untouched
 
 
-def test_the_floor_model_keeps_one_unit_where_the_pruned_model_keeps_any():
+def test_the_floor_model_keeps_its_heads_and_one_neuron_where_the_pruned_model_keeps_any():
     import copy
     import torch
     from arch import bind
@@ -210,7 +210,7 @@ def test_the_floor_model_keeps_one_unit_where_the_pruned_model_keeps_any():
     model = tiny_model("bert", seed=3).eval()
     arch = bind(model)
     head_mask, neuron_mask = torch.ones(arch.num_layers, arch.num_head_units), torch.ones(arch.num_layers, arch.ffn_dim)
-    head_mask[0, 1:] = 0
+    head_mask[0, 1:] = 0                                    # layer 0 keeps one head: the floor keeps that one
     head_mask[1] = 0                                        # layer 1 keeps no head: the floor keeps none there either
     neuron_mask[0, ::2] = 0
     pruned = copy.deepcopy(model)
@@ -218,12 +218,16 @@ def test_the_floor_model_keeps_one_unit_where_the_pruned_model_keeps_any():
     pruned_arch = bind(pruned)
     heads = [pruned_arch.head_units_in_layer(i) for i in range(arch.num_layers)]
     neurons = [pruned_arch.neurons_in_layer(i) for i in range(arch.num_layers)]
-    floor = floor_model(model, heads, neurons)
+    assert arch.num_head_units > 2
+    assert [bind(floor_model(model, heads, neurons)).head_units_in_layer(i) for i in range(arch.num_layers)] == \
+        [1, 0] + [1] * (arch.num_layers - 2)                # one head by default
+    floor = floor_model(model, heads, neurons, floor_heads=2)   # as for the fused ONNX graph
     floor_arch = bind(floor)
-    assert [floor_arch.head_units_in_layer(i) for i in range(arch.num_layers)] == [1, 0] + [1] * (arch.num_layers - 2)
+    assert [floor_arch.head_units_in_layer(i) for i in range(arch.num_layers)] == [1, 0] + [2] * (arch.num_layers - 2)
     assert [floor_arch.neurons_in_layer(i) for i in range(arch.num_layers)] == [1] * arch.num_layers
     want_heads, want_neurons = torch.zeros_like(head_mask), torch.zeros_like(neuron_mask)
-    want_heads[[0] + list(range(2, arch.num_layers)), 0] = 1
+    want_heads[0, 0] = 1
+    want_heads[2:, :2] = 1
     want_neurons[:, 0] = 1
     batch = {k: v for k, v in random_batch(model, batch=2, length=16, seed=1).items() if k != "labels"}
     with torch.inference_mode():
@@ -232,8 +236,8 @@ def test_the_floor_model_keeps_one_unit_where_the_pruned_model_keeps_any():
         got = floor(**batch).logits
     assert torch.allclose(got, want, atol=1e-5)
     macs = {name: model_macs(m, bind(m), 16) for name, m in (("o", model), ("p", pruned), ("f", floor))}
-    assert floor_macs(pruned_arch, 16)["heads"] == macs["f"]["heads"]
-    assert floor_macs(pruned_arch, 16)["neurons"] == macs["f"]["neurons"]
+    assert floor_macs(pruned_arch, 16, 2)["heads"] == macs["f"]["heads"] > floor_macs(pruned_arch, 16)["heads"]
+    assert floor_macs(pruned_arch, 16, 2)["neurons"] == macs["f"]["neurons"]
     prunable = {k: v["heads"] + v["neurons"] for k, v in macs.items()}
     assert floor_mac_ratio(macs["o"], macs["p"], macs["f"]) == pytest.approx(
         (prunable["p"] - prunable["f"]) / (prunable["o"] - prunable["f"]))
@@ -253,7 +257,7 @@ def test_per_kind_models_and_ideal():
     layers = range(arch.num_layers)
     assert [h_arch.head_units_in_layer(i) for i in layers] == [arch.num_head_units] * arch.num_layers
     assert [h_arch.neurons_in_layer(i) for i in layers] == [1] * arch.num_layers
-    assert [n_arch.head_units_in_layer(i) for i in layers] == heads      # one head where the pruned model keeps any
+    assert [n_arch.head_units_in_layer(i) for i in layers] == heads      # the floor's heads: the pruned model's one
     assert [n_arch.neurons_in_layer(i) for i in layers] == [arch.ffn_dim] * arch.num_layers
     counts = unit_counts(arch, n_arch)
     assert counts["heads"] == (arch.num_layers * arch.num_head_units, 1, 1)
@@ -313,3 +317,39 @@ def test_sts_embedding_pairs_lsq_with_kwon_on_common_seeds():
             row("mpnet", 0.5, "kwon", 0, 10.0, "teacher"), row("mpnet", 0.4, "kwon", 0, 80.0)]
     assert paired_methods(rows) == [{"model": "mpnet", "constraint": 0.5, "seeds": [0, 1], "lsq": 88.1, "kwon": 87.95,
                                      "per_seed": [0.5, -0.2]}]
+
+
+def test_speed_limit_goal_is_judged_over_all_rows_and_per_backend(tmp_path):
+    import json
+    from benchmarks.record import write_cell
+    from benchmarks.speed_limit import summarize
+
+    def row(fraction):
+        return {"batch_size": 1, "seq_len": 32, "speedup": 1.5, "ideal_mac_speedup": 2.0,
+                "ideal_physical_speedup": 1.8, "fraction_of_physical_ideal": fraction, "fixed_share": 0.1,
+                "original_s": 0.01, "floor_share": 0.2, "ideal_floor_speedup": 1.6, "fraction_of_floor_ideal": fraction}
+    cells = tmp_path / "cells"
+    for backend, fractions in (("eager", [0.95, 0.91]), ("onnx", [0.88, 0.97]), ("onnx_fused", [0.92, 0.90])):
+        write_cell(str(cells / f"m-{backend}.json"),
+                   {"model": "m", "backend": backend, "masks_of": "run",
+                    "report": {"results": list(map(row, fractions))},
+                    "load": {"load_mean": 1.0, "load_max": 1.5, "quiet": True}})
+    assert summarize(str(cells), str(tmp_path / "summary.json")) == 0
+    goal = json.loads((tmp_path / "summary.json").read_text())["goal"]["floor"]
+    assert goal["shapes"] == 6 and goal["shapes_below"] == 1 and goal["lowest"] == 0.88 and not goal["met"]
+    by = goal["by_backend"]
+    assert by["eager"]["met"] and by["onnx_fused"]["met"] and by["onnx_fused"]["lowest"] == 0.90
+    assert not by["onnx"]["met"] and by["onnx"]["shapes_below"] == 1
+
+
+def test_the_floor_keeps_two_heads_only_where_the_fused_graph_has_the_attention_kernel():
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from benchmarks.latency import build_parser, floor_heads_for
+    from tests.tiny import tiny_model
+    bert, mpnet = tiny_model("bert", seed=3).eval(), tiny_model("mpnet", seed=3).eval()
+    base = ["--ckpt_dir", "c", "--mask_dir", "m", "--output", "o.json"]
+    heads = lambda model, *extra: floor_heads_for(build_parser().parse_args(base + list(extra)), model)  # noqa: E731
+    assert heads(bert) == heads(bert, "--backend", "onnx") == heads(bert, "--onnx_graph", "fused") == 1
+    assert heads(bert, "--backend", "eager", "onnx", "--onnx_graph", "fused") == 2
+    assert heads(mpnet, "--backend", "onnx", "--onnx_graph", "fused") == 1      # its attention is not fused

@@ -108,7 +108,8 @@ def test_export_other_families(family, qa, tmp_path):
     assert torch.tensor(report["max_abs_diff"]) <= TOLERANCE
 
 
-def test_main_exports_and_checks_on_the_dev_batches(tmp_path, capsys):
+@pytest.mark.parametrize("fmt", ["onnx", "onnx_fused"])
+def test_main_exports_and_checks_on_the_dev_batches(fmt, tmp_path, capsys):
     from transformers import pipeline
 
     from tests.test_errors import GOOD_TRAIN, SENTENCES, _argv, _glue, _save_ckpt, run_main
@@ -118,13 +119,18 @@ def test_main_exports_and_checks_on_the_dev_batches(tmp_path, capsys):
     from transformers import AutoTokenizer
     ckpt = _save_ckpt(tmp_path / "ckpt", AutoTokenizer.from_pretrained(packaged_minilm_dir()))
     out = tmp_path / "out"
-    argv = _argv(ckpt, _glue(tmp_path / "glue"), out, "--save_pruned", "--export", "onnx",
+    argv = _argv(ckpt, _glue(tmp_path / "glue"), out, "--save_pruned", "--export", fmt,
                  "--speed_batch_size", "1", "--speed_seq_len", "8")
     code, err = run_main(argv, capsys)
     assert code == 0, err
     saved = json.loads((out / "results.json").read_text())["pruned_model"]
-    assert saved["onnx"]["within_tolerance"] and saved["onnx"]["max_abs_diff"] <= TOLERANCE
-    assert saved["onnx"]["checked_batches"] >= 1 and (out / "pruned_model" / ONNX_FILE).is_file()
+    assert saved[fmt]["within_tolerance"] and saved[fmt]["max_abs_diff"] <= TOLERANCE
+    assert saved[fmt]["checked_batches"] >= 1 and (out / "pruned_model" / ONNX_FILE).is_file()
+    ops = {n.op_type for n in onnx.load(str(out / "pruned_model" / ONNX_FILE)).graph.node}
+    assert ("Attention" in ops or "MultiHeadAttention" in ops) == (fmt == "onnx_fused"), ops
+    assert bool(saved[fmt]["fused"]) == (fmt == "onnx_fused")
+    if fmt == "onnx_fused":
+        return
 
     # the saved folder in a plain pipeline scores what the tool's own evaluation reported
     classify = pipeline("text-classification", model=str(out / "pruned_model"), trust_remote_code=True)
@@ -161,3 +167,18 @@ def test_benchmark_times_both_backends(tmp_path):
     assert onnx_rows[0]["ideal_mac_speedup"] == report["results"][0]["ideal_mac_speedup"] > 1
     assert all(r["speedup"] > 0 and r["fraction_of_ideal"] == pytest.approx(r["speedup"] / r["ideal_mac_speedup"])
                for r in onnx_rows)
+
+
+def test_fused_graph_warns_about_single_head_layers(tmp_path, caplog):
+    model = _model("bert")
+    arch = bind(model)
+    head_mask = torch.ones(arch.num_layers, arch.num_head_units)
+    head_mask[0, 1:] = 0                                   # layer 0 keeps one head, the others every head
+    physically_prune(model, arch, head_mask, torch.ones(arch.num_layers, arch.ffn_dim))
+    path = str(tmp_path / ONNX_FILE)
+    with caplog.at_level("WARNING", logger="export.onnx_fuse"):
+        export_onnx(model, path, fuse=True)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert ops.count("MultiHeadAttention") == 1 and ops.count("Attention") == arch.num_layers - 1
+    assert "1 attention layer(s) with a single head" in caplog.text
+    assert max_abs_difference(model, OrtModel(path), _check_batches(model)) <= TOLERANCE
