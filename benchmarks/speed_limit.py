@@ -18,7 +18,8 @@ import os
 import sys
 import tempfile
 
-from benchmarks.record import ROOT, cell_done, machine_metadata, read_cells, run_measured, write_cell, write_json
+from benchmarks.record import (ROOT, cell_done, machine_metadata, read_cell, read_cells, run_measured, write_cell,
+                               write_json)
 from benchmarks.sts_embedding import cell_name, model_dirs
 
 CELL_DIR = os.path.join(ROOT, "benchmarks", "results", "speed_limit")
@@ -105,6 +106,16 @@ def goal_against(rows: list[dict], key: str) -> dict:
             "met": len(fractions) == len(rows) and bool(fractions) and min(fractions) >= GOAL}
 
 
+def settings_clash(cell: dict, args) -> str:
+    """What a finished cell was timed with that differs from this request ('' when nothing does): a rerun must not
+    pass off a cell of other batch sizes, threads or repeats as the one asked for."""
+    report = cell["report"]
+    held = {"--batch_sizes": sorted({r["batch_size"] for r in report["results"]}), "--threads": report["threads"],
+            "--repeats": report["repeats"]}
+    asked = {"--batch_sizes": sorted(set(args.batch_sizes)), "--threads": args.threads, "--repeats": args.repeats}
+    return ", ".join(f"{flag} {held[flag]} (asked: {asked[flag]})" for flag in held if held[flag] != asked[flag])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["minilm", "mpnet"], choices=sorted(model_dirs()))
@@ -129,6 +140,11 @@ def main(argv=None) -> int:
         for backend in args.backends:
             path = os.path.join(cell_dir, f"{run}-{backend}.json")
             if cell_done(path):
+                clash = settings_clash(read_cell(path), args)
+                if clash:
+                    print(f"error: {path} was timed with {clash}: delete it to time it again, or ask for what it "
+                          f"holds", file=sys.stderr)
+                    return 2
                 continue
             cell = run_cell(model, backend, run, args.threads, args.repeats, args.per_kind, args.batch_sizes)
             write_cell(path, cell)

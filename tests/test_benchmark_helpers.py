@@ -353,3 +353,27 @@ def test_the_floor_keeps_two_heads_only_where_the_fused_graph_has_the_attention_
     assert heads(bert) == heads(bert, "--backend", "onnx") == heads(bert, "--onnx_graph", "fused") == 1
     assert heads(bert, "--backend", "eager", "onnx", "--onnx_graph", "fused") == 2
     assert heads(mpnet, "--backend", "onnx", "--onnx_graph", "fused") == 1      # its attention is not fused
+
+
+def test_speed_limit_refuses_to_pass_off_a_cell_timed_otherwise(tmp_path, monkeypatch, capsys):
+    import benchmarks.speed_limit as speed_limit
+    from benchmarks.record import write_cell
+    from benchmarks.sts_embedding import cell_name
+    monkeypatch.setattr(speed_limit, "CELL_DIR", str(tmp_path / "cells"))
+    monkeypatch.setattr(speed_limit, "SUMMARY", str(tmp_path / "summary.json"))
+    row = {"batch_size": 1, "seq_len": 32, "speedup": 1.5, "ideal_mac_speedup": 2.0, "ideal_physical_speedup": 1.8,
+           "fraction_of_physical_ideal": 0.9, "fixed_share": 0.1, "original_s": 0.01, "floor_share": 0.2,
+           "ideal_floor_speedup": 1.6, "fraction_of_floor_ideal": 0.95}
+    run = cell_name("minilm", "lsq", 0.5, 0, "gold")
+    write_cell(str(tmp_path / "cells" / f"{run}-eager.json"),
+               {"model": "minilm", "backend": "eager", "masks_of": run,
+                "report": {"threads": 2, "repeats": 15, "results": [row, row | {"batch_size": 8}]},
+                "load": {"load_mean": 1.0, "load_max": 1.5, "quiet": True}})
+    argv = ["--models", "minilm", "--backends", "eager"]
+    assert speed_limit.main(argv + ["--batch_sizes", "8", "1"]) == 0          # the cell holds what is asked: kept
+    capsys.readouterr()
+    assert speed_limit.main(argv + ["--batch_sizes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run}-eager.json was timed with --batch_sizes [1, 8] (asked: [1])" in err and "delete it" in err
+    assert speed_limit.main(argv + ["--batch_sizes", "1", "8", "--repeats", "30"]) == 2
+    assert "--repeats 15 (asked: 30)" in capsys.readouterr().err
