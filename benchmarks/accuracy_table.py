@@ -134,9 +134,12 @@ def _metric(task_key: str, preds: np.ndarray, labels: np.ndarray, idx: np.ndarra
 
 
 def _rowwise_corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row pair; NaN where a row is constant."""
     a = a - a.mean(axis=1, keepdims=True)
     b = b - b.mean(axis=1, keepdims=True)
-    return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    norm = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(norm > 0, (a * b).sum(1) / np.where(norm > 0, norm, 1), np.nan)
 
 
 def _fidelity(task_key: str, preds: np.ndarray, dense: np.ndarray) -> float:
@@ -175,7 +178,8 @@ def summarize(cell_dir: str, baseline: str = "kwon") -> list[dict]:
         if paired and variant != baseline:
             diff = np.mean([_metric(task_key, load(task_key, s, c, variant), labels, idx)
                             - _metric(task_key, load(task_key, s, c, baseline), labels, idx) for s in paired], axis=0)
-            low, high = np.percentile(diff[1:], [2.5, 97.5])
+            # a resample of a tiny dev set can hold one distinct score: its correlation is undefined (NaN), not 0
+            low, high = np.nanpercentile(diff[1:], [2.5, 97.5])
             entry.update(vs_baseline=round(float(diff[0]), 2), ci95=[round(float(low), 2), round(float(high), 2)],
                          paired_seeds=paired)
         summary.append(entry)

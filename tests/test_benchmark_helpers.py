@@ -377,3 +377,18 @@ def test_speed_limit_refuses_to_pass_off_a_cell_timed_otherwise(tmp_path, monkey
     assert f"{run}-eager.json was timed with --batch_sizes [1, 8] (asked: [1])" in err and "delete it" in err
     assert speed_limit.main(argv + ["--batch_sizes", "1", "8", "--repeats", "30"]) == 2
     assert "--repeats 15 (asked: 30)" in capsys.readouterr().err
+
+
+def test_accuracy_table_interval_ignores_resamples_with_one_distinct_score(tmp_path):
+    import numpy as np
+    from benchmarks.accuracy_table import _rowwise_corr, cell_path, summarize
+    assert np.isnan(_rowwise_corr(np.array([[1.0, 1.0, 1.0]]), np.array([[1.0, 2.0, 3.0]])))[0]
+    assert _rowwise_corr(np.array([[1.0, 2.0, 4.0]]), np.array([[1.0, 2.0, 4.0]]))[0] == pytest.approx(1.0)
+    gold = [0.0, 1.0, 2.0, 3.0]                  # four rows: some bootstrap resamples draw one row four times
+    for v, preds in (("dense", [0.1, 0.2, 0.3, 0.4]), ("kwon", [0.4, 0.1, 0.3, 0.2]), ("lsq", [0.1, 0.3, 0.2, 0.4])):
+        extra = {"labels": gold} if v == "dense" else {"constraint": 0.5, "mac_ratio": 0.5, "seconds": 1.0}
+        write_cell(cell_path(str(tmp_path), "stsb", 0, 1.0 if v == "dense" else 0.5, v),
+                   {"task": "stsb", "seed": 0, "variant": v, "preds": preds, **extra})
+    lsq = next(e for e in summarize(str(tmp_path)) if e["variant"] == "lsq")
+    assert lsq["vs_baseline"] == pytest.approx(100 * (0.8 - (-0.4)))     # Spearman 0.8 against -0.4
+    assert all(np.isfinite(lsq["ci95"])) and lsq["ci95"][0] <= lsq["ci95"][1]
