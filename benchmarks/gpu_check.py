@@ -194,7 +194,8 @@ def main(argv=None) -> int:
                 with open(table) as f:
                     step["timing"]["results"] = [{k: r.get(k) for k in (
                         "batch_size", "seq_len", "original_s", "pruned_s", "speedup", "ideal_mac_speedup",
-                        "ideal_physical_speedup", "fraction_of_physical_ideal")} for r in json.load(f)["results"]]
+                        "ideal_physical_speedup", "fraction_of_physical_ideal", "ideal_floor_speedup",
+                        "fraction_of_floor_ideal")} for r in json.load(f)["results"]]
             return step
         record("latency", latency)
     if "llama_cuda" in args.steps:
