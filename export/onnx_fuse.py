@@ -5,7 +5,8 @@ scaled_dot_product_attention (Reshape/Transpose of Q, K, V, shape arithmetic for
 mask's Where, a NaN guard after the Softmax). onnxscript's ORT fusions rewrite them into one
 com.microsoft Attention node per layer, whose num_heads comes from that layer's own Q/K/V widths, so
 the uneven head counts of a pruned model are kept; a layer without heads has no attention to fuse, and a layer
-with one head is fused only into a MultiHeadAttention with separate Q/K/V projections (logged as a warning).
+with one head is fused only into a MultiHeadAttention with separate Q/K/V projections, and an attention that does
+not match the patterns (MPNet's, which adds its position bias itself) is left unfused (both logged as warnings).
 ONNX Runtime's own load-time fusions (ORT_ENABLE_ALL) and onnxruntime.transformers.optimizer do not
 match the dynamo pattern: they fuse the LayerNorms and Gelus but leave attention unfused.
 The fused graph runs in ONNX Runtime only (com.microsoft ops); the unfused export is the portable one.
@@ -34,6 +35,10 @@ def fuse_for_ort(path: str, external_data: bool = False) -> dict[str, int]:
         log.warning("%s: %d attention layer(s) with a single head stay MultiHeadAttention with separate projections "
                     "(some 35 ops each instead of one Attention node): they run slower per head than the fused "
                     "layers; prune to two or more heads per layer (or none) where that matters", path, unfused)
+    left = sum(node.op_type == "Softmax" for node in model.graph)
+    if left:      # e.g. MPNet, whose attention adds its relative position bias to the scores itself
+        log.warning("%s: %d attention layer(s) not fused (their Softmax is still in the graph: this family's attention "
+                    "does not match onnxscript's fusion patterns); they run as in the portable graph", path, left)
     ir.save(model, path, external_data=os.path.basename(path) + ".data" if external_data else None)
     applied = {name: n for name, n in counts.items() if n}
     log.info("fused %s: %s", path, applied)

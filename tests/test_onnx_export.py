@@ -182,3 +182,16 @@ def test_fused_graph_warns_about_single_head_layers(tmp_path, caplog):
     assert ops.count("MultiHeadAttention") == 1 and ops.count("Attention") == arch.num_layers - 1
     assert "1 attention layer(s) with a single head" in caplog.text
     assert max_abs_difference(model, OrtModel(path), _check_batches(model)) <= TOLERANCE
+
+
+def test_fused_graph_warns_when_a_familys_attention_does_not_fuse(tmp_path, caplog):
+    model, _ = _pruned("mpnet")
+    arch = bind(model)
+    with_heads = sum(arch.head_units_in_layer(i) > 0 for i in range(arch.num_layers))
+    path = str(tmp_path / ONNX_FILE)
+    with caplog.at_level("WARNING", logger="export.onnx_fuse"):
+        info = export_onnx(model, path, fuse=True)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert "attention" not in info["fused"] and ops.count("Softmax") == with_heads > 0
+    assert f"{with_heads} attention layer(s) not fused" in caplog.text
+    assert max_abs_difference(model, OrtModel(path), _check_batches(model)) <= TOLERANCE
