@@ -30,8 +30,8 @@ def fuse_for_ort(path: str, external_data: bool = False) -> dict[str, int]:
     if external_data:   # the weights file is rewritten below, so it must not be read lazily from
         ir.external_data.load_to_model(model)
     model, counts = optimize_for_ort(model)
-    unfused = sum(node.op_type == "MultiHeadAttention" for node in model.graph)
-    if unfused:   # onnxscript fuses a one-head layer only this far (separate Q/K/V MatMuls and their reshapes)
+    unfused = sum(node.op_type == "MultiHeadAttention" and _num_heads(node) == 1 for node in model.graph)
+    if unfused:   # onnxscript fuses an encoder's one-head layer only this far (separate Q/K/V MatMuls and reshapes)
         log.warning("%s: %d attention layer(s) with a single head stay MultiHeadAttention with separate projections "
                     "(some 35 ops each instead of one Attention node): they run slower per head than the fused "
                     "layers; prune to two or more heads per layer (or none) where that matters", path, unfused)
@@ -43,3 +43,8 @@ def fuse_for_ort(path: str, external_data: bool = False) -> dict[str, int]:
     applied = {name: n for name, n in counts.items() if n}
     log.info("fused %s: %s", path, applied)
     return applied
+
+
+def _num_heads(node) -> int | None:
+    attr = node.attributes.get("num_heads")
+    return None if attr is None else attr.value

@@ -195,3 +195,15 @@ def test_fused_graph_warns_when_a_familys_attention_does_not_fuse(tmp_path, capl
     assert "attention" not in info["fused"] and ops.count("Softmax") == with_heads > 0
     assert f"{with_heads} attention layer(s) not fused" in caplog.text
     assert max_abs_difference(model, OrtModel(path), _check_batches(model)) <= TOLERANCE
+
+
+def test_fused_decoder_graph_matches_pytorch_without_a_warning(tmp_path, caplog):
+    from transformers import AutoModelForCausalLM
+    from tests.tiny import tiny_decoder_config
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_decoder_config("llama", vocab_size=300)).eval()
+    path = str(tmp_path / ONNX_FILE)
+    with caplog.at_level("WARNING", logger="export.onnx_fuse"):
+        info = export_onnx(model, path, fuse=True)
+    assert info["fused"].get("rotary_embedding") and not caplog.text    # multi-head MultiHeadAttention: its fused form
+    assert max_abs_difference(model, OrtModel(path), [example_inputs(model, 2, 9, seed=1)]) <= TOLERANCE
