@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     report = {
         "ckpt_dir": args.ckpt_dir, "pruned_dir": args.pruned_dir, "mask_dir": args.mask_dir,
         "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "repeats": args.repeats, "warmup": args.warmup, "floor_heads": floor_heads_for(args, original),
+        "repeats": args.repeats, "warmup": args.warmup, "floor_heads": FLOOR_HEADS if args.no_fixed else floor_heads_for(args, original),
         "original": {"parameters": count_parameters(original),
                      "weights_bytes": weights_size_bytes(args.ckpt_dir) if os.path.isdir(args.ckpt_dir) else None},
         "pruned": {"parameters": count_parameters(pruned),

@@ -1,9 +1,10 @@
 """Encode speed of the pruned sentence-embedding models against the MAC count's ideal and the physical limits, which
 leave what pruning cannot shrink (issue 33; T_fixed: the model pruned to nothing; T_floor: pruned to one head (two for
-the fused graph) and one neuron per kept layer; both timed beside the original and the pruned model, see benchmarks/latency.py). One cell per
-model x backend (eager PyTorch; ONNX Runtime on the portable graph, onnx, and on the one fused into its transformer
-kernels, onnx_fused), each a benchmarks/latency.py run over batch 1/8/32 x 32/64/128 tokens on the masks of an
-sts_embedding run folder (--per_kind: also the per-kind ideal, cells in speed_limit_per_kind/):
+the fused graph) and one neuron per kept layer; both timed beside the original and the pruned model, see
+benchmarks/latency.py). One cell per model x backend (eager PyTorch; ONNX Runtime on the portable graph, onnx, and
+on the one fused into its transformer kernels, onnx_fused), each a benchmarks/latency.py run over batch 1/8/32 x
+32/64/128 tokens on the masks of an sts_embedding run folder (--per_kind: also the per-kind ideal, cells in
+speed_limit_per_kind/):
 
     ../shared/tools/quiet --log benchmarks/results/quiet.jsonl -- python -m benchmarks.sts_embedding \\
         --models mpnet minilm --methods lsq --constraints 0.5 --seeds 0        # leaves the run folders
