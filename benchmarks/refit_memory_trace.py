@@ -59,9 +59,14 @@ def main(argv=None) -> int:
     import main as tool
     import prune.reconstruct as reconstruct
     trace: list[dict] = []
-    for name in STEPS:
-        setattr(reconstruct, name, traced(trace, name, getattr(reconstruct, name)))
-    code = tool.main(main_argv)
+    originals = {name: getattr(reconstruct, name) for name in STEPS}
+    try:
+        for name, fn in originals.items():
+            setattr(reconstruct, name, traced(trace, name, fn))
+        code = tool.main(main_argv)
+    finally:
+        for name, fn in originals.items():
+            setattr(reconstruct, name, fn)
     result = {"main_argv": main_argv, "exit_code": code, "peak_mb": _peak_mb(), "steps": trace,
               "rss_before_refit_mb": trace[0]["rss_before_mb"] if trace else None}
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

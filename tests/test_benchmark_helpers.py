@@ -392,3 +392,20 @@ def test_accuracy_table_interval_ignores_resamples_with_one_distinct_score(tmp_p
     lsq = next(e for e in summarize(str(tmp_path)) if e["variant"] == "lsq")
     assert lsq["vs_baseline"] == pytest.approx(100 * (0.8 - (-0.4)))     # Spearman 0.8 against -0.4
     assert all(np.isfinite(lsq["ci95"])) and lsq["ci95"][0] <= lsq["ci95"][1]
+
+
+def test_refit_memory_trace_records_every_refit_step_and_restores_them(tokenizer, tmp_path):
+    import prune.reconstruct as reconstruct
+    from benchmarks.refit_memory_trace import STEPS, main
+    from tests.test_errors import _argv, _glue, _save_ckpt
+    before = {name: getattr(reconstruct, name) for name in STEPS}
+    ckpt = _save_ckpt(tmp_path / "ckpt", tokenizer)
+    out = tmp_path / "trace.json"
+    argv = ["--output", str(out), "--", *_argv(ckpt, _glue(tmp_path / "glue"), tmp_path / "run", "--method", "lsq")]
+    assert main(argv) == 0
+    trace = json.loads(out.read_text())
+    steps = [s["step"] for s in trace["steps"]]
+    layers = steps.count("teacher_targets")
+    assert layers >= 2 and steps[:3] == ["teacher_targets", "_fit_block", "_fit_block"]
+    assert all(s["rss_after_mb"] > 0 and s["peak_mb"] <= trace["peak_mb"] for s in trace["steps"])
+    assert {name: getattr(reconstruct, name) for name in STEPS} == before          # the wrappers are gone
