@@ -259,13 +259,15 @@ def main(argv=None) -> int:
                    help="where the summary goes (.json and .md)")
     p.add_argument("--figure", default=os.path.join(ROOT, "figures", "accuracy_vs_macs_three_tasks.png"))
     p.add_argument("--table", action="store_true", help="only summarize what --cell_dir holds")
+    p.add_argument("--baseline", default="kwon", choices=sorted(VARIANTS),
+                   help="the variant every other one is paired with (its difference and 95%% interval)")
     args = p.parse_args(argv)
     if not args.table:
         run(args)
-    summary = summarize(args.cell_dir)
+    summary = summarize(args.cell_dir, args.baseline)
     with open(args.results + ".json", "w") as f:
         json.dump(summary, f, indent=1)
-    text = markdown(summary)
+    text = markdown(summary, args.baseline)
     with open(args.results + ".md", "w") as f:
         f.write(text + "\n")
     figure(summary, args.figure)

@@ -1,7 +1,7 @@
 """The pruning variants the accuracy benchmarks compare (PruneOptions overrides), and one cell of such a run.
 
 All but lsq_lastmha_all and lsq_nohead are also main.py flags (--ridge, --teacher_exponent, --gradient_batches,
---teacher, --no_rearrange, --no_mask_tuning).
+--teacher, --no_rearrange, --no_mask_tuning, --width_multiple).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ VARIANTS = {
     "lsq_ridge1": dict(method="lsq", ridge=1.0),
     "lsq_ridge3": dict(method="lsq", ridge=3.0),
     "lsq_ridge0.01": dict(method="lsq", ridge=0.01),
+    "lsq_width32": dict(method="lsq", width_multiple=32),    # every layer's FFN width a multiple of 32 (batch-1 speed)
 }
 # Tried and dropped (they did not win; results kept in benchmarks/results/method_ablation.json, code at
 # commit a0e4db6): "obs" = units within each layer chosen by Optimal Brain Surgeon on the refit's Hessian;

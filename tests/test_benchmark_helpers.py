@@ -409,3 +409,19 @@ def test_refit_memory_trace_records_every_refit_step_and_restores_them(tokenizer
     assert layers >= 2 and steps[:3] == ["teacher_targets", "_fit_block", "_fit_block"]
     assert all(s["rss_after_mb"] > 0 and s["peak_mb"] <= trace["peak_mb"] for s in trace["steps"])
     assert {name: getattr(reconstruct, name) for name in STEPS} == before          # the wrappers are gone
+
+
+def test_accuracy_table_pairs_with_the_baseline_it_is_given(tmp_path):
+    from benchmarks.accuracy_table import cell_path, main
+    labels = [1, 0, 1, 1, 0]
+    for v, preds in (("dense", [1, 0, 1, 1, 0]), ("kwon", [0, 0, 0, 1, 0]), ("lsq", [1, 0, 1, 1, 1]),
+                     ("lsq_width32", [1, 0, 1, 1, 0])):
+        extra = {"labels": labels} if v == "dense" else {"constraint": 0.5, "mac_ratio": 0.5, "seconds": 1.0}
+        write_cell(cell_path(str(tmp_path / "cells"), "movie", 0, 1.0 if v == "dense" else 0.5, v),
+                   {"task": "movie", "seed": 0, "variant": v, "preds": preds, **extra})
+    results = tmp_path / "summary"
+    assert main(["--table", "--cell_dir", str(tmp_path / "cells"), "--baseline", "lsq", "--results", str(results),
+                 "--figure", str(tmp_path / "f.png")]) == 0
+    at = {e["variant"]: e for e in json.loads((tmp_path / "summary.json").read_text())}
+    assert at["lsq_width32"]["vs_baseline"] == pytest.approx(100 - 80) and at["kwon"]["vs_baseline"] == -20
+    assert "vs_baseline" not in at["lsq"] and "paired difference to lsq" in (tmp_path / "summary.md").read_text()
