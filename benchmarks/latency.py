@@ -195,15 +195,16 @@ def floor_model(model: nn.Module, heads_per_layer, neurons_per_layer, keep_all: 
     return floor.eval()
 
 
-def floor_heads_for(args, model: nn.Module) -> int:
+def floor_heads_for(args, model: nn.Module, folder: str | None) -> tuple[int, dict]:
     """Heads the floor keeps per layer: MIN_FUSED_HEADS when the run times the fused ONNX graph and `model`'s attention
     fuses into ONNX Runtime's Attention kernel (whose one-head layers get a slower MultiHeadAttention path instead;
-    every backend of that run shares the floor), else FLOOR_HEADS. The fusion is tried on a throw-away export."""
-    if "onnx" not in args.backend or args.onnx_graph != "fused":
-        return FLOOR_HEADS
-    with tempfile.TemporaryDirectory(prefix="latency-probe-") as tmp:
-        fused = export_onnx(model, os.path.join(tmp, "probe.onnx"), fuse=True)["fused"]
-    return MIN_FUSED_HEADS if fused.get("attention") else FLOOR_HEADS
+    every backend of that run shares the floor), else FLOOR_HEADS. The fusion is tried on the original model's own
+    export, folder/original.onnx, which the ONNX backend then uses: returns (heads, {'original': its fusions}), or
+    (FLOOR_HEADS, {}) where nothing was exported."""
+    if args.no_fixed or "onnx" not in args.backend or args.onnx_graph != "fused":
+        return FLOOR_HEADS, {}
+    fused = export_onnx(model, os.path.join(folder, "original.onnx"), fuse=True)["fused"]
+    return (MIN_FUSED_HEADS if fused.get("attention") else FLOOR_HEADS), {"original": fused}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,10 +262,14 @@ def main(argv=None) -> int:
     pruned.eval()
     pruned_arch = bind(pruned)
 
+    onnx_folder = (args.onnx_dir or tempfile.mkdtemp(prefix="latency-onnx-")) if "onnx" in args.backend else None
+    if onnx_folder:
+        os.makedirs(onnx_folder, exist_ok=True)
+    floor_heads, exported = floor_heads_for(args, original, onnx_folder)
     report = {
         "ckpt_dir": args.ckpt_dir, "pruned_dir": args.pruned_dir, "mask_dir": args.mask_dir,
         "device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "repeats": args.repeats, "warmup": args.warmup, "floor_heads": FLOOR_HEADS if args.no_fixed else floor_heads_for(args, original),
+        "repeats": args.repeats, "warmup": args.warmup, "floor_heads": floor_heads,
         "original": {"parameters": count_parameters(original),
                      "weights_bytes": weights_size_bytes(args.ckpt_dir) if os.path.isdir(args.ckpt_dir) else None},
         "pruned": {"parameters": count_parameters(pruned),
@@ -282,7 +287,7 @@ def main(argv=None) -> int:
                                   report["floor_heads"])
     backends = {"eager": models}
     if "onnx" in args.backend:
-        backends["onnx"] = _onnx_models(args, models, report)
+        backends["onnx"] = _onnx_models(args, models, report, onnx_folder, exported)
     backends = {name: backends[name] for name in args.backend}
 
     if masks is not None:  # the pruned model must compute what the masked original computes
@@ -312,17 +317,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def _onnx_models(args, models: dict, report: dict) -> dict:
-    """ONNX Runtime sessions of the models (original, pruned, fixed), exported (or the pruned folder's model.onnx),
-    checked against eager."""
-    folder = args.onnx_dir or tempfile.mkdtemp(prefix="latency-onnx-")
-    os.makedirs(folder, exist_ok=True)
+def _onnx_models(args, models: dict, report: dict, folder: str, exported: dict) -> dict:
+    """ONNX Runtime sessions of the models (original, pruned, fixed), exported into `folder` (or the pruned folder's
+    model.onnx), checked against eager. exported: {name: fusions} of graphs already written there (floor_heads_for)."""
     paths = {name: os.path.join(folder, f"{name}.onnx") for name in models}
     if args.pruned_dir and os.path.isfile(os.path.join(args.pruned_dir, ONNX_FILE)):
         paths["pruned"] = os.path.join(args.pruned_dir, ONNX_FILE)
     fuse = args.onnx_graph == "fused"
-    fused = {name: export_onnx(models[name], path, fuse=fuse)["fused"] for name, path in paths.items()
-             if path.startswith(folder)}
+    fused = {name: exported[name] if name in exported else export_onnx(models[name], path, fuse=fuse)["fused"]
+             for name, path in paths.items() if path.startswith(folder)}
     sessions = {name: OrtModel(path, args.device, args.threads, spin=False) for name, path in paths.items()}
     if not args.onnx_dir:   # the sessions hold the graphs in memory
         shutil.rmtree(folder, ignore_errors=True)

@@ -43,7 +43,7 @@ import prune.pipeline as pipeline
 from arch import bind
 from prune.masks import kept_per_layer
 from utils.checkpoint import load_model
-from utils.device import peak_gpu_mb, peak_rss_mb, resolve_device
+from utils.device import current_rss_mb, peak_gpu_mb, peak_rss_mb, resolve_device
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,17 +58,6 @@ STAGES = ("gradients", "search", "rearrange", "mask_tuning")
 # ----------------------------------------------------------------------------------------------
 # worker: one configuration, in its own process
 # ----------------------------------------------------------------------------------------------
-
-def current_rss_mb() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
 
 def cpu_seconds() -> float:
     """User + system CPU time of this process: against wall time it shows how much of the machine it got."""

@@ -14,24 +14,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
-import resource
 import sys
 
+from benchmarks.record import write_json
+from utils.device import current_rss_mb, peak_rss_mb
+
 STEPS = ("teacher_targets", "_fit_block", "_layer_outputs")
-
-
-def _mb(value: float) -> float:
-    return round(value / 2 ** 20, 1)
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:            # Linux: size and resident pages
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)   # Linux reports KiB
 
 
 def traced(trace: list, name: str, fn):
@@ -39,10 +27,10 @@ def traced(trace: list, name: str, fn):
 
     @functools.wraps(fn)
     def call(*args, **kwargs):
-        before = _rss()
+        before = current_rss_mb()
         out = fn(*args, **kwargs)
-        trace.append({"step": name, "rss_before_mb": _mb(before), "rss_after_mb": _mb(_rss()),
-                      "peak_mb": _peak_mb()})
+        trace.append({"step": name, "rss_before_mb": before, "rss_after_mb": current_rss_mb(),
+                      "peak_mb": round(peak_rss_mb(), 1)})
         return out
     return call
 
@@ -67,13 +55,9 @@ def main(argv=None) -> int:
     finally:
         for name, fn in originals.items():
             setattr(reconstruct, name, fn)
-    result = {"main_argv": main_argv, "exit_code": code, "peak_mb": _peak_mb(), "steps": trace,
+    result = {"main_argv": main_argv, "exit_code": code, "peak_mb": round(peak_rss_mb(), 1), "steps": trace,
               "rss_before_refit_mb": trace[0]["rss_before_mb"] if trace else None}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-        f.write("\n")
-    os.replace(args.output + ".tmp", args.output)
+    write_json(args.output, result)
     print(json.dumps({k: result[k] for k in ("exit_code", "peak_mb", "rss_before_refit_mb")}))
     return code
 

@@ -319,20 +319,21 @@ def test_sts_embedding_pairs_lsq_with_kwon_on_common_seeds():
                                      "per_seed": [0.5, -0.2]}]
 
 
+def _speed_row(fraction: float, batch_size: int = 1) -> dict:
+    """One benchmarks/latency.py result row as speed_limit reads it, at `fraction` of both ideals."""
+    return {"batch_size": batch_size, "seq_len": 32, "speedup": 1.5, "ideal_mac_speedup": 2.0,
+            "ideal_physical_speedup": 1.8, "fraction_of_physical_ideal": fraction, "fixed_share": 0.1,
+            "original_s": 0.01, "floor_share": 0.2, "ideal_floor_speedup": 1.6, "fraction_of_floor_ideal": fraction}
+
+
 def test_speed_limit_goal_is_judged_over_all_rows_and_per_backend(tmp_path):
-    import json
     from benchmarks.record import write_cell
     from benchmarks.speed_limit import summarize
-
-    def row(fraction):
-        return {"batch_size": 1, "seq_len": 32, "speedup": 1.5, "ideal_mac_speedup": 2.0,
-                "ideal_physical_speedup": 1.8, "fraction_of_physical_ideal": fraction, "fixed_share": 0.1,
-                "original_s": 0.01, "floor_share": 0.2, "ideal_floor_speedup": 1.6, "fraction_of_floor_ideal": fraction}
     cells = tmp_path / "cells"
     for backend, fractions in (("eager", [0.95, 0.91]), ("onnx", [0.88, 0.97]), ("onnx_fused", [0.92, 0.90])):
         write_cell(str(cells / f"m-{backend}.json"),
                    {"model": "m", "backend": backend, "masks_of": "run",
-                    "report": {"results": list(map(row, fractions))},
+                    "report": {"results": list(map(_speed_row, fractions))},
                     "load": {"load_mean": 1.0, "load_max": 1.5, "quiet": True}})
     assert summarize(str(cells), str(tmp_path / "summary.json")) == 0
     goal = json.loads((tmp_path / "summary.json").read_text())["goal"]["floor"]
@@ -342,17 +343,21 @@ def test_speed_limit_goal_is_judged_over_all_rows_and_per_backend(tmp_path):
     assert not by["onnx"]["met"] and by["onnx"]["shapes_below"] == 1
 
 
-def test_the_floor_keeps_two_heads_only_where_the_fused_graph_has_the_attention_kernel():
+def test_the_floor_keeps_two_heads_only_where_the_fused_graph_has_the_attention_kernel(tmp_path):
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
     from benchmarks.latency import build_parser, floor_heads_for
     from tests.tiny import tiny_model
     bert, mpnet = tiny_model("bert", seed=3).eval(), tiny_model("mpnet", seed=3).eval()
     base = ["--ckpt_dir", "c", "--mask_dir", "m", "--output", "o.json"]
-    heads = lambda model, *extra: floor_heads_for(build_parser().parse_args(base + list(extra)), model)  # noqa: E731
+    heads = lambda model, *extra: floor_heads_for(build_parser().parse_args(base + list(extra)), model,  # noqa: E731
+                                                  str(tmp_path))[0]
     assert heads(bert) == heads(bert, "--backend", "onnx") == heads(bert, "--onnx_graph", "fused") == 1
     assert heads(bert, "--backend", "eager", "onnx", "--onnx_graph", "fused") == 2
     assert heads(mpnet, "--backend", "onnx", "--onnx_graph", "fused") == 1      # its attention is not fused
+    args = build_parser().parse_args(base + ["--backend", "onnx", "--onnx_graph", "fused"])
+    assert floor_heads_for(args, bert, str(tmp_path))[1]["original"]["attention"] > 0  # the export the backend reuses
+    assert (tmp_path / "original.onnx").is_file()
 
 
 def test_speed_limit_refuses_to_pass_off_a_cell_timed_otherwise(tmp_path, monkeypatch, capsys):
@@ -361,13 +366,10 @@ def test_speed_limit_refuses_to_pass_off_a_cell_timed_otherwise(tmp_path, monkey
     from benchmarks.sts_embedding import cell_name
     monkeypatch.setattr(speed_limit, "CELL_DIR", str(tmp_path / "cells"))
     monkeypatch.setattr(speed_limit, "SUMMARY", str(tmp_path / "summary.json"))
-    row = {"batch_size": 1, "seq_len": 32, "speedup": 1.5, "ideal_mac_speedup": 2.0, "ideal_physical_speedup": 1.8,
-           "fraction_of_physical_ideal": 0.9, "fixed_share": 0.1, "original_s": 0.01, "floor_share": 0.2,
-           "ideal_floor_speedup": 1.6, "fraction_of_floor_ideal": 0.95}
     run = cell_name("minilm", "lsq", 0.5, 0, "gold")
     write_cell(str(tmp_path / "cells" / f"{run}-eager.json"),
                {"model": "minilm", "backend": "eager", "masks_of": run,
-                "report": {"threads": 2, "repeats": 15, "results": [row, row | {"batch_size": 8}]},
+                "report": {"threads": 2, "repeats": 15, "results": [_speed_row(0.95), _speed_row(0.95, 8)]},
                 "load": {"load_mean": 1.0, "load_max": 1.5, "quiet": True}})
     argv = ["--models", "minilm", "--backends", "eager"]
     assert speed_limit.main(argv + ["--batch_sizes", "8", "1"]) == 0          # the cell holds what is asked: kept

@@ -53,6 +53,18 @@ def peak_rss_mb() -> float:
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20
 
 
+def current_rss_mb() -> float | None:
+    """Resident memory of this process now (Linux; None elsewhere): freed tensors the allocator holds included."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def peak_gpu_mb(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
