@@ -199,12 +199,12 @@ def floor_heads_for(args, model: nn.Module, folder: str | None) -> tuple[int, di
     """Heads the floor keeps per layer: MIN_FUSED_HEADS when the run times the fused ONNX graph and `model`'s attention
     fuses into ONNX Runtime's Attention kernel (whose one-head layers get a slower MultiHeadAttention path instead;
     every backend of that run shares the floor), else FLOOR_HEADS. The fusion is tried on the original model's own
-    export, folder/original.onnx, which the ONNX backend then uses: returns (heads, {'original': its fusions}), or
-    (FLOOR_HEADS, {}) where nothing was exported."""
+    export, folder/original.onnx, which the ONNX backend then uses: returns (heads, {'original': export_onnx's report}),
+    or (FLOOR_HEADS, {}) where nothing was exported."""
     if args.no_fixed or "onnx" not in args.backend or args.onnx_graph != "fused":
         return FLOOR_HEADS, {}
-    fused = export_onnx(model, os.path.join(folder, "original.onnx"), fuse=True)["fused"]
-    return (MIN_FUSED_HEADS if fused.get("attention") else FLOOR_HEADS), {"original": fused}
+    info = export_onnx(model, os.path.join(folder, "original.onnx"), fuse=True)
+    return (MIN_FUSED_HEADS if info["fused"].get("attention") else FLOOR_HEADS), {"original": info}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,12 +319,13 @@ def main(argv=None) -> int:
 
 def _onnx_models(args, models: dict, report: dict, folder: str, exported: dict) -> dict:
     """ONNX Runtime sessions of the models (original, pruned, fixed), exported into `folder` (or the pruned folder's
-    model.onnx), checked against eager. exported: {name: fusions} of graphs already written there (floor_heads_for)."""
+    model.onnx), checked against eager. exported: {name: export_onnx's report} of graphs already written there
+    (floor_heads_for)."""
     paths = {name: os.path.join(folder, f"{name}.onnx") for name in models}
     if args.pruned_dir and os.path.isfile(os.path.join(args.pruned_dir, ONNX_FILE)):
         paths["pruned"] = os.path.join(args.pruned_dir, ONNX_FILE)
     fuse = args.onnx_graph == "fused"
-    fused = {name: exported[name] if name in exported else export_onnx(models[name], path, fuse=fuse)["fused"]
+    infos = {name: exported[name] if name in exported else export_onnx(models[name], path, fuse=fuse)
              for name, path in paths.items() if path.startswith(folder)}
     sessions = {name: OrtModel(path, args.device, args.threads, spin=False) for name, path in paths.items()}
     if not args.onnx_dir:   # the sessions hold the graphs in memory
@@ -334,7 +335,9 @@ def _onnx_models(args, models: dict, report: dict, folder: str, exported: dict) 
     diffs = {name: max_abs_difference(model, sessions[name], check) for name, model in models.items()}
     report["onnx"] = {"paths": paths, "providers": providers(args.device), "graph": args.onnx_graph,
                       "intra_op_spinning": False,
-                      "fusions": fused, "max_abs_output_diff_vs_eager": diffs}
+                      "fusions": {name: info["fused"] for name, info in infos.items()},
+                      "attention": {name: info["attention"] for name, info in infos.items()},
+                      "max_abs_output_diff_vs_eager": diffs}
     return sessions
 
 

@@ -72,6 +72,8 @@ def summarize(cell_dir: str = CELL_DIR, summary: str = SUMMARY) -> int:
                                                   "fraction_of_unit_ideal", "additivity", "head_time_share",
                                                   "head_mac_share")}
                         | {"floor_heads": c["report"].get("floor_heads", 1),   # cells from before it was recorded: 1
+                           # the ONNX graph's attention form (export/onnx.py); None: eager PyTorch, or not recorded
+                           "onnx_attention": c["report"].get("onnx", {}).get("attention", {}).get("original"),
                            "load_mean": c["load"]["load_mean"], "load_max": c["load"]["load_max"],
                            "quiet": c["load"]["quiet"]})
     ideals = ("physical", "floor") + (("unit",) if any(r["fraction_of_unit_ideal"] is not None for r in rows) else ())

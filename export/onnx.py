@@ -4,8 +4,10 @@ The exporter is torch.onnx.export(dynamo=True): it captures the model with torch
 uneven per-layer widths are just the shapes of the weights, zero-width layers included, and
 shapes stay symbolic (the legacy TorchScript tracer also handles the pruned model but is
 deprecated, and bakes the Python branches it takes on the example's sizes into the graph).
-With fuse=True the graph is then fused into ONNX Runtime's transformer kernels (export/onnx_fuse.py:
-one Attention node per layer instead of some twenty ops). The graph is checked against PyTorch on given
+The portable graph writes attention as transformers' eager implementation computes it (plain MatMul, Softmax:
+faster in ONNX Runtime than the SDPA decomposition, PORTABLE_ATTENTION). With fuse=True the SDPA form is exported
+and fused into ONNX Runtime's transformer kernels (export/onnx_fuse.py: one Attention node per layer instead of some
+twenty ops). The graph is checked against PyTorch on given
 batches with ONNX Runtime (CPUExecutionProvider).
 """
 from __future__ import annotations
@@ -39,6 +41,13 @@ OUTPUT_NAMES = ("logits", "start_logits", "end_logits")
 ENCODER_OUTPUT = "last_hidden_state"   # what a model without a task head (a sentence-embedding encoder) gives
 TOLERANCE = 1e-4                 # max abs difference of the outputs accepted as "the same model"
 _SINGLE_FILE_LIMIT = 1.8e9       # ONNX protobufs stop at 2 GB; larger models keep weights in a .data file
+# The attention each graph is written with. "eager" writes the scores, mask add, Softmax and context as plain ops; the
+# SDPA decomposition (transformers' default "sdpa") adds a NaN guard (IsNaN + Where) over every [batch, heads, s, s]
+# score tensor. Both compute the model's function (checked on export); ONNX Runtime runs the eager form 4-21 % faster
+# (issue 33: benchmarks/onnx_attention.py). The fused graph keeps SDPA: onnxscript's fusions were checked on it, and
+# they leave an eager one-head layer unfused. A family without the named one exports its own.
+PORTABLE_ATTENTION = "eager"
+FUSED_ATTENTION = "sdpa"
 # the exporter's libraries log every optimisation pass at INFO, and torch warns that torchvision is absent
 _CHATTY_LOGGERS = {"onnx_ir": logging.WARNING, "onnxscript": logging.WARNING,
                    "torch.onnx._internal.exporter._registration": logging.ERROR}
@@ -88,9 +97,13 @@ def _on_cpu(model: nn.Module) -> nn.Module:
     return model.eval() if device.type == "cpu" else copy.deepcopy(model).cpu().eval()
 
 
-def export_onnx(model: nn.Module, path: str, example: dict | None = None, fuse: bool = False) -> dict:
-    """Write `model` (on CPU, eval mode) to `path` as ONNX, with ONNX Runtime's fusions if `fuse`;
-    returns {"inputs", "outputs", "seconds", "fused"} (fused: how often each fusion applied)."""
+def export_onnx(model: nn.Module, path: str, example: dict | None = None, fuse: bool = False,
+                attention: str | None = None) -> dict:
+    """Write `model` (on CPU, eval mode) to `path` as ONNX, with ONNX Runtime's fusions if `fuse`, its attention
+    written as the `attention` implementation computes it (default: FUSED_ATTENTION or PORTABLE_ATTENTION; the model
+    is set back after); returns {"inputs", "outputs", "seconds", "fused", "attention"} (fused: how often each fusion
+    applied; attention: the implementation used)."""
+    attention = attention or (FUSED_ATTENTION if fuse else PORTABLE_ATTENTION)
 
 
     model = _on_cpu(model)
@@ -101,7 +114,8 @@ def export_onnx(model: nn.Module, path: str, example: dict | None = None, fuse: 
     dims = {n: axes for n in names}
     big = sum(p.numel() * p.element_size() for p in model.parameters()) > _SINGLE_FILE_LIMIT
     start = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()) as printed, warnings.catch_warnings(), _quiet_loggers():
+    with contextlib.redirect_stdout(io.StringIO()) as printed, warnings.catch_warnings(), _quiet_loggers(), \
+            attention_as(model, attention) as used:
         # it prints its progress, and warns that the inputs' shared axes are named once (as intended)
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)   # torch-internal
@@ -111,7 +125,28 @@ def export_onnx(model: nn.Module, path: str, example: dict | None = None, fuse: 
     seconds = time.perf_counter() - start
     log.debug("%s", printed.getvalue())
     log.info("exported %s (%.1f s, inputs %s, outputs %s)", path, seconds, names, outputs)
-    return {"inputs": names, "outputs": outputs, "seconds": round(seconds, 3), "fused": fused}
+    return {"inputs": names, "outputs": outputs, "seconds": round(seconds, 3), "fused": fused, "attention": used}
+
+
+@contextlib.contextmanager
+def attention_as(model: nn.Module, implementation: str | None):
+    """`model` computing attention with `implementation` inside the block, its own implementation again after; yields
+    the one in use (the model's own where `implementation` is None or the model cannot switch to it: a family whose
+    attention does not go through transformers' AttentionInterface, such as MPNet, has only its own)."""
+    own = getattr(model.config, "_attn_implementation", None)
+    can_switch = getattr(model, "_can_set_attn_implementation", lambda: False)   # transformers 5
+    switch = own is not None and implementation not in (None, own) and can_switch()
+    if switch:
+        try:
+            model.set_attn_implementation(implementation)
+        except (ValueError, ImportError) as err:    # the family has no such attention: export what the model computes
+            log.info("exporting with the model's %s attention (%s unavailable: %s)", own, implementation, err)
+            switch = False
+    try:
+        yield model.config._attn_implementation if switch else own
+    finally:
+        if switch:
+            model.set_attn_implementation(own)
 
 
 @contextlib.contextmanager

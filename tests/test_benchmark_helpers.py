@@ -356,7 +356,8 @@ def test_the_floor_keeps_two_heads_only_where_the_fused_graph_has_the_attention_
     assert heads(bert, "--backend", "eager", "onnx", "--onnx_graph", "fused") == 2
     assert heads(mpnet, "--backend", "onnx", "--onnx_graph", "fused") == 1      # its attention is not fused
     args = build_parser().parse_args(base + ["--backend", "onnx", "--onnx_graph", "fused"])
-    assert floor_heads_for(args, bert, str(tmp_path))[1]["original"]["attention"] > 0  # the export the backend reuses
+    exported = floor_heads_for(args, bert, str(tmp_path))[1]["original"]        # the export the backend reuses
+    assert exported["fused"]["attention"] > 0 and exported["attention"] == "sdpa"
     assert (tmp_path / "original.onnx").is_file()
 
 
@@ -427,3 +428,11 @@ def test_accuracy_table_pairs_with_the_baseline_it_is_given(tmp_path):
     at = {e["variant"]: e for e in json.loads((tmp_path / "summary.json").read_text())}
     assert at["lsq_width32"]["vs_baseline"] == pytest.approx(100 - 80) and at["kwon"]["vs_baseline"] == -20
     assert "vs_baseline" not in at["lsq"] and "paired difference to lsq" in (tmp_path / "summary.md").read_text()
+
+
+def test_onnx_attention_ratio_is_eager_time_over_sdpa_time_per_model():
+    from benchmarks.onnx_attention import FORMS, ratios
+    timings = {"original-sdpa": {"median_s": 0.010}, "original-eager": {"median_s": 0.008},
+               "pruned-sdpa": {"median_s": 0.005}, "pruned-eager": {"median_s": 0.006}}
+    assert FORMS == ("sdpa", "eager")
+    assert ratios(timings, ["original", "pruned"]) == pytest.approx({"original": 0.8, "pruned": 1.2})

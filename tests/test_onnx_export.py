@@ -84,11 +84,41 @@ def test_fused_graph_keeps_each_layers_heads(tmp_path):
 
 def test_default_graph_has_standard_ops_only(tmp_path):
     model, _ = _pruned("bert")
+    assert model.config._attn_implementation == "sdpa"
     path = str(tmp_path / ONNX_FILE)
-    assert export_onnx(model, path)["fused"] == {}
-    graph = onnx.load(path).graph
-    assert {n.domain for n in graph.node} <= {"", "ai.onnx"} and "Softmax" in {n.op_type for n in graph.node}
+    info = export_onnx(model, path)
+    assert info["fused"] == {} and info["attention"] == "eager"
+    assert model.config._attn_implementation == "sdpa"                 # the model is set back after the export
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {n.domain for n in onnx.load(path).graph.node} <= {"", "ai.onnx"} and "Softmax" in ops
+    assert "IsNaN" not in ops                      # the eager attention's plain ops, not SDPA's NaN-guarded ones
     assert max_abs_difference(model, OrtModel(path), _check_batches(model)) <= TOLERANCE
+
+
+def test_sdpa_graph_is_the_same_function_with_a_nan_guard(tmp_path):
+    model, _ = _pruned("bert")
+    path = str(tmp_path / ONNX_FILE)
+    assert export_onnx(model, path, attention="sdpa")["attention"] == "sdpa"
+    assert "IsNaN" in {n.op_type for n in onnx.load(path).graph.node}
+    assert max_abs_difference(model, OrtModel(path), _check_batches(model)) <= TOLERANCE
+
+
+def test_a_family_without_the_named_attention_exports_its_own(tmp_path):
+    model, _ = _pruned("mpnet")                    # MPNet has only the eager attention
+    assert export_onnx(model, str(tmp_path / ONNX_FILE), attention="sdpa")["attention"] == "eager"
+    assert model.config._attn_implementation == "eager"
+
+
+def test_portable_decoder_graph_with_padding_matches_pytorch(tmp_path):
+    from transformers import AutoModelForCausalLM
+    from tests.tiny import tiny_decoder_config
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_decoder_config("llama", vocab_size=300)).eval()
+    assert model.config.num_key_value_heads < model.config.num_attention_heads     # grouped-query attention
+    path = str(tmp_path / ONNX_FILE)
+    assert export_onnx(model, path)["attention"] == "eager"
+    batches = [example_inputs(model, 2, 9, seed=1), example_inputs(model, 3, 17, seed=2)]   # first rows half padding
+    assert max_abs_difference(model, OrtModel(path), batches) <= TOLERANCE
 
 
 def test_export_script_rejects_a_plain_folder(tmp_path, capsys):
@@ -163,6 +193,8 @@ def test_benchmark_times_both_backends(tmp_path):
         ("eager", 1), ("eager", 2), ("onnx", 1), ("onnx", 2)]
     assert all(d <= TOLERANCE for d in report["onnx"]["max_abs_output_diff_vs_eager"].values())
     assert report["onnx"]["providers"] == ["CPUExecutionProvider"]
+    assert set(report["onnx"]["attention"].values()) == {"eager"}     # the portable graph's attention
+    assert set(report["onnx"]["attention"]) == {"original", "pruned", "fixed", "floor"}
     onnx_rows = report["results"][2:]
     assert onnx_rows[0]["ideal_mac_speedup"] == report["results"][0]["ideal_mac_speedup"] > 1
     assert all(r["speedup"] > 0 and r["fraction_of_ideal"] == pytest.approx(r["speedup"] / r["ideal_mac_speedup"])
