@@ -239,3 +239,26 @@ def test_fused_decoder_graph_matches_pytorch_without_a_warning(tmp_path, caplog)
         info = export_onnx(model, path, fuse=True)
     assert info["fused"].get("rotary_embedding") and not caplog.text    # multi-head MultiHeadAttention: its fused form
     assert max_abs_difference(model, OrtModel(path), [example_inputs(model, 2, 9, seed=1)]) <= TOLERANCE
+
+
+def test_the_check_compares_real_tokens_and_ignores_padding(tmp_path):
+    from tests.tiny import tiny_decoder
+    model = tiny_decoder("gemma3", vocab_size=300).eval()     # sliding-window layers: padded positions differ
+    path = str(tmp_path / ONNX_FILE)
+    export_onnx(model, path)
+    padded = example_inputs(model, 3, 40, seed=2)              # the first row's second half is padding
+    assert max_abs_difference(model, OrtModel(path), [padded]) <= TOLERANCE
+
+    class Shifted:   # PyTorch's own outputs, one value changed at a padded or at a real token
+        input_names, output_names = ["input_ids", "attention_mask"], ["logits"]
+
+        def __init__(self, position):
+            self.position = position
+
+        def __call__(self, **feed):
+            with torch.no_grad():
+                logits = model(**feed).logits.numpy().copy()
+            logits[0, self.position, 0] += 1.0
+            return [logits]
+    assert max_abs_difference(model, Shifted(39), [padded]) <= TOLERANCE
+    assert max_abs_difference(model, Shifted(0), [padded]) == pytest.approx(1.0, abs=1e-5)
