@@ -56,7 +56,8 @@ def kept_indices(mask: torch.Tensor) -> list[list[int]]:
     return [torch.nonzero(row != 0).flatten().tolist() for row in mask.detach().cpu()]
 
 
-def _new_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+def new_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """An eval-mode Linear holding copies of `weight` [out, in] and `bias` (None: no bias); zero sizes allowed."""
     out_features, in_features = weight.shape
     with warnings.catch_warnings():  # "Initializing zero-element tensors is a no-op"
         warnings.simplefilter("ignore", UserWarning)
@@ -74,7 +75,7 @@ def _keep_rows(linear: nn.Linear, rows: torch.Tensor) -> nn.Linear:
     rows = rows.to(linear.weight.device)
     weight = linear.weight.detach().index_select(0, rows)
     bias = linear.bias.detach().index_select(0, rows) if linear.bias is not None else None
-    return _new_linear(weight, bias)
+    return new_linear(weight, bias)
 
 
 def _keep_columns(linear: nn.Linear, cols: torch.Tensor, scale: torch.Tensor) -> nn.Linear:
@@ -83,7 +84,7 @@ def _keep_columns(linear: nn.Linear, cols: torch.Tensor, scale: torch.Tensor) ->
     weight = linear.weight.detach()
     kept = weight.index_select(1, cols).float() * scale.to(weight.device, torch.float32)
     bias = linear.bias.detach() if linear.bias is not None else None
-    return _new_linear(kept.to(weight.dtype), bias)
+    return new_linear(kept.to(weight.dtype), bias)
 
 
 def _check_unpruned(arch: BoundArch, head_mask: torch.Tensor, neuron_mask: torch.Tensor) -> None:

@@ -436,3 +436,23 @@ def test_onnx_attention_ratio_is_eager_time_over_sdpa_time_per_model():
                "pruned-sdpa": {"median_s": 0.005}, "pruned-eager": {"median_s": 0.006}}
     assert FORMS == ("sdpa", "eager")
     assert ratios(timings, ["original", "pruned"]) == pytest.approx({"original": 0.8, "pruned": 1.2})
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_zero_padded_ffn_widths_compute_the_same_function(family):
+    import torch
+    from arch import bind
+    from benchmarks.ffn_padding import pad_ffn_widths
+    from prune.physical import physically_prune
+    from tests.tiny import tiny_decoder, tiny_model
+    model = (tiny_model("bert", seed=4) if family == "bert" else tiny_decoder("llama", seed=4)).eval()
+    arch = bind(model)
+    neuron_mask = (torch.rand(arch.num_layers, arch.ffn_dim, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    neuron_mask[1] = 0                                                   # a layer without FFN stays without
+    physically_prune(model, arch, torch.ones(arch.num_layers, arch.num_head_units), neuron_mask)
+    padded, widths = pad_ffn_widths(model, 8)
+    kept = neuron_mask.sum(1).long().tolist()
+    assert widths == [-(-k // 8) * 8 for k in kept] and widths[1] == 0 and widths != kept
+    ids = torch.randint(5, 90, (2, 11), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert torch.allclose(padded(input_ids=ids)[0], model(input_ids=ids)[0], atol=1e-6)
