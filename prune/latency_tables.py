@@ -55,7 +55,7 @@ def one_layer_model(config, device="cpu", dtype=torch.float32):
 
 
 def measure_luts(config, batch_size: int, seq_len: int, device="cpu", dtype=torch.float32, mha_step: int = 1,
-                 ffn_step: int = 16, warmup: int = 3, repeats: int = 10, progress=None
+                 ffn_step: int = 16, warmup: int = 3, repeats: int = 10, progress=None, time_model=None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Latency tables of one block of the model described by `config`, timed on the family's own modules.
 
@@ -63,14 +63,19 @@ def measure_luts(config, batch_size: int, seq_len: int, device="cpu", dtype=torc
     and n neurons (FFN time), exactly as a pruned model runs it, and called with the inputs the model
     gives its first block. With T(k, n) the block's time, mha_lut[k] = T(k, 0) - T(0, 0) / 2 and
     ffn_lut[n] = T(0, n) - T(0, 0) / 2, so that mha_lut[k] + ffn_lut[n] estimates T(k, n).
+    time_model(model, inputs) -> seconds times a whole model in another runtime instead (ONNX Runtime:
+    scripts/measure_latency.py --backend onnx); T(k, n) is then the one-block model's time less the time of the same
+    model with no block (embeddings and what follows the blocks).
     Returns (mha_lut [units + 1], ffn_lut [ffn + 1]) in seconds.
     """
     device = torch.device(device)
     base = one_layer_model(config, device, dtype)
     arch = bind(base)
+    inputs = random_inputs(base.config, batch_size, seq_len, device)
     with torch.inference_mode():
-        hidden, calls = layer_calls(base, arch, random_inputs(base.config, batch_size, seq_len, device))
+        hidden, calls = layer_calls(base, arch, inputs)
     args, kwargs = calls[0]
+    without_blocks = time_model(_without_blocks(base), inputs) if time_model else 0.0
 
     def block_time(units: int, neurons: int) -> float:
         model = copy.deepcopy(base)
@@ -79,6 +84,8 @@ def measure_luts(config, batch_size: int, seq_len: int, device="cpu", dtype=torc
         head_mask[0, :units], neuron_mask[0, :neurons] = 1, 1
         pruned_arch = bind(model)
         physically_prune(model, pruned_arch, head_mask, neuron_mask)
+        if time_model:
+            return time_model(model, inputs) - without_blocks
         layer = pruned_arch.layer(0)
         return time_call(lambda: call_layer(layer, hidden, args, kwargs), device, warmup, repeats)
 
@@ -93,6 +100,15 @@ def measure_luts(config, batch_size: int, seq_len: int, device="cpu", dtype=torc
                 progress(kind, n, values[-1])
         tables.append(_interpolate(counts, values, total))
     return tables[0], tables[1]
+
+
+def _without_blocks(model):
+    """A copy of the one-block `model` whose block list is empty (what a model runs besides its blocks)."""
+    empty = copy.deepcopy(model)
+    path, _, name = facts_for(empty.config.model_type).layers.rpartition(".")
+    base = empty.base_model
+    setattr(base.get_submodule(path) if path else base, name, torch.nn.ModuleList())
+    return empty.eval()
 
 
 def as_lut(table, flag: str = "lut") -> torch.Tensor:

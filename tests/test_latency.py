@@ -145,6 +145,37 @@ def test_measure_tables_of_a_grouped_query_decoder():
     assert (mha > 0).all() and (ffn_lut > 0).all()
 
 
+def test_tables_from_whole_model_times_subtract_the_model_without_its_block():
+    from arch import bind
+    config = BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37, num_hidden_layers=3)
+    timed = []
+
+    def fake_runtime(model, inputs):      # 1 s outside the block, 0.1 s per head, 0.01 s per neuron
+        arch = bind(model)
+        if len(arch.layers()) == 0:
+            timed.append("no block")
+            return 1.0
+        return 1.0 + 0.1 * arch.query_width(0) / arch.head_dim + 0.01 * arch.ffn_out(0).in_features
+    mha, ffn_lut = measure_luts(config, batch_size=2, seq_len=8, ffn_step=8, time_model=fake_runtime)
+    assert timed == ["no block"]                                    # timed once, subtracted from every entry
+    assert torch.allclose(mha[1:], 0.1 * torch.arange(1, 5, dtype=torch.float64))
+    assert torch.allclose(ffn_lut[1:], 0.01 * torch.arange(1, 38, dtype=torch.float64))
+    assert float(mha[0]) == float(ffn_lut[0]) == pytest.approx(1e-9)   # an empty block costs nothing here
+
+
+def test_latency_tables_measured_in_onnx_runtime(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from benchmarks.ort_latency_tables import main
+    BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37, num_hidden_layers=3).save_pretrained(tmp_path)
+    out = tmp_path / "luts"
+    assert main(["--ckpt_dir", str(tmp_path), "--batch_size", "2", "--seq_len", "8", "--ffn_step", "37",
+                 "--mha_step", "4", "--warmup", "1", "--repeats", "3", "--threads", "1", "--output_dir", str(out)]) == 0
+    mha, ffn_lut = torch.load(out / "mha_lut.pt"), torch.load(out / "ffn_lut.pt")
+    assert mha.shape == (5,) and ffn_lut.shape == (38,) and (mha > 0).all() and (ffn_lut > 0).all()
+    assert json.loads((out / "lut_info.json").read_text())["backend"] == "onnx"
+
+
 def _load_script(path):
     spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3] + "_under_test", path)
     module = importlib.util.module_from_spec(spec)
