@@ -26,12 +26,10 @@ import torch.nn.functional as F
 from arch import bind
 from benchmarks.record import ROOT, LoadSampler, machine_metadata, write_json
 from benchmarks.sts_embedding import model_dirs
-from export.onnx import OrtModel, export_onnx, missing_packages
-from prune.masks import load_masks
-from prune.physical import new_linear, physically_prune
-from tasks.sentence_similarity import EncoderWithoutPooler
-from utils.checkpoint import load_model
-from utils.timing import random_inputs, time_models
+from benchmarks.sts_models import original_and_pruned
+from export.onnx import OrtModel, export_onnx, packages_problem
+from prune.physical import new_linear
+from utils.timing import random_inputs, relative_medians, time_shapes
 
 OUTPUT = os.path.join(ROOT, "benchmarks", "results", "ffn_padding.json")
 
@@ -76,18 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if missing_packages():
-        print(f"error: this benchmark needs {', '.join(missing_packages())}: pip install "
-              f"{' '.join(missing_packages())}", file=sys.stderr)
-        return 2
-    mask_dir = os.path.join(ROOT, "outputs", "sts_embedding", args.masks_of)
-    if not os.path.isfile(os.path.join(mask_dir, "head_mask.pt")):
-        print(f"error: no masks in {mask_dir}: run that sts_embedding cell first (benchmarks/speed_limit.py's help)",
-              file=sys.stderr)
+    if problem := packages_problem("this benchmark"):
+        print(problem, file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    pruned = load_model(model_dirs()[args.model], "embedding", EncoderWithoutPooler).eval()
-    physically_prune(pruned, bind(pruned), *load_masks(mask_dir))
+    pruned = original_and_pruned(args.model, [args.masks_of])[args.masks_of]
     models, widths = {"unpadded": pruned}, {"unpadded": [bind(pruned).ffn_out(i).in_features
                                                          for i in range(bind(pruned).num_layers)]}
     for multiple in args.multiples:
@@ -105,16 +96,11 @@ def main(argv=None) -> int:
         backends = {"eager": models, "onnx": {name: OrtModel(os.path.join(folder, f"{name}.onnx"), threads=args.threads,
                                                              spin=False) for name in models}}
         for backend, timed in backends.items():
-            for seq_len in args.seq_lens:
-                for batch_size in args.batch_sizes:
-                    t = time_models(timed, random_inputs(pruned.config, batch_size, seq_len), "cpu", 3, args.repeats)
-                    base = t["unpadded"]["median_s"]
-                    row = {"backend": backend, "batch_size": batch_size, "seq_len": seq_len, "timings": t,
-                           "time_over_unpadded": {name: t[name]["median_s"] / base for name in timed}}
-                    report["results"].append(row)
-                    print(f"{backend:5s} batch {batch_size:3d} seq {seq_len:4d}: " + ", ".join(
-                        f"{name} {r:.3f}" for name, r in row["time_over_unpadded"].items()), file=sys.stderr,
-                        flush=True)
+            for row in time_shapes(timed, pruned.config, args.batch_sizes, args.seq_lens, 3, args.repeats):
+                row = {"backend": backend, **row, "time_over_unpadded": relative_medians(row["timings"], "unpadded")}
+                report["results"].append(row)
+                print(f"{backend:5s} batch {row['batch_size']:3d} seq {row['seq_len']:4d}: " + ", ".join(
+                    f"{name} {r:.3f}" for name, r in row["time_over_unpadded"].items()), file=sys.stderr)
     report["load"] = load.summary()
     write_json(args.output, report)
     return 0

@@ -13,22 +13,17 @@ so its graph does not change.
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile
 
 import torch
 
-from arch import bind
 from benchmarks.record import ROOT, LoadSampler, machine_metadata, write_json
 from benchmarks.sts_embedding import model_dirs
-from export.onnx import OrtModel, export_onnx, max_abs_difference, missing_packages
-from prune.masks import load_masks
-from prune.physical import physically_prune
-from tasks.sentence_similarity import EncoderWithoutPooler
-from utils.checkpoint import load_model
-from utils.timing import random_inputs, time_models
+from benchmarks.sts_models import original_and_pruned
+from export.onnx import OrtModel, export_onnx, max_abs_difference, packages_problem
+from utils.timing import random_inputs, time_shapes
 
 OUTPUT = os.path.join(ROOT, "benchmarks", "results", "onnx_attention.json")
 FORMS = ("sdpa", "eager")
@@ -66,20 +61,12 @@ def ratios(timings: dict, models) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if missing_packages():
-        print(f"error: this benchmark needs {', '.join(missing_packages())}: pip install "
-              f"{' '.join(missing_packages())}", file=sys.stderr)
-        return 2
-    mask_dir = os.path.join(ROOT, "outputs", "sts_embedding", args.masks_of)
-    if not os.path.isfile(os.path.join(mask_dir, "head_mask.pt")):
-        print(f"error: no masks in {mask_dir}: run that sts_embedding cell first (benchmarks/speed_limit.py's help)",
-              file=sys.stderr)
+    if problem := packages_problem("this benchmark"):
+        print(problem, file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    original = load_model(model_dirs()[args.model], "embedding", EncoderWithoutPooler).eval()
-    pruned = copy.deepcopy(original)
-    physically_prune(pruned, bind(pruned), *load_masks(mask_dir))
-    models = {"original": original, "pruned": pruned.eval()}
+    loaded = original_and_pruned(args.model, [args.masks_of])
+    original, models = loaded["original"], {"original": loaded["original"], "pruned": loaded[args.masks_of]}
     report = {"model": args.model, "masks_of": args.masks_of, "command": "python -m benchmarks.onnx_attention " +
               " ".join(argv if argv is not None else sys.argv[1:]), "machine": machine_metadata(args.threads),
               "repeats": args.repeats, "results": []}
@@ -88,15 +75,11 @@ def main(argv=None) -> int:
         check = [random_inputs(original.config, 2, 32, "cpu", seed=2)]
         report["max_abs_output_diff_vs_eager_pytorch"] = {
             name: max_abs_difference(models[name.rsplit("-", 1)[0]], session, check) for name, session in graphs.items()}
-        for seq_len in args.seq_lens:
-            for batch_size in args.batch_sizes:
-                inputs = random_inputs(original.config, batch_size, seq_len, "cpu")
-                t = time_models(graphs, inputs, "cpu", args.warmup, args.repeats)
-                row = {"batch_size": batch_size, "seq_len": seq_len, "timings": t,
-                       "eager_over_sdpa": ratios(t, models)}
-                report["results"].append(row)
-                print(f"batch {batch_size:3d} seq {seq_len:4d}: eager/sdpa time " + ", ".join(
-                    f"{name} {r:.3f}" for name, r in row["eager_over_sdpa"].items()), file=sys.stderr, flush=True)
+        for row in time_shapes(graphs, original.config, args.batch_sizes, args.seq_lens, args.warmup, args.repeats):
+            row["eager_over_sdpa"] = ratios(row["timings"], models)
+            report["results"].append(row)
+            print(f"batch {row['batch_size']:3d} seq {row['seq_len']:4d}: eager/sdpa time " + ", ".join(
+                f"{name} {r:.3f}" for name, r in row["eager_over_sdpa"].items()), file=sys.stderr)
     report["load"] = load.summary()
     write_json(args.output, report)
     return 0

@@ -21,7 +21,7 @@ import torch
 from transformers import AutoConfig
 
 from benchmarks.record import machine_metadata, write_json
-from export.onnx import ONNX_FILE, OrtModel, export_onnx, missing_packages
+from export.onnx import ONNX_FILE, OrtModel, export_onnx, packages_problem
 from prune.latency import fit_piecewise_linear
 from prune.latency_tables import measure_luts
 from utils.timing import time_call
@@ -49,8 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--output_dir", required=True)
     args = p.parse_args(argv)
-    if missing_packages():
-        print(f"error: this benchmark needs {', '.join(missing_packages())}", file=sys.stderr)
+    if problem := packages_problem("this benchmark"):
+        print(problem, file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     config = AutoConfig.from_pretrained(args.ckpt_dir)

@@ -10,22 +10,17 @@ Per shape: each model's median seconds and its speed-up over the original (bench
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile
 
 import torch
 
-from arch import bind
 from benchmarks.record import LoadSampler, machine_metadata, write_json
 from benchmarks.sts_embedding import model_dirs
-from export.onnx import OrtModel, export_onnx, missing_packages
-from prune.masks import load_masks
-from prune.physical import physically_prune
-from tasks.sentence_similarity import EncoderWithoutPooler
-from utils.checkpoint import load_model
-from utils.timing import random_inputs, time_models
+from benchmarks.sts_models import original_and_pruned
+from export.onnx import OrtModel, export_onnx, packages_problem
+from utils.timing import relative_medians, time_shapes
 
 
 def main(argv=None) -> int:
@@ -38,17 +33,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
-    missing = [d for d in args.mask_dirs if not os.path.isfile(os.path.join(d, "head_mask.pt"))]
-    if missing_packages() or missing:
-        print(f"error: needs {', '.join(missing_packages()) or 'onnxruntime'} and masks in {missing}", file=sys.stderr)
+    if problem := packages_problem("this benchmark"):
+        print(problem, file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    original = load_model(model_dirs()[args.model], "embedding", EncoderWithoutPooler).eval()
-    models = {"original": original}
-    for folder in args.mask_dirs:
-        pruned = copy.deepcopy(original)
-        physically_prune(pruned, bind(pruned), *load_masks(folder))
-        models[os.path.basename(os.path.normpath(folder))] = pruned.eval()
+    models = original_and_pruned(args.model, args.mask_dirs)
+    original = models["original"]
     report = {"model": args.model, "mask_dirs": args.mask_dirs, "machine": machine_metadata(args.threads),
               "command": "python -m benchmarks.pruned_side_by_side " +
                          " ".join(argv if argv is not None else sys.argv[1:]), "repeats": args.repeats, "results": []}
@@ -57,15 +47,11 @@ def main(argv=None) -> int:
         for name, model in models.items():
             export_onnx(model, os.path.join(tmp, f"{name}.onnx"))
             sessions[name] = OrtModel(os.path.join(tmp, f"{name}.onnx"), threads=args.threads, spin=False)
-        for seq_len in args.seq_lens:
-            for batch_size in args.batch_sizes:
-                t = time_models(sessions, random_inputs(original.config, batch_size, seq_len), "cpu", 3, args.repeats)
-                speedup = {name: t["original"]["median_s"] / t[name]["median_s"] for name in sessions}
-                report["results"].append({"batch_size": batch_size, "seq_len": seq_len, "timings": t,
-                                          "speedup": speedup})
-                print(f"batch {batch_size:3d} seq {seq_len:4d}: " + ", ".join(
-                    f"{name} {s:.2f}x" for name, s in speedup.items() if name != "original"), file=sys.stderr,
-                    flush=True)
+        for row in time_shapes(sessions, original.config, args.batch_sizes, args.seq_lens, 3, args.repeats):
+            row["speedup"] = {name: 1 / r for name, r in relative_medians(row["timings"], "original").items()}
+            report["results"].append(row)
+            print(f"batch {row['batch_size']:3d} seq {row['seq_len']:4d}: " + ", ".join(
+                f"{name} {s:.2f}x" for name, s in row["speedup"].items() if name != "original"), file=sys.stderr)
     report["load"] = load.summary()
     write_json(args.output, report)
     return 0

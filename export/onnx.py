@@ -71,6 +71,12 @@ def missing_packages() -> list[str]:
     return [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
 
 
+def packages_problem(what: str) -> str:
+    """'' when the packages missing_packages() checks are installed, else an error line: `what` needs them, and how."""
+    missing = missing_packages()
+    return f"error: {what} needs {', '.join(missing)}: pip install {' '.join(missing)}" if missing else ""
+
+
 def input_names(model: nn.Module) -> list[str]:
     accepted = inspect.signature(model.forward).parameters
     return [n for n in INPUT_NAMES if n in accepted]

@@ -456,3 +456,17 @@ def test_zero_padded_ffn_widths_compute_the_same_function(family):
     ids = torch.randint(5, 90, (2, 11), generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         assert torch.allclose(padded(input_ids=ids)[0], model(input_ids=ids)[0], atol=1e-6)
+
+
+def test_time_shapes_times_every_model_at_every_shape_in_order():
+    from transformers import BertConfig
+    from utils.timing import relative_medians, time_shapes
+    seen = []
+    models = {"a": lambda **batch: seen.append(("a", tuple(batch["input_ids"].shape))),
+              "b": lambda **batch: seen.append(("b", tuple(batch["input_ids"].shape)))}
+    rows = time_shapes(models, BertConfig(vocab_size=50), [1, 3], [4, 8], warmup=1, repeats=2)
+    assert [(r["batch_size"], r["seq_len"]) for r in rows] == [(1, 4), (3, 4), (1, 8), (3, 8)]
+    assert all(set(r["timings"]) == {"a", "b"} and r["timings"]["a"]["n"] == 2 for r in rows)
+    assert seen[:6] == [("a", (1, 4)), ("b", (1, 4))] * 3             # one warm-up round, then alternating rounds
+    timings = {"a": {"median_s": 2.0}, "b": {"median_s": 0.5}}
+    assert relative_medians(timings, "a") == {"a": 1.0, "b": 0.25}

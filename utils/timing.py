@@ -53,6 +53,19 @@ def time_models(models: dict, inputs: dict, device="cpu", warmup: int = 2, repea
     return out
 
 
+def time_shapes(models: dict, config, batch_sizes, seq_lens, warmup: int = 3, repeats: int = 10) -> list[dict]:
+    """time_models on CPU at every (batch size, sequence length), on random inputs of `config`'s vocabulary:
+    one row {"batch_size", "seq_len", "timings"} per shape, sequence length outermost."""
+    return [{"batch_size": batch_size, "seq_len": seq_len,
+             "timings": time_models(models, random_inputs(config, batch_size, seq_len), "cpu", warmup, repeats)}
+            for seq_len in seq_lens for batch_size in batch_sizes]
+
+
+def relative_medians(timings: dict, reference: str) -> dict:
+    """Each model's median time over `reference`'s (timings: time_models' result)."""
+    return {name: t["median_s"] / timings[reference]["median_s"] for name, t in timings.items()}
+
+
 def random_inputs(config, batch_size: int, seq_len: int, device="cpu", seed: int = 0, names=None,
                   pad_first_row: bool = False) -> dict:
     """The project's one maker of random model inputs (timing, latency tables, export checks, decode speed).
