@@ -1,5 +1,5 @@
 """Several pruned versions of one sentence-embedding model timed side by side in ONNX Runtime (the portable graph,
-CPU, no intra-op spinning): the original and each run folder's pruned model, one call each per round, so that two
+CPU, no intra-op spinning; --backend eager: in PyTorch): the original and each run folder's pruned model, one call each per round, so that two
 pruned models are compared within one process instead of across two runs whose originals already differ by a few
 per cent:
 
@@ -26,6 +26,7 @@ from utils.timing import relative_medians, time_shapes
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="minilm", choices=sorted(model_dirs()))
+    p.add_argument("--backend", default="onnx", choices=["onnx", "eager"])
     p.add_argument("--mask_dirs", nargs="+", required=True, help="run folders with head_mask.pt / neuron_mask.pt")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--seq_lens", type=int, nargs="+", default=[32, 64, 128])
@@ -33,20 +34,22 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
-    if problem := packages_problem("this benchmark"):
+    if args.backend == "onnx" and (problem := packages_problem("this benchmark")):
         print(problem, file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     models = original_and_pruned(args.model, args.mask_dirs)
     original = models["original"]
-    report = {"model": args.model, "mask_dirs": args.mask_dirs, "machine": machine_metadata(args.threads),
-              "command": "python -m benchmarks.pruned_side_by_side " +
+    report = {"model": args.model, "backend": args.backend, "mask_dirs": args.mask_dirs,
+              "machine": machine_metadata(args.threads), "command": "python -m benchmarks.pruned_side_by_side " +
                          " ".join(argv if argv is not None else sys.argv[1:]), "repeats": args.repeats, "results": []}
     with tempfile.TemporaryDirectory() as tmp, LoadSampler() as load:
-        sessions = {}
-        for name, model in models.items():
-            export_onnx(model, os.path.join(tmp, f"{name}.onnx"))
-            sessions[name] = OrtModel(os.path.join(tmp, f"{name}.onnx"), threads=args.threads, spin=False)
+        sessions = models
+        if args.backend == "onnx":
+            sessions = {}
+            for name, model in models.items():
+                export_onnx(model, os.path.join(tmp, f"{name}.onnx"))
+                sessions[name] = OrtModel(os.path.join(tmp, f"{name}.onnx"), threads=args.threads, spin=False)
         for row in time_shapes(sessions, original.config, args.batch_sizes, args.seq_lens, 3, args.repeats):
             row["speedup"] = {name: 1 / r for name, r in relative_medians(row["timings"], "original").items()}
             report["results"].append(row)
