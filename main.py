@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mha_lut", default=None, help="--metric latency: attention latency table (mha_lut.pt from "
                    "python -m scripts.measure_latency)")
     g.add_argument("--ffn_lut", default=None, help="--metric latency: FFN latency table (ffn_lut.pt)")
+    g.add_argument("--lut_fit", action="store_true", default=defaults.lut_fit,
+                   help="--metric latency: price each unit count by the tables' piecewise-linear fit instead of the "
+                        "measured entry (for noisy tables, e.g. batch 1 on a CPU, whose dips the search would take)")
     g.add_argument("--width_multiple", default=None, type=positive_int,
                    help=f"every layer keeps a multiple of this many FFN channels, e.g. 256 for Q4_K_M (default: the "
                         f"task's: {width_defaults}, where the FFN has >= 8 such blocks and the metric is mac/params; "
@@ -303,6 +306,9 @@ def config_from_args(argv=None) -> RunConfig:
     if args.metric == "latency" and not (args.mha_lut and args.ffn_lut):
         parser.error("--metric latency needs --mha_lut and --ffn_lut (measure them on the target device with "
                      "python -m scripts.measure_latency)")
+    if args.lut_fit and args.metric != "latency":
+        parser.error(f"--lut_fit smooths the latency tables of --metric latency; --metric {args.metric} has none: "
+                     f"drop --lut_fit or use --metric latency")
     data = DataRequest(task_name=args.task_name, num_samples=args.num_samples or task.num_samples, seed=args.seed,
                        max_seq_length=args.max_seq_length or task.max_seq_length, batch_size=args.batch_size,
                        data_dir=args.data_dir, doc_stride=args.doc_stride, calib_file=args.calib_file,
@@ -326,7 +332,8 @@ def config_from_args(argv=None) -> RunConfig:
                            method=args.method, importance=args.importance, metric=args.metric, search=args.search,
                            seed=args.seed, teacher=args.teacher, teacher_exponent=args.teacher_exponent,
                            ridge=args.ridge, head_refit=not args.no_head_refit,
-                           width_multiple=args.width_multiple, attention_unit=args.attention_unit)
+                           width_multiple=args.width_multiple, attention_unit=args.attention_unit,
+                           lut_fit=args.lut_fit)
     output_dir = args.output_dir or os.path.join(
         "outputs", os.path.basename(os.path.normpath(args.ckpt_dir)), args.task_name, args.metric,
         f"{args.constraint:g}", f"seed_{args.seed}")

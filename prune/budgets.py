@@ -12,7 +12,7 @@ import torch
 from arch import BoundArch
 from prune import registry
 from prune.cost import UnitCost, mac_cost_of, param_cost_of
-from prune.latency import estimate_latency, full_latency, search_latency
+from prune.latency import estimate_latency, fitted_lut, full_latency, search_latency
 from prune.latency_tables import check_lut
 from prune.query_heads import QueryHeadCost, search_query_heads
 from prune.registry import register
@@ -25,6 +25,7 @@ class BudgetInputs:
     mha_lut: torch.Tensor | None = None  # latency tables (prune/latency.py), for the latency metric
     ffn_lut: torch.Tensor | None = None
     search: str = "global"               # registry "search": how masks are chosen under a MAC/params budget
+    lut_fit: bool = False                # the latency metric prices counts by the tables' piecewise-linear fit
 
 
 class CountBudget:
@@ -87,5 +88,8 @@ def latency(inputs: BudgetInputs) -> LatencyBudget:
     if inputs.mha_lut is None or inputs.ffn_lut is None:
         raise ValueError("the latency metric needs both latency tables (attention and FFN)")
     arch = inputs.arch
-    return LatencyBudget(check_lut(inputs.mha_lut, arch.num_head_units, "mha_lut", "attention head units"),
-                         check_lut(inputs.ffn_lut, arch.ffn_dim, "ffn_lut", "FFN neurons"), arch.num_layers)
+    tables = (check_lut(inputs.mha_lut, arch.num_head_units, "mha_lut", "attention head units"),
+              check_lut(inputs.ffn_lut, arch.ffn_dim, "ffn_lut", "FFN neurons"))
+    if inputs.lut_fit:
+        tables = tuple(fitted_lut(t) for t in tables)
+    return LatencyBudget(*tables, arch.num_layers)

@@ -64,6 +64,16 @@ def piecewise_linear(n, threshold: int, slope: float, const: float):
     return const + slope * (n - threshold).clamp(min=0)
 
 
+def fitted_lut(lut) -> torch.Tensor:
+    """The table replaced by its piecewise-linear fit (entry 0, a block that runs no units, kept as measured): a
+    smooth, non-decreasing table for tables measured in sub-millisecond steps, whose dips the search would
+    otherwise spend its budget on (docs/results.md, latency tables at batch 1)."""
+    lut = as_lut(lut)
+    fitted = piecewise_linear(torch.arange(lut.numel()), *fit_piecewise_linear(lut))
+    fitted[0] = lut[0]
+    return fitted
+
+
 # ----------------------------------------------------------------------------- search
 
 def _mask(shape, layer_counts: list[int], order: torch.Tensor) -> torch.Tensor:

@@ -42,6 +42,8 @@ class PruneOptions:
                                         # (arch/base.ATTENTION_UNITS; prune/query_heads.py)
     query_head_fisher: str = "diagonal"  # query units: diagonal (per-head Fisher) | block (each layer's heads by its
                                          # block-diagonal Fisher; measured worse: docs/results.md, issue 32)
+    lut_fit: bool = False               # metric latency: price unit counts by the tables' piecewise-linear fit
+                                        # (prune.latency.fitted_lut), not the measured entries
     width_multiple: int | None = 1      # every layer keeps a multiple of this many FFN channels (prune/widths.py);
                                         # main.py passes None for 'the task's default' (prune.widths.resolve_width_multiple)
 
@@ -90,6 +92,7 @@ def variant_name(chosen: dict) -> str:
         "head_refit": lambda v: ("nohead" if not v else "head") if tuning and method == "lsq" else None,
         "last_mha_all_tokens": lambda v: "lastmha_all" if v and tuning and method == "lsq" else None,
         "width_multiple": lambda v: f"width{int(v)}",
+        "lut_fit": lambda v: "lut_fit" if v else None,
     }
     for key in defaults:
         if key in named or o[key] == defaults[key]:

@@ -70,7 +70,7 @@ def prune(model, arch: BoundArch, sample_batches: list[dict], seq_len: float, op
     result = PruneResult()
     gradient_batches = gradient_batches or sample_batches
     budget = registry.get("metric", options.metric)(BudgetInputs(arch, seq_len, options.mha_lut, options.ffn_lut,
-                                                                       options.search))
+                                                                       options.search, options.lut_fit))
     with _Timer(result.seconds, "gradients"):
         with placement.whole_model(model, "gradients") if grads is None else contextlib.nullcontext():
             head_grads, neuron_grads = grads or _mask_grads(model, arch, gradient_batches, loss_fn, dist,

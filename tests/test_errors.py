@@ -340,6 +340,8 @@ def test_latency_tables_that_do_not_fit_the_model(ckpt, sst2, tmp_path, capsys):
         assert_user_error(code, err, *needles)
     code, err = run_main(_argv(ckpt, sst2, tmp_path / "outx") + lat + ["--mha_lut", str(good_mha)], capsys)
     assert code == 2 and "--metric latency needs --mha_lut and --ffn_lut" in err
+    code, err = run_main(_argv(ckpt, sst2, tmp_path / "outy") + ["--lut_fit"], capsys)
+    assert code == 2 and "--lut_fit smooths the latency tables of --metric latency" in err
 
 
 # ----------------------------------------------------------------------------- output folder

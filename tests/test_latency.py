@@ -123,6 +123,34 @@ def test_lut_validation_and_loading(tmp_path):
         load_lut(str(tmp_path / "none.pt"), 2, "--mha_lut", "heads")
 
 
+def test_fitted_table_is_the_piecewise_linear_fit_with_the_empty_block_as_measured():
+    from prune.latency import fitted_lut
+    gen = torch.Generator().manual_seed(3)
+    lut = _curve(40, 6, 0.2, 1.0, zero=0.05) + 0.05 * torch.randn(41, generator=gen, dtype=torch.float64)
+    assert (lut[1:].diff() < 0).any()                                  # the measured table has dips
+    smooth = fitted_lut(lut)
+    assert smooth[0] == lut[0] and (smooth[1:].diff() >= 0).all()
+    assert torch.allclose(smooth, piecewise_linear(torch.arange(41), *fit_piecewise_linear(lut)).index_put_(
+        (torch.tensor([0]),), lut[:1]))
+    assert float((smooth[1:] - _curve(40, 6, 0.2, 1.0)[1:]).abs().max()) < 0.1   # close to the true curve
+
+
+def test_latency_budget_with_lut_fit_prices_counts_by_the_fit():
+    from arch import bind
+    from prune.budgets import BudgetInputs
+    from prune.latency import fitted_lut
+    from prune.registry import get
+    import prune.budgets  # noqa: F401  (registers the metrics)
+    arch = bind(BertForSequenceClassification(BertConfig(hidden_size=32, num_attention_heads=4, intermediate_size=37,
+                                                         num_hidden_layers=3, vocab_size=100)))
+    mha = torch.tensor([0.1, 1.0, 0.8, 2.0, 2.5], dtype=torch.float64)    # a dip at 2 heads
+    ffn = torch.linspace(0.1, 3.0, 38, dtype=torch.float64)
+    raw = get("metric", "latency")(BudgetInputs(arch, 8, mha, ffn))
+    fit = get("metric", "latency")(BudgetInputs(arch, 8, mha, ffn, lut_fit=True))
+    assert torch.equal(raw.mha_lut, mha) and torch.allclose(fit.mha_lut, fitted_lut(mha))
+    assert (fit.mha_lut[1:].diff() >= 0).all() and torch.allclose(fit.ffn_lut, fitted_lut(ffn))
+
+
 def test_estimate_latency():
     mha, ffn_lut = torch.tensor([0.0, 1.0, 2.0]), torch.tensor([0.0, 10.0, 20.0, 30.0])
     head = torch.tensor([[1.0, 0.0], [0.5, -2.0]])
