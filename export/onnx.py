@@ -110,8 +110,6 @@ def export_onnx(model: nn.Module, path: str, example: dict | None = None, fuse: 
     is set back after); returns {"inputs", "outputs", "seconds", "fused", "attention"} (fused: how often each fusion
     applied; attention: the implementation used)."""
     attention = attention or (FUSED_ATTENTION if fuse else PORTABLE_ATTENTION)
-
-
     model = _on_cpu(model)
     example = {n: t.cpu() for n, t in (example or example_inputs(model)).items() if n in input_names(model)}
     names = list(example)

@@ -64,7 +64,7 @@ def measure_luts(config, batch_size: int, seq_len: int, device="cpu", dtype=torc
     gives its first block. With T(k, n) the block's time, mha_lut[k] = T(k, 0) - T(0, 0) / 2 and
     ffn_lut[n] = T(0, n) - T(0, 0) / 2, so that mha_lut[k] + ffn_lut[n] estimates T(k, n).
     time_model(model, inputs) -> seconds times a whole model in another runtime instead (ONNX Runtime:
-    scripts/measure_latency.py --backend onnx); T(k, n) is then the one-block model's time less the time of the same
+    benchmarks/ort_latency_tables.py); T(k, n) is then the one-block model's time less the time of the same
     model with no block (embeddings and what follows the blocks).
     Returns (mha_lut [units + 1], ffn_lut [ffn + 1]) in seconds.
     """
