@@ -27,7 +27,7 @@ from arch import bind
 from benchmarks.record import ROOT, LoadSampler, machine_metadata, write_json
 from benchmarks.sts_embedding import model_dirs
 from benchmarks.sts_models import original_and_pruned
-from export.onnx import OrtModel, export_onnx, packages_problem
+from export.onnx import exported_sessions, packages_problem
 from prune.physical import new_linear
 from utils.timing import random_inputs, relative_medians, time_shapes
 
@@ -91,10 +91,7 @@ def main(argv=None) -> int:
               "command": "python -m benchmarks.ffn_padding " + " ".join(argv if argv is not None else sys.argv[1:]),
               "machine": machine_metadata(args.threads), "repeats": args.repeats, "results": []}
     with tempfile.TemporaryDirectory() as folder, LoadSampler() as load:
-        for name, model in models.items():
-            export_onnx(model, os.path.join(folder, f"{name}.onnx"))
-        backends = {"eager": models, "onnx": {name: OrtModel(os.path.join(folder, f"{name}.onnx"), threads=args.threads,
-                                                             spin=False) for name in models}}
+        backends = {"eager": models, "onnx": exported_sessions(models, folder, threads=args.threads)[0]}
         for backend, timed in backends.items():
             for row in time_shapes(timed, pruned.config, args.batch_sizes, args.seq_lens, 3, args.repeats):
                 row = {"backend": backend, **row, "time_over_unpadded": relative_medians(row["timings"], "unpadded")}

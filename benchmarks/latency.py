@@ -66,7 +66,8 @@ from arch import bind
 from arch.hooks import apply_masks
 from export.hf_folder import weights_size_bytes
 from export.hf_load import load_pruned
-from export.onnx import ONNX_FILE, OrtModel, export_onnx, max_abs_difference, missing_packages, providers
+from export.onnx import (ONNX_FILE, OrtModel, export_onnx, exported_sessions, max_abs_difference,
+                         missing_packages, providers)
 from export.onnx_fuse import MIN_FUSED_HEADS
 from prune.masks import load_masks
 from prune.physical import count_parameters, physically_prune
@@ -321,13 +322,14 @@ def _onnx_models(args, models: dict, report: dict, folder: str, exported: dict) 
     """ONNX Runtime sessions of the models (original, pruned, fixed), exported into `folder` (or the pruned folder's
     model.onnx), checked against eager. exported: {name: export_onnx's report} of graphs already written there
     (floor_heads_for)."""
-    paths = {name: os.path.join(folder, f"{name}.onnx") for name in models}
+    own = {}      # a saved pruned folder's own graph is timed as it is
     if args.pruned_dir and os.path.isfile(os.path.join(args.pruned_dir, ONNX_FILE)):
-        paths["pruned"] = os.path.join(args.pruned_dir, ONNX_FILE)
-    fuse = args.onnx_graph == "fused"
-    infos = {name: exported[name] if name in exported else export_onnx(models[name], path, fuse=fuse)
-             for name, path in paths.items() if path.startswith(folder)}
-    sessions = {name: OrtModel(path, args.device, args.threads, spin=False) for name, path in paths.items()}
+        own["pruned"] = os.path.join(args.pruned_dir, ONNX_FILE)
+    written, infos = exported_sessions({name: m for name, m in models.items() if name not in own}, folder,
+                                       args.device, args.threads, args.onnx_graph == "fused", exported=exported)
+    written |= {name: OrtModel(path, args.device, args.threads, spin=False) for name, path in own.items()}
+    sessions = {name: written[name] for name in models}
+    paths = {name: own.get(name, os.path.join(folder, f"{name}.onnx")) for name in models}
     if not args.onnx_dir:   # the sessions hold the graphs in memory
         shutil.rmtree(folder, ignore_errors=True)
         paths = {name: None if path.startswith(folder) else path for name, path in paths.items()}

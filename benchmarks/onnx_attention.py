@@ -22,7 +22,7 @@ import torch
 from benchmarks.record import ROOT, LoadSampler, machine_metadata, write_json
 from benchmarks.sts_embedding import model_dirs
 from benchmarks.sts_models import original_and_pruned
-from export.onnx import OrtModel, export_onnx, max_abs_difference, packages_problem
+from export.onnx import exported_sessions, max_abs_difference, packages_problem
 from utils.timing import random_inputs, time_shapes
 
 OUTPUT = os.path.join(ROOT, "benchmarks", "results", "onnx_attention.json")
@@ -48,9 +48,10 @@ def sessions(models: dict, folder: str) -> tuple[dict, dict]:
     out, used = {}, {}
     for name, model in models.items():
         for form in FORMS:
-            path = os.path.join(folder, f"{name}-{form}.onnx")
-            used[f"{name}-{form}"] = export_onnx(model, path, attention=form)["attention"]
-            out[f"{name}-{form}"] = OrtModel(path, threads=torch.get_num_threads(), spin=False)
+            graphs, reports = exported_sessions({f"{name}-{form}": model}, folder, threads=torch.get_num_threads(),
+                                                attention=form)
+            out |= graphs
+            used |= {graph: report["attention"] for graph, report in reports.items()}
     return out, used
 
 

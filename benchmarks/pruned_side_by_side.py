@@ -10,7 +10,6 @@ Per shape: each model's median seconds and its speed-up over the original (bench
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 
@@ -19,7 +18,7 @@ import torch
 from benchmarks.record import LoadSampler, machine_metadata, write_json
 from benchmarks.sts_embedding import model_dirs
 from benchmarks.sts_models import original_and_pruned
-from export.onnx import OrtModel, export_onnx, packages_problem
+from export.onnx import exported_sessions, packages_problem
 from utils.timing import relative_medians, time_shapes
 
 
@@ -44,12 +43,7 @@ def main(argv=None) -> int:
               "machine": machine_metadata(args.threads), "command": "python -m benchmarks.pruned_side_by_side " +
                          " ".join(argv if argv is not None else sys.argv[1:]), "repeats": args.repeats, "results": []}
     with tempfile.TemporaryDirectory() as tmp, LoadSampler() as load:
-        sessions = models
-        if args.backend == "onnx":
-            sessions = {}
-            for name, model in models.items():
-                export_onnx(model, os.path.join(tmp, f"{name}.onnx"))
-                sessions[name] = OrtModel(os.path.join(tmp, f"{name}.onnx"), threads=args.threads, spin=False)
+        sessions = exported_sessions(models, tmp, threads=args.threads)[0] if args.backend == "onnx" else models
         for row in time_shapes(sessions, original.config, args.batch_sizes, args.seq_lens, 3, args.repeats):
             row["speedup"] = {name: 1 / r for name, r in relative_medians(row["timings"], "original").items()}
             report["results"].append(row)

@@ -21,7 +21,7 @@ import tempfile
 
 from benchmarks.record import (ROOT, cell_done, machine_metadata, read_cell, read_cells, run_measured, write_cell,
                                write_json)
-from benchmarks.sts_embedding import cell_name, model_dirs
+from benchmarks.sts_embedding import cell_name, model_dirs, run_folder
 
 CELL_DIR = os.path.join(ROOT, "benchmarks", "results", "speed_limit")
 SUMMARY = os.path.join(ROOT, "benchmarks", "results", "speed_limit.json")
@@ -34,9 +34,7 @@ GOAL = 0.9          # the issue's goal: this fraction of the physical ideal at e
 
 def run_cell(model: str, backend: str, run: str, threads: int, repeats: int, per_kind: bool = False,
              batches=BATCHES) -> dict:
-    mask_dir = os.path.join(ROOT, "outputs", "sts_embedding", run)
-    if not os.path.isfile(os.path.join(mask_dir, "head_mask.pt")):
-        raise SystemExit(f"error: no masks in {mask_dir}: run that sts_embedding cell first (see this module's help)")
+    mask_dir = run_folder(run)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "latency.json")
         argv = [sys.executable, "-m", "benchmarks.latency", "--ckpt_dir", model_dirs()[model], "--mask_dir", mask_dir,

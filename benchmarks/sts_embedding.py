@@ -30,6 +30,16 @@ def model_dirs() -> dict:
     return {"mpnet": os.path.join(ROOT, "checkpoints", "all-mpnet-base-v2"), "minilm": packaged_minilm_dir()}
 
 
+def run_folder(run: str) -> str:
+    """outputs/sts_embedding/RUN (or RUN itself, a path) when it holds masks; else says how to make it and exits 2."""
+    folder = run if os.sep in run else os.path.join(ROOT, "outputs", "sts_embedding", run)
+    if not os.path.isfile(os.path.join(folder, "head_mask.pt")):
+        print(f"error: no masks in {folder}: run that sts_embedding cell first (benchmarks/speed_limit.py's help)",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return folder
+
+
 def cell_name(model: str, method: str, constraint: float, seed: int, loss: str) -> str:
     return f"{model}-{method}-{constraint:g}-s{seed}" + ("" if loss == "gold" else f"-{loss}")
 

@@ -190,6 +190,21 @@ class OrtModel:
         return self.session.run(None, {n: _numpy(t) for n, t in complete(batch, self.input_names).items()})
 
 
+def exported_sessions(models: dict, folder: str, device: str = "cpu", threads: int | None = None, fuse: bool = False,
+                      attention: str | None = None, exported: dict | None = None) -> tuple[dict, dict]:
+    """Each model written to folder/NAME.onnx (unless `exported`, {name: export_onnx's report}, says it is there
+    already) and an ONNX Runtime session of it without intra-op spinning, as benchmarks call several in turn;
+    returns ({name: OrtModel}, {name: export_onnx's report}), in the order of `models`."""
+    reports = {name: exported[name] for name in models if exported and name in exported}
+    sessions = {}
+    for name, model in models.items():
+        path = os.path.join(folder, f"{name}.onnx")
+        if name not in reports:
+            reports[name] = export_onnx(model, path, fuse=fuse, attention=attention)
+        sessions[name] = OrtModel(path, device, threads, spin=False)
+    return sessions, reports
+
+
 def complete(batch: dict, names: list[str]) -> dict:
     """The inputs `names` from `batch`, with the HF defaults for an absent mask (ones) or segment ids (zeros)."""
     ids = batch["input_ids"]

@@ -1,7 +1,8 @@
 """Fuse an exported graph into ONNX Runtime's transformer kernels (Attention, SkipLayerNormalization, BiasGelu).
 
 torch's dynamo exporter writes each layer's attention (the fused export asks for transformers' SDPA attention:
-export/onnx.FUSED_ATTENTION) as the twenty-odd primitive ops of scaled_dot_product_attention (Reshape/Transpose of Q, K, V, shape arithmetic for K's transpose, the
+export/onnx.FUSED_ATTENTION) as the twenty-odd primitive ops of scaled_dot_product_attention (Reshape/Transpose
+of Q, K, V, shape arithmetic for K's transpose, the
 mask's Where, a NaN guard after the Softmax). onnxscript's ORT fusions rewrite them into one
 com.microsoft Attention node per layer, whose num_heads comes from that layer's own Q/K/V widths, so
 the uneven head counts of a pruned model are kept; a layer without heads has no attention to fuse, and a layer
